@@ -1,0 +1,197 @@
+/**
+ * Every way an operation of effect-threadbare can fail, as tagged errors.
+ *
+ * They are `Schema.TaggedError` classes, so a failure in a worker process arrives in the parent
+ * with its fields intact, and `Effect.catchTag` picks out the ones a program wants to handle.
+ * Each `message` is derived from the fields: it says what happened, where (host, command or
+ * path) and what to do about it.
+ *
+ * | original (threadbare / Fabric 1) | here |
+ * | --- | --- |
+ * | `abort_exception` raised on a non-zero exit | `CommandFailed` |
+ * | `warn_only=True` | `Operations.warnOnly` (turns `CommandFailed` into the result) |
+ * | `NetworkError` | `ConnectionError` (with a `reason`) |
+ * | `abort_on_prompts` | `PromptAborted` |
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+import { CommandResult } from "./CommandResult.ts"
+
+const tail = (text: string, lines = 5): string => {
+  const all = text.trimEnd().split(/\r?\n/)
+  return all.slice(-lines).join("\n")
+}
+
+/**
+ * A command exited non-zero or was killed by a signal. `result` holds everything it did.
+ *
+ * Recover with `Operations.warnOnly` (keep the result and go on) or `Effect.catchTag("CommandFailed", ...)`.
+ *
+ * @since 0.1.0
+ */
+export class CommandFailed extends Schema.TaggedError<CommandFailed>()("CommandFailed", {
+  result: CommandResult
+}) {
+  /** The host the command ran on (`"localhost"` for local commands). */
+  get host(): string {
+    return this.result.host
+  }
+
+  /** The command as the caller wrote it. */
+  get command(): string {
+    return this.result.command
+  }
+
+  override get message(): string {
+    const r = this.result
+    const output = tail(r.stderr !== "" ? r.stderr : r.stdout)
+    return `[${r.host}] command failed with ${r.ending}: ${r.command}` +
+      (output === "" ? "" : `\nlast output:\n${output}`) +
+      `\nTo carry on despite the failure, wrap the operation in Operations.warnOnly.`
+  }
+}
+
+/**
+ * A command ran longer than its `timeout`. The process (and, remotely, its process group) was
+ * stopped before this error was raised.
+ *
+ * @since 0.1.0
+ */
+export class CommandTimeout extends Schema.TaggedError<CommandTimeout>()("CommandTimeout", {
+  host: Schema.String,
+  command: Schema.String,
+  timeoutMillis: Schema.Number,
+  /** Output gathered before the command was stopped. */
+  stdout: Schema.String,
+  stderr: Schema.String
+}) {
+  override get message(): string {
+    return `[${this.host}] command timed out after ${this.timeoutMillis} ms and was stopped: ${this.command}` +
+      `\nRaise the \`timeout\` setting if the command needs longer, or find out why it hangs ` +
+      `(a prompt waiting for input is a common cause).`
+  }
+}
+
+/**
+ * Why a connection could not be made or was lost.
+ *
+ * - `refused`: nothing listens on the port.
+ * - `timeout`: no answer within `connectTimeout` (or keepalives went unanswered).
+ * - `authentication`: the server refused every key, agent identity or password offered.
+ * - `host-key`: the server's host key changed, or is unknown and the policy is `strict`.
+ * - `unknown-host`: the host name does not resolve.
+ * - `disconnected`: the connection dropped while in use.
+ *
+ * @since 0.1.0
+ */
+export const ConnectionErrorReason = Schema.Literals([
+  "refused",
+  "timeout",
+  "authentication",
+  "host-key",
+  "unknown-host",
+  "disconnected"
+])
+
+/** @since 0.1.0 */
+export type ConnectionErrorReason = typeof ConnectionErrorReason.Type
+
+const connectionAdvice: Record<ConnectionErrorReason, string> = {
+  refused: "Check that sshd runs on the host and that the port is right.",
+  timeout: "Check that the host is up and reachable (firewall, security group), or raise `connectTimeout`.",
+  authentication:
+    "Check the user name and that the key (`keyFile`, ssh-agent) or `password` is one the server accepts.",
+  "host-key":
+    "If the host was rebuilt, remove its old entry from the known_hosts file (ssh-keygen -R host); otherwise do not connect: someone may be in the middle.",
+  "unknown-host": "Check the host name and DNS.",
+  disconnected: "The connection was lost; check the network and the server, then run the operation again."
+}
+
+/**
+ * A connection to a host could not be made, or was lost during an operation.
+ *
+ * @since 0.1.0
+ */
+export class ConnectionError extends Schema.TaggedError<ConnectionError>()("ConnectionError", {
+  host: Schema.String,
+  port: Schema.Number,
+  user: Schema.String,
+  reason: ConnectionErrorReason,
+  /** What the SSH library or the network said. */
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `[${this.host}] cannot connect as ${this.user} to port ${this.port} (${this.reason}): ${this.detail}\n` +
+      connectionAdvice[this.reason]
+  }
+}
+
+/**
+ * Why a transfer failed.
+ *
+ * @since 0.1.0
+ */
+export const TransferErrorReason = Schema.Literals([
+  "exists",
+  "not-found",
+  "permission",
+  "is-directory",
+  "verify",
+  "rsync",
+  "failed"
+])
+
+/** @since 0.1.0 */
+export type TransferErrorReason = typeof TransferErrorReason.Type
+
+/**
+ * An upload, download or rsync failed. The destination was left as it was before.
+ *
+ * @since 0.1.0
+ */
+export class TransferError extends Schema.TaggedError<TransferError>()("TransferError", {
+  host: Schema.String,
+  /** The path the error is about (remote or local, as `side` says). */
+  path: Schema.String,
+  side: Schema.Literals(["local", "remote"]),
+  reason: TransferErrorReason,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `[${this.host}] transfer failed at ${this.side} path ${this.path} (${this.reason}): ${this.detail}`
+  }
+}
+
+/**
+ * A prompt could not be shown: prompts are disabled (`abortOnPrompts`, always on in workers)
+ * or there is no terminal to ask on.
+ *
+ * @since 0.1.0
+ */
+export class PromptAborted extends Schema.TaggedError<PromptAborted>()("PromptAborted", {
+  prompt: Schema.String,
+  reason: Schema.Literals(["disabled", "no-terminal"])
+}) {
+  override get message(): string {
+    return this.reason === "disabled"
+      ? `refused to prompt "${this.prompt}": prompts are disabled (abortOnPrompts). Pass the answer as a setting instead.`
+      : `cannot prompt "${this.prompt}": there is no terminal to ask on. Pass the answer as a setting instead.`
+  }
+}
+
+/**
+ * A setting has a value that cannot work (a port out of range, a missing key file, a local
+ * directory that does not exist, a malformed host string). Raised before anything runs.
+ *
+ * @since 0.1.0
+ */
+export class SettingsError extends Schema.TaggedError<SettingsError>()("SettingsError", {
+  setting: Schema.String,
+  value: Schema.String,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `invalid setting \`${this.setting}\` = ${JSON.stringify(this.value)}: ${this.detail}`
+  }
+}

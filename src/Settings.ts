@@ -1,0 +1,416 @@
+/**
+ * The settings every operation reads: connection, command wrapping, output, errors, transfers
+ * and hosts. They replace the original's global `env` dictionary and its `settings(...)`
+ * context manager.
+ *
+ * Settings live in a `Context.Reference`, so a program that provides nothing gets
+ * {@link defaults}. A combinator overrides them for one effect and the old values come back
+ * when it ends, however it ends; blocks nest and the inner one wins. Each fiber sees the
+ * settings of the block it was forked in, so concurrent work never sees another's changes.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Operations, Settings } from "effect-threadbare"
+ *
+ * const deploy = Operations.remote("systemctl restart app").pipe(
+ *   Settings.rcd("/srv/app"),
+ *   Settings.settings({ host: "deploy@web-1", useSudo: true })
+ * )
+ *
+ * // or for a whole program
+ * const main = deploy.pipe(Effect.provide(Settings.layer({ keyFile: "~/.ssh/deploy" })))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import { dual } from "effect/Function"
+import * as Layer from "effect/Layer"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import * as path from "node:path"
+import { SettingsError } from "./Errors.ts"
+
+/**
+ * What to do with a host key that is not in the known_hosts file. See {@link Settings.hostKeyPolicy}.
+ *
+ * @since 0.1.0
+ */
+export type HostKeyPolicy = "accept-new" | "strict"
+
+/**
+ * Every setting, with its default in {@link defaults}.
+ *
+ * @since 0.1.0
+ */
+export interface Settings {
+  // -- connection -------------------------------------------------------------------------------
+
+  /**
+   * The host remote operations run on: `host`, `user@host`, `host:port`, `user@host:port` or
+   * `[v6addr]:port`. Parts given here win over `user`/`port`. Default: none (remote operations
+   * fail with a `SettingsError`).
+   */
+  readonly host: string | undefined
+  /** The login user. Default: from `~/.ssh/config`, else the local user. */
+  readonly user: string | undefined
+  /** The SSH port. Default: from `~/.ssh/config`, else 22. */
+  readonly port: number | undefined
+  /**
+   * The private key file. Default: from `~/.ssh/config`, else the first of `~/.ssh/id_ed25519`,
+   * `~/.ssh/id_ecdsa`, `~/.ssh/id_rsa` that exists. A leading `~/` means the home directory.
+   */
+  readonly keyFile: string | undefined
+  /** The passphrase of an encrypted `keyFile`. Default: none. */
+  readonly keyPassphrase: Redacted.Redacted<string> | undefined
+  /** A login password, tried after keys and the agent. Default: none. */
+  readonly password: Redacted.Redacted<string> | undefined
+  /** Offer the identities of the ssh-agent at `SSH_AUTH_SOCK`. Default: `true`. */
+  readonly useAgent: boolean
+  /** The OpenSSH client config to honour (`HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump`); `false` for none. Default: `~/.ssh/config`. */
+  readonly sshConfigFile: string | false
+  /** The known_hosts file host keys are checked against. Default: `~/.ssh/known_hosts`. */
+  readonly knownHostsFile: string
+  /**
+   * What to do with a host whose key is not in `knownHostsFile`: `accept-new` records it and
+   * connects (like OpenSSH's `StrictHostKeyChecking=accept-new`), `strict` refuses. A key that
+   * differs from the recorded one is always refused. Default: `accept-new`.
+   */
+  readonly hostKeyPolicy: HostKeyPolicy
+  /** A jump host (`user@host:port`) to reach `host` through, like `ProxyJump`. Default: none. */
+  readonly gateway: string | undefined
+  /** How long to wait for a connection (TCP and SSH handshake). Default: 10 seconds. */
+  readonly connectTimeout: Duration.Duration
+  /** How many times to try to connect before failing (refusals, time-outs, resets). Default: 3. */
+  readonly connectAttempts: number
+  /** The pause between connection attempts. Default: 1 second. */
+  readonly connectRetryDelay: Duration.Duration
+  /** How often to send keepalives on an idle connection. Default: 15 seconds. */
+  readonly keepaliveInterval: Duration.Duration
+  /** Unanswered keepalives after which the connection counts as dead. Default: 3. */
+  readonly keepaliveCountMax: number
+  /**
+   * Channels (commands, SFTP sessions) open at once on one connection; more wait their turn.
+   * Keep it below the server's `MaxSessions` (OpenSSH: 10). Default: 8.
+   */
+  readonly maxChannels: number
+
+  // -- command wrapping -------------------------------------------------------------------------
+
+  /** Run commands through a shell (`shell` remotely, `localShell` locally). Default: `true`. */
+  readonly useShell: boolean
+  /** The remote shell a command is handed to, as a command line ending in `-c`. Default: `/bin/bash -l -c`. */
+  readonly shell: string
+  /** The local shell, as a command line ending in `-c`. Default: `/bin/sh -c`. */
+  readonly localShell: string
+  /** Run commands through `sudo`. Default: `false`. */
+  readonly useSudo: boolean
+  /** With `useSudo`, the user to become (`sudo -u`). Default: root. */
+  readonly sudoUser: string | undefined
+  /** The password for `sudo`, answered on its prompt and never shown. Default: none (`sudo -n`). */
+  readonly sudoPassword: Redacted.Redacted<string> | undefined
+  /**
+   * Merge standard error into standard output. Remotely this asks for a pty, as Fabric does.
+   * Default: `true`.
+   */
+  readonly combineStderr: boolean
+  /** The directory remote commands run in (`cd dir && ...`). Default: the login directory. */
+  readonly remoteWorkingDir: string | undefined
+  /** The directory local commands run in, and relative local paths resolve against. Default: the process's. */
+  readonly localWorkingDir: string | undefined
+  /** Variables set for every command, quoted into the command line. Default: none. */
+  readonly env: Readonly<Record<string, string>>
+  /** How long a command may run before it is stopped with `CommandTimeout`. Default: no limit. */
+  readonly timeout: Duration.Duration | undefined
+  /** Local commands: keep output (`true`) or let the command use the terminal (`false`). Default: `false`. */
+  readonly capture: boolean
+  /** Print what would run and run nothing (commands then succeed with empty output). Default: `false`. */
+  readonly dryRun: boolean
+
+  // -- output -----------------------------------------------------------------------------------
+
+  /** Print nothing: no `run:` lines, no output lines. Default: `false`. */
+  readonly quiet: boolean
+  /** Keep no output in results (it is still printed unless `quiet`). Default: `false`. */
+  readonly discardOutput: boolean
+  /** Print `[host] run: <command>` before each command. Default: `true`. */
+  readonly displayRunning: boolean
+  /** Print output lines through `lineTemplate`; `false` prints the bare line. Default: `true`. */
+  readonly displayPrefix: boolean
+  /**
+   * How an output line is printed. Fields: `{host}`, `{pipe}` (`out`, `err`, `run`, ...),
+   * `{line}`, `{date}` (YYYY-MM-DD), `{time}` (HH:MM:SS), `{datetime}` (ISO 8601).
+   * Default: `[{host}] {pipe}: {line}`.
+   */
+  readonly lineTemplate: string
+  /** Print every output line under this pipe name instead of `out`/`err`. Default: none. */
+  readonly customPipe: string | undefined
+
+  // -- errors -----------------------------------------------------------------------------------
+
+  /** Make `prompt` fail with `PromptAborted` instead of asking. Always on in workers. Default: `false`. */
+  readonly abortOnPrompts: boolean
+  /**
+   * Return the result of a failed command instead of failing with `CommandFailed`, logging a
+   * warning (the original's `warn_only`). `Operations.warnOnly` sets it for a block and removes
+   * `CommandFailed` from the error type. Default: `false`.
+   */
+  readonly warnOnly: boolean
+  /** Log a failed command as an error through the Logger before failing. Default: `true`. */
+  readonly displayAborts: boolean
+
+  // -- transfers --------------------------------------------------------------------------------
+
+  /** Replace files that exist at the destination of a transfer. Default: `true`. */
+  readonly overwrite: boolean
+
+  // -- execution --------------------------------------------------------------------------------
+
+  /** The hosts `Execute` runs a program on when none are given. Default: none. */
+  readonly hosts: ReadonlyArray<string>
+}
+
+/**
+ * The defaults, in one place. {@link layer} and {@link settings} patch these.
+ *
+ * @since 0.1.0
+ */
+export const defaults: Settings = {
+  host: undefined,
+  user: undefined,
+  port: undefined,
+  keyFile: undefined,
+  keyPassphrase: undefined,
+  password: undefined,
+  useAgent: true,
+  sshConfigFile: "~/.ssh/config",
+  knownHostsFile: "~/.ssh/known_hosts",
+  hostKeyPolicy: "accept-new",
+  gateway: undefined,
+  connectTimeout: Duration.seconds(10),
+  connectAttempts: 3,
+  connectRetryDelay: Duration.seconds(1),
+  keepaliveInterval: Duration.seconds(15),
+  keepaliveCountMax: 3,
+  maxChannels: 8,
+  useShell: true,
+  shell: "/bin/bash -l -c",
+  localShell: "/bin/sh -c",
+  useSudo: false,
+  sudoUser: undefined,
+  sudoPassword: undefined,
+  combineStderr: true,
+  remoteWorkingDir: undefined,
+  localWorkingDir: undefined,
+  env: {},
+  timeout: undefined,
+  capture: false,
+  dryRun: false,
+  quiet: false,
+  discardOutput: false,
+  displayRunning: true,
+  displayPrefix: true,
+  lineTemplate: "[{host}] {pipe}: {line}",
+  customPipe: undefined,
+  abortOnPrompts: false,
+  warnOnly: false,
+  displayAborts: true,
+  overwrite: true,
+  hosts: []
+}
+
+/**
+ * The current settings. `yield* Settings` reads them; without any override they are
+ * {@link defaults}.
+ *
+ * @since 0.1.0
+ */
+export const Settings: Context.Reference<Settings> = Context.Reference<Settings>("effect-threadbare/Settings", {
+  defaultValue: () => defaults
+})
+
+/**
+ * A partial set of settings. Durations may be given in any form `Duration` accepts
+ * (`"5 seconds"`, `5000`, `Duration.minutes(1)`), and `undefined` resets a setting to none.
+ *
+ * @since 0.1.0
+ */
+export type Patch = {
+  readonly [K in keyof Settings]?: Settings[K] extends Duration.Duration | undefined
+    ? Duration.Input | Extract<Settings[K], undefined>
+    : Settings[K]
+}
+
+const durationKeys = [
+  "connectTimeout",
+  "connectRetryDelay",
+  "keepaliveInterval",
+  "timeout"
+] as const satisfies ReadonlyArray<keyof Settings>
+
+/**
+ * Applies a patch to a set of settings, turning duration inputs into durations.
+ *
+ * @since 0.1.0
+ */
+export const apply = (base: Settings, patch: Patch): Settings => {
+  const next: Record<string, unknown> = { ...base, ...patch }
+  for (const key of durationKeys) {
+    const value = patch[key]
+    if (value !== undefined) next[key] = Duration.fromInputUnsafe(value)
+  }
+  return next as unknown as Settings
+}
+
+/**
+ * Runs `self` with `f` applied to the current settings, in a scope of its own: finalizers that
+ * `self` adds (`Effect.addFinalizer`) run when it ends, not when an enclosing block does.
+ * Every combinator of this module is built on it.
+ *
+ * @since 0.1.0
+ */
+export const locally: {
+  (f: (current: Settings) => Settings): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  <A, E, R>(self: Effect.Effect<A, E, R>, f: (current: Settings) => Settings): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+} = dual(
+  2,
+  <A, E, R>(self: Effect.Effect<A, E, R>, f: (current: Settings) => Settings) =>
+    Effect.scoped(Effect.updateService(self, Settings, f))
+)
+
+/**
+ * Overrides some settings for one effect (the original's `with settings(**kw)`).
+ *
+ * @example
+ * ```ts
+ * Operations.remote("uptime").pipe(Settings.settings({ host: "web-1", user: "deploy" }))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const settings: {
+  (patch: Patch): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  <A, E, R>(self: Effect.Effect<A, E, R>, patch: Patch): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+} = dual(
+  2,
+  <A, E, R>(self: Effect.Effect<A, E, R>, patch: Patch) => locally(self, (current) => apply(current, patch))
+)
+
+/**
+ * Runs an effect with nothing printed: no `run:` lines, no output (the original's `hide()`).
+ * Results still hold the output.
+ *
+ * @since 0.1.0
+ */
+export const hide = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Scope.Scope>> =>
+  settings(self, { quiet: true })
+
+/**
+ * Runs remote commands of an effect in `dir` (the original's `rcd`). A relative `dir` is taken
+ * from the current remote working directory. The directory is quoted, so any name works.
+ *
+ * @since 0.1.0
+ */
+export const rcd: {
+  (dir: string): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  <A, E, R>(self: Effect.Effect<A, E, R>, dir: string): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, dir: string) =>
+  locally(self, (current) => ({
+    ...current,
+    remoteWorkingDir: current.remoteWorkingDir === undefined || path.posix.isAbsolute(dir) || dir.startsWith("~")
+      ? dir
+      : path.posix.join(current.remoteWorkingDir, dir)
+  })))
+
+/**
+ * Resolves a local path against the current `localWorkingDir` (set by {@link lcd}), or the
+ * process's working directory. Never changes the process's directory.
+ *
+ * @since 0.1.0
+ */
+export const resolveLocal = (current: Settings, p: string): string =>
+  path.resolve(current.localWorkingDir ?? process.cwd(), expandHome(p))
+
+/**
+ * Expands a leading `~/` (or a lone `~`) to the local home directory.
+ *
+ * @since 0.1.0
+ */
+export const expandHome = (p: string): string => {
+  if (p === "~") return homeDir()
+  if (p.startsWith("~/")) return path.join(homeDir(), p.slice(2))
+  return p
+}
+
+const homeDir = (): string => process.env["HOME"] ?? "/"
+
+/**
+ * Runs local commands of an effect in `dir`, and resolves relative local paths against it
+ * (the original's `lcd`). A relative `dir` is taken from the current local working directory.
+ * The process's own working directory is never changed, so concurrent fibers are unaffected.
+ *
+ * Fails with `SettingsError` when `dir` is not an existing directory.
+ *
+ * @since 0.1.0
+ */
+export const lcd: {
+  (dir: string): <A, E, R>(
+    self: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | SettingsError, Exclude<R, Scope.Scope> | FileSystem.FileSystem>
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    dir: string
+  ): Effect.Effect<A, E | SettingsError, Exclude<R, Scope.Scope> | FileSystem.FileSystem>
+} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, dir: string) =>
+  Effect.gen(function*() {
+    const current = yield* Settings
+    const resolved = resolveLocal(current, dir)
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(resolved).pipe(
+      Effect.mapError(() =>
+        new SettingsError({
+          setting: "localWorkingDir",
+          value: resolved,
+          detail: "no such directory; create it first or fix the path given to lcd"
+        })
+      )
+    )
+    if (info.type !== "Directory") {
+      return yield* new SettingsError({
+        setting: "localWorkingDir",
+        value: resolved,
+        detail: `not a directory (it is a ${info.type.toLowerCase()}); give lcd a directory`
+      })
+    }
+    return yield* locally(self, (s) => ({ ...s, localWorkingDir: resolved }))
+  }))
+
+/**
+ * Sets environment variables for every command of an effect, on top of those already set
+ * (Fabric's `shell_env`). Values are quoted into the command line, since servers drop
+ * variables they do not `AcceptEnv`.
+ *
+ * @since 0.1.0
+ */
+export const withEnv: {
+  (vars: Readonly<Record<string, string>>): <A, E, R>(
+    self: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  <A, E, R>(self: Effect.Effect<A, E, R>, vars: Readonly<Record<string, string>>): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+} = dual(
+  2,
+  <A, E, R>(self: Effect.Effect<A, E, R>, vars: Readonly<Record<string, string>>) =>
+    locally(self, (current) => ({ ...current, env: { ...current.env, ...vars } }))
+)
+
+/**
+ * Settings for a whole program: `program.pipe(Effect.provide(Settings.layer({ ... })))`.
+ * The patch applies on top of {@link defaults}.
+ *
+ * @since 0.1.0
+ */
+export const layer = (patch: Patch): Layer.Layer<never> => Layer.succeed(Settings, apply(defaults, patch))

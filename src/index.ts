@@ -1,0 +1,10 @@
+/**
+ * effect-threadbare: deploy programs on Effect 4.
+ *
+ * @since 0.1.0
+ */
+export * as CommandResult from "./CommandResult.ts"
+export * as Errors from "./Errors.ts"
+export * as Operations from "./Operations.ts"
+export * as Output from "./Output.ts"
+export * as Settings from "./Settings.ts"
