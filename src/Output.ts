@@ -110,7 +110,9 @@ export const printLine = Effect.fnUntraced(function*(host: string, pipe: string,
   const output = yield* Output
   if (!current.displayPrefix) return yield* output.write(`${line}\n`)
   const now = new Date(yield* Clock.currentTimeMillis)
-  yield* output.write(`${format(current.lineTemplate, { host, pipe: current.customPipe ?? pipe, line, now })}\n`)
+  yield* output.write(
+    `${format(current.lineTemplate, { host, pipe: current.customPipe ?? pipe, line, now })}\n`
+  )
 })
 
 /**

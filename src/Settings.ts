@@ -229,9 +229,12 @@ export const defaults: Settings = {
  *
  * @since 0.1.0
  */
-export const Settings: Context.Reference<Settings> = Context.Reference<Settings>("effect-threadbare/Settings", {
-  defaultValue: () => defaults
-})
+export const Settings: Context.Reference<Settings> = Context.Reference<Settings>(
+  "effect-threadbare/Settings",
+  {
+    defaultValue: () => defaults
+  }
+)
 
 /**
  * A partial set of settings. Durations may be given in any form `Duration` accepts
@@ -274,8 +277,13 @@ export const apply = (base: Settings, patch: Patch): Settings => {
  * @since 0.1.0
  */
 export const locally: {
-  (f: (current: Settings) => Settings): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
-  <A, E, R>(self: Effect.Effect<A, E, R>, f: (current: Settings) => Settings): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  (
+    f: (current: Settings) => Settings
+  ): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    f: (current: Settings) => Settings
+  ): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
 } = dual(
   2,
   <A, E, R>(self: Effect.Effect<A, E, R>, f: (current: Settings) => Settings) =>
@@ -321,9 +329,10 @@ export const rcd: {
 } = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, dir: string) =>
   locally(self, (current) => ({
     ...current,
-    remoteWorkingDir: current.remoteWorkingDir === undefined || path.posix.isAbsolute(dir) || dir.startsWith("~")
-      ? dir
-      : path.posix.join(current.remoteWorkingDir, dir)
+    remoteWorkingDir:
+      current.remoteWorkingDir === undefined || path.posix.isAbsolute(dir) || dir.startsWith("~")
+        ? dir
+        : path.posix.join(current.remoteWorkingDir, dir)
   })))
 
 /**
@@ -400,7 +409,10 @@ export const withEnv: {
   (vars: Readonly<Record<string, string>>): <A, E, R>(
     self: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E, Exclude<R, Scope.Scope>>
-  <A, E, R>(self: Effect.Effect<A, E, R>, vars: Readonly<Record<string, string>>): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    vars: Readonly<Record<string, string>>
+  ): Effect.Effect<A, E, Exclude<R, Scope.Scope>>
 } = dual(
   2,
   <A, E, R>(self: Effect.Effect<A, E, R>, vars: Readonly<Record<string, string>>) =>

@@ -121,7 +121,9 @@ export const build = (spec: CommandSpec): Result.Result<BuiltCommand, SettingsEr
   const envEntries = Object.entries(spec.env)
   const prelude: Array<string> = []
   if (spec.cwd !== undefined) prelude.push(`cd -- ${quoteDir(spec.cwd)}`)
-  if (envEntries.length > 0) prelude.push(`export ${envEntries.map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`)
+  if (envEntries.length > 0) {
+    prelude.push(`export ${envEntries.map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`)
+  }
 
   if (spec.useShell) {
     const script = [...prelude, display].join(" && ")

@@ -1,0 +1,39 @@
+/**
+ * What local and remote commands share once a command has ended: turning a result into
+ * success or `CommandFailed` under `warnOnly` and `displayAborts`.
+ */
+import * as Effect from "effect/Effect"
+import { CommandResult } from "../CommandResult.ts"
+import { CommandFailed } from "../Errors.ts"
+import { Settings } from "../Settings.ts"
+
+/**
+ * Succeeds with a result that exited 0. Otherwise fails with `CommandFailed`, logging it first
+ * when `displayAborts`; under `warnOnly` it logs a warning and succeeds with the result.
+ */
+export const finish = Effect.fnUntraced(function*(result: CommandResult) {
+  if (result.succeeded) return result
+  const current = yield* Settings
+  const failure = new CommandFailed({ result })
+  if (current.warnOnly) {
+    yield* Effect.logWarning(
+      `[${result.host}] command failed with ${result.ending}, carrying on (warnOnly): ${result.command}`
+    )
+    return result
+  }
+  if (current.displayAborts) yield* Effect.logError(failure.message)
+  return yield* failure
+})
+
+/** The result of a command that `dryRun` did not run. */
+export const dryRunResult = (host: string, command: string, realCommand: string): CommandResult =>
+  new CommandResult({
+    host,
+    command,
+    realCommand,
+    exitCode: 0,
+    signal: null,
+    stdout: "",
+    stderr: "",
+    durationMillis: 0
+  })

@@ -1,0 +1,255 @@
+/**
+ * `local`: runs a command on this machine through `effect/process`.
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as PlatformError from "effect/PlatformError"
+import * as ChildProcess from "effect/process/ChildProcess"
+import { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
+import { CommandResult } from "../CommandResult.ts"
+import { CommandTimeout, SettingsError } from "../Errors.ts"
+import * as Output from "../Output.ts"
+import { apply, type Patch, resolveLocal, Settings } from "../Settings.ts"
+import { finish } from "./command.ts"
+import { dryRunResult } from "./command.ts"
+import { LineBuffer } from "./lines.ts"
+import * as Shell from "./shell.ts"
+
+/**
+ * Options of `local`. Each one overrides the setting of the same name for this call only.
+ *
+ * @since 0.1.0
+ */
+export interface LocalOptions {
+  /** Keep the output in the result instead of letting the command use the terminal. */
+  readonly capture?: boolean | undefined
+  /**
+   * Print output live, line by line, as `[localhost] out: <line>` (and `err:`), while the
+   * command runs. Works with or without `capture`. Default: `false`.
+   */
+  readonly stream?: boolean | undefined
+  /** Run through `localShell` (`/bin/sh -c`); `false` needs an argument list. */
+  readonly useShell?: boolean | undefined
+  /** The shell command line, ending in `-c`. */
+  readonly shell?: string | undefined
+  /** Run through `sudo -n` (non-interactive: fails rather than asks for a password). */
+  readonly useSudo?: boolean | undefined
+  /** With `useSudo`, the user to become. */
+  readonly sudoUser?: string | undefined
+  /** Merge standard error into standard output. */
+  readonly combineStderr?: boolean | undefined
+  /** Stop the command (and everything it started) after this long, failing with `CommandTimeout`. */
+  readonly timeout?: Duration.Input | undefined
+  /** The working directory; relative to the current `lcd`. */
+  readonly cwd?: string | undefined
+  /** More variables for this command. */
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Print nothing. */
+  readonly quiet?: boolean | undefined
+  /** Return a failed result instead of failing with `CommandFailed`. */
+  readonly warnOnly?: boolean | undefined
+}
+
+/** The host name shown for local commands. */
+export const localHost = "localhost"
+
+const signalOf = (error: PlatformError.PlatformError): string | undefined => {
+  let current: unknown = error
+  for (let depth = 0; depth < 5 && current !== undefined && current !== null; depth++) {
+    const text = String((current as { message?: unknown }).message ?? current)
+    const match = /receipt of signal: '(SIG[A-Z0-9]+)'/.exec(text)
+    if (match !== null) return match[1]
+    current = (current as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+const spawnFailure = (error: PlatformError.PlatformError): { code: number; detail: string } | undefined => {
+  const text = String(error.message)
+  if (error.reason._tag === "NotFound" || text.includes("ENOENT")) {
+    return { code: 127, detail: "program not found (check the name and PATH)" }
+  }
+  if (error.reason._tag === "PermissionDenied" || text.includes("EACCES")) {
+    return { code: 126, detail: "permission denied (is the program executable?)" }
+  }
+  return undefined
+}
+
+const toPatch = (options: LocalOptions): Patch => {
+  const patch: Record<string, unknown> = {}
+  if (options.capture !== undefined) patch["capture"] = options.capture
+  if (options.useShell !== undefined) patch["useShell"] = options.useShell
+  if (options.shell !== undefined) patch["localShell"] = options.shell
+  if (options.useSudo !== undefined) patch["useSudo"] = options.useSudo
+  if (options.sudoUser !== undefined) patch["sudoUser"] = options.sudoUser
+  if (options.combineStderr !== undefined) patch["combineStderr"] = options.combineStderr
+  if (options.timeout !== undefined) patch["timeout"] = options.timeout
+  if (options.quiet !== undefined) patch["quiet"] = options.quiet
+  if (options.warnOnly !== undefined) patch["warnOnly"] = options.warnOnly
+  return patch as Patch
+}
+
+/**
+ * Runs a command on this machine and returns its {@link CommandResult}.
+ *
+ * - A string is shell text, run by `localShell` (`/bin/sh -c`); an argument list runs
+ *   without a shell (`useShell: false`) or is quoted into the shell's command line.
+ * - Without `capture`, the command shares the terminal, so interactive programs (an editor,
+ *   `ssh`, a password prompt) work; its output is then not in the result.
+ * - With `capture`, output is kept (`stdout`, `stderr`, or both in `stdout` with
+ *   `combineStderr`); with `stream` it is also printed live, line by line.
+ *
+ * Reads the settings `localWorkingDir` (`lcd`), `env`, `useShell`, `localShell`, `useSudo`,
+ * `sudoUser`, `combineStderr`, `capture`, `timeout`, `quiet`, `displayRunning`,
+ * `discardOutput`, `dryRun`, `warnOnly`, `displayAborts`.
+ *
+ * Fails with `CommandFailed` on a non-zero exit or a signal, `CommandTimeout` when `timeout`
+ * runs out (the process and its children are killed first), and `SettingsError` for an
+ * unusable option. Interrupting it kills the process and its children.
+ *
+ * @example
+ * ```ts
+ * const head = yield* Operations.local("git rev-parse HEAD", { capture: true })
+ * yield* Operations.local(["tar", "-czf", archive, "."], { useShell: false }).pipe(Settings.lcd("build"))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const local = Effect.fn("Operations.local")(function*(
+  command: string | ReadonlyArray<string>,
+  options: LocalOptions = {}
+) {
+  const current = apply(yield* Settings, toPatch(options))
+  const run = runLocal(command, current, options)
+  return yield* Effect.updateService(run, Settings, () => current)
+})
+
+const runLocal = Effect.fnUntraced(function*(
+  command: string | ReadonlyArray<string>,
+  current: Settings,
+  options: LocalOptions
+) {
+  if (!current.useShell && typeof command === "string") {
+    return yield* new SettingsError({
+      setting: "useShell",
+      value: command,
+      detail: "without a shell, give the command as an argument list, e.g. [\"ls\", \"-l\", dir]"
+    })
+  }
+  const cwd = options.cwd === undefined
+    ? current.localWorkingDir
+    : resolveLocal(current, options.cwd)
+  const built = Shell.build({
+    command,
+    useShell: current.useShell,
+    shell: current.localShell,
+    useSudo: current.useSudo,
+    sudoUser: current.sudoUser,
+    // Locally sudo never asks: with a terminal a prompt would block a deploy, without one it cannot be answered.
+    sudoPrompt: undefined,
+    cwd: undefined,
+    env: options.env === undefined ? current.env : { ...current.env, ...options.env }
+  })
+  if (Result.isFailure(built)) return yield* built.failure
+  const { argv, display, line } = built.success
+  yield* Effect.annotateCurrentSpan({ command: display })
+
+  yield* Output.printRunning(localHost, "local", display)
+  if (current.dryRun) return yield* finish(dryRunResult(localHost, display, line))
+
+  const stream = options.stream === true && !current.quiet
+  const piped = current.capture || stream
+  const keep = current.capture && !current.discardOutput
+  const stdout = new LineBuffer(keep)
+  const stderr = new LineBuffer(keep)
+  const [program, ...args] = argv as [string, ...Array<string>]
+  const spawned = ChildProcess.make(program, args, {
+    ...(cwd === undefined ? {} : { cwd }),
+    // Without pipes the command owns the terminal; it must then stay in our process group,
+    // or reading from the terminal would stop it (SIGTTIN).
+    detached: piped,
+    stdin: piped ? "ignore" : "inherit",
+    stdout: piped ? "pipe" : "inherit",
+    stderr: piped ? "pipe" : "inherit",
+    killSignal: "SIGTERM",
+    forceKillAfter: Duration.seconds(2)
+  })
+
+  const pump = (
+    source: Stream.Stream<Uint8Array, PlatformError.PlatformError>,
+    buffer: LineBuffer,
+    pipe: string
+  ) =>
+    Stream.runForEach(source, (chunk) => {
+      const lines = buffer.push(chunk)
+      return stream
+        ? Effect.forEach(lines, (l) => Output.printLine(localHost, pipe, l), { discard: true })
+        : Effect.void
+    }).pipe(
+      Effect.andThen(Effect.suspend(() => {
+        const rest = buffer.end()
+        return stream
+          ? Effect.forEach(rest, (l) => Output.printLine(localHost, pipe, l), { discard: true })
+          : Effect.void
+      }))
+    )
+
+  const started = yield* Clock.currentTimeMillis
+  const execution = Effect.scoped(Effect.gen(function*() {
+    const spawner = yield* ChildProcessSpawner
+    const handle = yield* spawner.spawn(spawned)
+    if (piped) {
+      yield* Effect.all(
+        current.combineStderr
+          ? [pump(handle.all, stdout, "out")]
+          : [pump(handle.stdout, stdout, "out"), pump(handle.stderr, stderr, "err")],
+        { concurrency: "unbounded", discard: true }
+      )
+    }
+    return yield* handle.exitCode.pipe(
+      Effect.map((code): { code: number | null; signal: string | null } => ({ code, signal: null })),
+      Effect.catch((error: PlatformError.PlatformError) => {
+        const signal = signalOf(error)
+        return signal === undefined ? Effect.fail(error) : Effect.succeed({ code: null, signal })
+      })
+    )
+  })).pipe(
+    Effect.catch((error: PlatformError.PlatformError) => {
+      const failure = spawnFailure(error)
+      if (failure === undefined) return Effect.die(error)
+      stderr.push(`${program}: ${failure.detail}\n`)
+      return Effect.succeed({ code: failure.code, signal: null })
+    })
+  )
+
+  const timeout = current.timeout
+  const outcome = timeout === undefined
+    ? Option.some(yield* execution)
+    : yield* Effect.timeoutOption(execution, timeout)
+  const finished = yield* Clock.currentTimeMillis
+  if (Option.isNone(outcome)) {
+    return yield* new CommandTimeout({
+      host: localHost,
+      command: display,
+      timeoutMillis: Duration.toMillis(timeout!),
+      stdout: stdout.text(),
+      stderr: stderr.text()
+    })
+  }
+  return yield* finish(
+    new CommandResult({
+      host: localHost,
+      command: display,
+      realCommand: line,
+      exitCode: outcome.value.code,
+      signal: outcome.value.signal,
+      stdout: stdout.text(),
+      stderr: stderr.text(),
+      durationMillis: finished - started
+    })
+  )
+})
