@@ -358,6 +358,28 @@ export const expandHome = (p: string): string => {
 const homeDir = (): string => process.env["HOME"] ?? "/"
 
 /**
+ * Succeeds when `dir` is an existing local directory; otherwise fails with a `SettingsError`
+ * that names `setting` and says what is wrong.
+ *
+ * @since 0.1.0
+ */
+export const requireDirectory = Effect.fnUntraced(function*(dir: string, setting: string) {
+  const fs = yield* FileSystem.FileSystem
+  const info = yield* fs.stat(dir).pipe(
+    Effect.mapError(() =>
+      new SettingsError({ setting, value: dir, detail: "no such directory; create it first or fix the path" })
+    )
+  )
+  if (info.type !== "Directory") {
+    return yield* new SettingsError({
+      setting,
+      value: dir,
+      detail: `not a directory (it is a ${info.type.toLowerCase()}); give a directory`
+    })
+  }
+})
+
+/**
  * Runs local commands of an effect in `dir`, and resolves relative local paths against it
  * (the original's `lcd`). A relative `dir` is taken from the current local working directory.
  * The process's own working directory is never changed, so concurrent fibers are unaffected.
@@ -376,25 +398,8 @@ export const lcd: {
   ): Effect.Effect<A, E | SettingsError, Exclude<R, Scope.Scope> | FileSystem.FileSystem>
 } = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, dir: string) =>
   Effect.gen(function*() {
-    const current = yield* Settings
-    const resolved = resolveLocal(current, dir)
-    const fs = yield* FileSystem.FileSystem
-    const info = yield* fs.stat(resolved).pipe(
-      Effect.mapError(() =>
-        new SettingsError({
-          setting: "localWorkingDir",
-          value: resolved,
-          detail: "no such directory; create it first or fix the path given to lcd"
-        })
-      )
-    )
-    if (info.type !== "Directory") {
-      return yield* new SettingsError({
-        setting: "localWorkingDir",
-        value: resolved,
-        detail: `not a directory (it is a ${info.type.toLowerCase()}); give lcd a directory`
-      })
-    }
+    const resolved = resolveLocal(yield* Settings, dir)
+    yield* requireDirectory(resolved, "localWorkingDir")
     return yield* locally(self, (s) => ({ ...s, localWorkingDir: resolved }))
   }))
 

@@ -13,7 +13,7 @@ import * as Stream from "effect/Stream"
 import { CommandResult } from "../CommandResult.ts"
 import { CommandTimeout, SettingsError } from "../Errors.ts"
 import * as Output from "../Output.ts"
-import { apply, type Patch, resolveLocal, Settings } from "../Settings.ts"
+import { apply, type Patch, requireDirectory, resolveLocal, Settings } from "../Settings.ts"
 import { finish } from "./command.ts"
 import { dryRunResult } from "./command.ts"
 import { LineBuffer } from "./lines.ts"
@@ -143,6 +143,9 @@ const runLocal = Effect.fnUntraced(function*(
   const cwd = options.cwd === undefined
     ? current.localWorkingDir
     : resolveLocal(current, options.cwd)
+  // Checked before spawning: a missing directory would fail the spawn with ENOENT (read as a
+  // missing program) and a file with ENOTDIR.
+  if (cwd !== undefined) yield* requireDirectory(cwd, options.cwd === undefined ? "localWorkingDir" : "cwd")
   const built = Shell.build({
     command,
     useShell: current.useShell,
@@ -169,9 +172,10 @@ const runLocal = Effect.fnUntraced(function*(
   const [program, ...args] = argv as [string, ...Array<string>]
   const spawned = ChildProcess.make(program, args, {
     ...(cwd === undefined ? {} : { cwd }),
-    // Without pipes the command owns the terminal; it must then stay in our process group,
-    // or reading from the terminal would stop it (SIGTTIN).
-    detached: piped,
+    // A command of its own process group can be stopped with everything it started. The one
+    // exception: a command that shares our terminal must stay in our group, or reading from the
+    // terminal would stop it (SIGTTIN); on timeout only it, not its children, is then killed.
+    detached: piped || process.stdin.isTTY !== true,
     stdin: piped ? "ignore" : "inherit",
     stdout: piped ? "pipe" : "inherit",
     stderr: piped ? "pipe" : "inherit",
@@ -198,6 +202,7 @@ const runLocal = Effect.fnUntraced(function*(
       }))
     )
 
+  let spawnError = ""
   const started = yield* Clock.currentTimeMillis
   const execution = Effect.scoped(Effect.gen(function*() {
     const spawner = yield* ChildProcessSpawner
@@ -221,7 +226,9 @@ const runLocal = Effect.fnUntraced(function*(
     Effect.catch((error: PlatformError.PlatformError) => {
       const failure = spawnFailure(error)
       if (failure === undefined) return Effect.die(error)
-      stderr.push(`${program}: ${failure.detail}\n`)
+      // Kept even when output is not (no capture, discardOutput): it is our diagnosis, not the
+      // command's output, and the only hint in `CommandFailed`'s message.
+      spawnError = `${program}: ${failure.detail}\n`
       return Effect.succeed({ code: failure.code, signal: null })
     })
   )
@@ -248,7 +255,7 @@ const runLocal = Effect.fnUntraced(function*(
       exitCode: outcome.value.code,
       signal: outcome.value.signal,
       stdout: stdout.text(),
-      stderr: stderr.text(),
+      stderr: stderr.text() + spawnError,
       durationMillis: finished - started
     })
   )

@@ -30,6 +30,7 @@ export const join = (words: ReadonlyArray<string>): string => words.map(quote).j
  */
 export const quoteDir = (dir: string): string => {
   if (dir === "~") return "~"
+  if (dir === "-") return "./-" // `cd -- -` would go to $OLDPWD
   if (dir.startsWith("~/")) return dir.length === 2 ? "~/" : `~/${quote(dir.slice(2))}`
   return quote(dir)
 }
@@ -82,7 +83,22 @@ const sudoWords = (spec: CommandSpec): ReadonlyArray<string> => {
   return words
 }
 
+const nul = (setting: string, value: string): SettingsError =>
+  new SettingsError({
+    setting,
+    value: value.replaceAll("\0", "\\0"),
+    detail: "contains a NUL byte, which no command line can carry"
+  })
+
 const validate = (spec: CommandSpec): SettingsError | undefined => {
+  const words = typeof spec.command === "string" ? [spec.command] : spec.command
+  const badWord = words.find((word) => word.includes("\0"))
+  if (badWord !== undefined) return nul("command", badWord)
+  for (const [name, value] of Object.entries(spec.env)) {
+    if (value.includes("\0")) return nul(`env.${name}`, value)
+  }
+  if (spec.cwd?.includes("\0")) return nul("remoteWorkingDir", spec.cwd)
+  if (spec.sudoUser?.includes("\0")) return nul("sudoUser", spec.sudoUser)
   for (const name of Object.keys(spec.env)) {
     if (!envName.test(name)) {
       return new SettingsError({
