@@ -145,6 +145,18 @@ export const TransferErrorReason = Schema.Literals([
 /** @since 0.1.0 */
 export type TransferErrorReason = typeof TransferErrorReason.Type
 
+const transferAdvice: Record<TransferErrorReason, string> = {
+  exists: "Pass `overwrite: true` (or the `overwrite` setting) to replace it, or choose another destination.",
+  "not-found":
+    "Check the path; a missing parent directory on this machine is created, a missing source is not.",
+  permission: "Use `useSudo: true` to write or read where the login user may not, or fix the permissions.",
+  "is-directory":
+    "Name a file, or transfer the directory as a whole (upload/download of a directory copies the tree).",
+  verify: "The copy did not match the source; nothing was replaced. Check free disk space and run it again.",
+  rsync: "See rsync's message above; run the same rsync by hand with -v for details.",
+  failed: "Nothing was replaced at the destination; check the connection and run it again."
+}
+
 /**
  * An upload, download or rsync failed. The destination was left as it was before.
  *
@@ -159,7 +171,8 @@ export class TransferError extends Schema.TaggedError<TransferError>()("Transfer
   detail: Schema.String
 }) {
   override get message(): string {
-    return `[${this.host}] transfer failed at ${this.side} path ${this.path} (${this.reason}): ${this.detail}`
+    return `[${this.host}] transfer failed at ${this.side} path ${this.path} (${this.reason}): ${this.detail}\n` +
+      transferAdvice[this.reason]
   }
 }
 

@@ -26,13 +26,14 @@ export const join = (words: ReadonlyArray<string>): string => words.map(quote).j
 
 /**
  * Quotes a directory for `cd`, keeping a leading `~` or `~/` unquoted so the shell still
- * expands it to the home directory.
+ * expands it to the home directory, and anchoring a relative one at the current directory.
  */
 export const quoteDir = (dir: string): string => {
   if (dir === "~") return "~"
-  if (dir === "-") return "./-" // `cd -- -` would go to $OLDPWD
   if (dir.startsWith("~/")) return dir.length === 2 ? "~/" : `~/${quote(dir.slice(2))}`
-  return quote(dir)
+  // A relative name gets `./`: `cd` would otherwise search CDPATH (and print where it went)
+  // and read a lone `-` as "the previous directory".
+  return quote(dir.startsWith("/") ? dir : `./${dir}`)
 }
 
 /** Splits a trusted shell setting such as `/bin/bash -l -c` into its words. */

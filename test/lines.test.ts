@@ -1,0 +1,146 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Arbitrary from "effect/Arbitrary"
+import * as Schema from "effect/Schema"
+import { LineBuffer } from "../src/internal/lines.ts"
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
+
+/** Feeds `chunks` and returns every line produced, including those from end(). */
+const feed = (buffer: LineBuffer, chunks: ReadonlyArray<Uint8Array | string>): Array<string> => {
+  const lines: Array<string> = []
+  for (const chunk of chunks) lines.push(...buffer.push(chunk))
+  lines.push(...buffer.end())
+  return lines
+}
+
+/** Cuts `data` at the given offsets (sorted, deduplicated, clamped). */
+const cut = (data: Uint8Array, offsets: ReadonlyArray<number>): Array<Uint8Array> => {
+  const points = [...new Set(offsets.map((o) => Math.min(data.length, Math.max(0, o))))].sort((a, b) => a - b)
+  const chunks: Array<Uint8Array> = []
+  let start = 0
+  for (const p of points) {
+    chunks.push(data.subarray(start, p))
+    start = p
+  }
+  chunks.push(data.subarray(start))
+  return chunks
+}
+
+/** What a reader of the whole text would call its lines. */
+const expectedLines = (text: string): Array<string> => {
+  if (text === "") return []
+  const parts = text.split("\n")
+  if (parts[parts.length - 1] === "") parts.pop()
+  return parts.map((l) => l.endsWith("\r") ? l.slice(0, -1) : l)
+}
+
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+
+const textArb = Arbitrary.array(
+  Arbitrary.schema(
+    Schema.Union([Schema.Literals(["\n", "\r\n", "\r", "é", "👍", "中", "e\u0301", "a"]), Schema.String])
+  ),
+  { maxLength: 40 }
+).pipe(Arbitrary.map((parts) => parts.join("").replace(loneSurrogate, "\uFFFD")))
+
+describe("LineBuffer", () => {
+  it("returns lines as they complete, holding back a partial one", () => {
+    const b = new LineBuffer()
+    assert.deepStrictEqual(b.push("hel"), [])
+    assert.deepStrictEqual(b.push("lo\nwor"), ["hello"])
+    assert.deepStrictEqual(b.push("ld\n\nx"), ["world", ""])
+    assert.deepStrictEqual(b.end(), ["x"])
+    assert.strictEqual(b.text(), "hello\nworld\n\nx")
+  })
+
+  it("a line split in the middle across byte chunks is joined", () => {
+    const b = new LineBuffer()
+    assert.deepStrictEqual(b.push(bytes("first li")), [])
+    assert.deepStrictEqual(b.push(bytes("ne\nsecond")), ["first line"])
+    assert.deepStrictEqual(b.push(bytes(" line\n")), ["second line"])
+    assert.deepStrictEqual(b.end(), [])
+  })
+
+  it("a multi-byte character split across chunks is decoded once, correctly", () => {
+    // "é" is C3 A9, "👍" is F0 9F 91 8D
+    const data = bytes("café 👍\n")
+    const b = new LineBuffer()
+    const out: Array<string> = []
+    for (let i = 0; i < data.length; i++) out.push(...b.push(data.subarray(i, i + 1)))
+    out.push(...b.end())
+    assert.deepStrictEqual(out, ["café 👍"])
+    assert.strictEqual(b.text(), "café 👍\n")
+    assert.notInclude(b.text(), "\uFFFD")
+  })
+
+  it("a character cut before the newline of its line still completes that line", () => {
+    const data = bytes("ab👍\ncd")
+    const b = new LineBuffer()
+    assert.deepStrictEqual(b.push(data.subarray(0, 4)), [])
+    assert.deepStrictEqual(b.push(data.subarray(4, 7)), ["ab👍"])
+    assert.deepStrictEqual(b.push(data.subarray(7)), [])
+    assert.deepStrictEqual(b.end(), ["cd"])
+  })
+
+  it("strips the \\r of \\r\\n line ends (a pty), even when \\r and \\n arrive apart", () => {
+    const b = new LineBuffer()
+    assert.deepStrictEqual(b.push("one\r\ntwo\r"), ["one"])
+    assert.deepStrictEqual(b.push("\nthree\r\n"), ["two", "three"])
+    assert.deepStrictEqual(b.end(), [])
+    assert.strictEqual(b.text(), "one\r\ntwo\r\nthree\r\n")
+  })
+
+  it("keeps a \\r that is not a line end", () => {
+    const b = new LineBuffer()
+    assert.deepStrictEqual(feed(b, ["progress 10%\rprogress 20%\rdone\n"]), [
+      "progress 10%\rprogress 20%\rdone"
+    ])
+  })
+
+  it("end() flushes the trailing partial line, strips its \\r, and is empty after", () => {
+    const b = new LineBuffer()
+    b.push("a\nlast\r")
+    assert.deepStrictEqual(b.end(), ["last"])
+    assert.deepStrictEqual(b.end(), [])
+    assert.deepStrictEqual(new LineBuffer().end(), [])
+  })
+
+  it("end() decodes an incomplete character at the end as U+FFFD rather than losing it", () => {
+    const b = new LineBuffer()
+    assert.deepStrictEqual(b.push(bytes("ok 👍").subarray(0, 5)), [])
+    assert.deepStrictEqual(b.end(), ["ok \uFFFD"])
+    assert.strictEqual(b.text(), "ok \uFFFD")
+  })
+
+  it("keep=false still cuts lines but keeps no text", () => {
+    const b = new LineBuffer(false)
+    assert.deepStrictEqual(feed(b, [bytes("a\nb"), "c\n", bytes("tail")]), ["a", "bc", "tail"])
+    assert.strictEqual(b.text(), "")
+  })
+
+  it("text() is exactly what was pushed, strings and bytes mixed", () => {
+    const b = new LineBuffer()
+    const data = bytes("😀 two\r\n")
+    b.push("one\n")
+    b.push(data.subarray(0, 2))
+    b.push(data.subarray(2))
+    b.push("")
+    b.push(new Uint8Array(0))
+    b.push("no newline")
+    b.end()
+    assert.strictEqual(b.text(), "one\n😀 two\r\nno newline")
+  })
+
+  it.prop(
+    "any text cut into any byte chunks gives the same lines and text as the whole",
+    [textArb, Schema.Array(Schema.Int)],
+    ([text, offsets]) => {
+      const data = bytes(text)
+      const b = new LineBuffer()
+      const lines = feed(b, cut(data, offsets.map((o) => Math.abs(o) % (data.length + 1))))
+      assert.deepStrictEqual(lines, expectedLines(text))
+      assert.strictEqual(b.text(), text)
+    },
+    { arbitrary: { runs: 1000, size: 40 } }
+  )
+})
