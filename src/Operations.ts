@@ -14,6 +14,7 @@ import { PromptAborted } from "./Errors.ts"
 import { Settings } from "./Settings.ts"
 
 export { local, type LocalOptions } from "./internal/local.ts"
+export { remote, remoteFileExists, type RemoteOptions, remoteSudo, singleCommand } from "./internal/remote.ts"
 
 /**
  * Runs a command and returns its result even when it fails, logging a warning instead of

@@ -1,0 +1,154 @@
+/**
+ * SSH connections: the {@link SshConnections} service that remote operations and transfers use
+ * to reach a host, and its {@link layer}, built on the `ssh2` library.
+ *
+ * One connection is opened per (user, host, port, key, agent, gateway, host key checking) and
+ * shared by every operation while the layer's scope is open; it is closed when the scope ends.
+ * A connection that drops is replaced on the next operation. At most `maxChannels` commands
+ * (or SFTP sessions) run at once on one connection; the rest wait their turn, so any number of
+ * concurrent commands works against OpenSSH's `MaxSessions`.
+ *
+ * Connections honour `~/.ssh/config` (`HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump`),
+ * jump hosts (`gateway`), `known_hosts` checking (`knownHostsFile`, `hostKeyPolicy`), connect
+ * time-outs and retries, and keepalives.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Operations, Settings, Ssh } from "effect-threadbare"
+ *
+ * const program = Operations.remote("uptime").pipe(Settings.settings({ host: "deploy@web-1" }))
+ * Effect.runPromise(program.pipe(Effect.provide(Ssh.layer)))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type { SFTPWrapper } from "ssh2"
+import type { ConnectionError, SettingsError } from "./Errors.ts"
+import * as SshClient from "./internal/sshClient.ts"
+import type { HostKeyPolicy, Settings } from "./Settings.ts"
+
+/**
+ * Where and how to connect, resolved from the settings and `~/.ssh/config`.
+ *
+ * @since 0.1.0
+ */
+export interface Target {
+  /** The host as the user named it (an ssh_config alias stays an alias), for messages. */
+  readonly label: string
+  /** The address connected to (`HostName` from ssh_config, else `label`). */
+  readonly host: string
+  readonly port: number
+  readonly user: string
+  /** The private key file, resolved to an absolute path; `undefined` for none. */
+  readonly keyFile: string | undefined
+  readonly keyPassphrase: Redacted.Redacted<string> | undefined
+  readonly password: Redacted.Redacted<string> | undefined
+  /** The ssh-agent socket offered, if any. */
+  readonly agent: string | undefined
+  /** The known_hosts file, resolved to an absolute path. */
+  readonly knownHostsFile: string
+  readonly hostKeyPolicy: HostKeyPolicy
+  /** The jump host this target is reached through, if any. */
+  readonly gateway: Target | undefined
+  readonly connectTimeout: Duration.Duration
+  readonly connectAttempts: number
+  readonly connectRetryDelay: Duration.Duration
+  readonly keepaliveInterval: Duration.Duration
+  readonly keepaliveCountMax: number
+  readonly maxChannels: number
+}
+
+/**
+ * What a running remote command reports, in order: output chunks as they arrive, then exactly
+ * one `Closed`. `Closed` carries the exit code or the signal name (`"SIGKILL"`), or an `error`
+ * when the channel ended without an exit status (the connection dropped).
+ *
+ * @since 0.1.0
+ */
+export type ChannelEvent =
+  | { readonly _tag: "Stdout"; readonly data: Uint8Array }
+  | { readonly _tag: "Stderr"; readonly data: Uint8Array }
+  | {
+    readonly _tag: "Closed"
+    readonly exitCode: number | null
+    readonly signal: string | null
+    readonly error: ConnectionError | undefined
+  }
+
+/**
+ * A command running on an SSH channel.
+ *
+ * @since 0.1.0
+ */
+export interface RemoteChannel {
+  /** The next event; after `Closed`, `Closed` again. */
+  readonly take: Effect.Effect<ChannelEvent>
+  /** Writes to the command's standard input. */
+  readonly write: (data: string) => Effect.Effect<void>
+  /** Closes the command's standard input (end of file). */
+  readonly endInput: Effect.Effect<void>
+}
+
+/**
+ * An open SSH connection, shared by every operation on the same target.
+ *
+ * @since 0.1.0
+ */
+export interface Connection {
+  readonly target: Target
+  /** Whether the connection is still up. */
+  readonly isOpen: () => boolean
+  /**
+   * Starts `command` (a command line for the login shell) on a new channel, with a pty when
+   * `pty` is true (standard error then arrives merged into standard output). Waits for one of
+   * `maxChannels` slots, unless `reserved`: a single extra slot kept for short housekeeping
+   * commands (stopping an interrupted command), so they never wait behind long-running ones.
+   * The channel is closed, and its slot given back, when the scope closes.
+   */
+  readonly exec: (
+    command: string,
+    options?: { readonly pty?: boolean | undefined; readonly reserved?: boolean | undefined }
+  ) => Effect.Effect<RemoteChannel, ConnectionError, Scope.Scope>
+  /** Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes. */
+  readonly sftp: Effect.Effect<SFTPWrapper, ConnectionError, Scope.Scope>
+}
+
+/**
+ * The SSH connection service.
+ *
+ * @since 0.1.0
+ */
+export class SshConnections extends Context.Service<SshConnections, {
+  /**
+   * The connection for the host in `settings` (the current settings of an operation), opened
+   * on first use and shared afterwards. It stays open while the service's layer is in scope;
+   * the returned value may be used until the caller's scope closes.
+   *
+   * Reads every connection setting. Fails with `SettingsError` for an unusable setting (no
+   * host, a malformed host string, a missing key file...) and `ConnectionError` when the host
+   * cannot be reached, authentication fails or its host key is refused.
+   */
+  readonly connect: (
+    settings: Settings
+  ) => Effect.Effect<Connection, ConnectionError | SettingsError, Scope.Scope>
+}>()("effect-threadbare/SshConnections") {}
+
+/**
+ * The SSH connection service on `ssh2`. Connections opened through it are closed when the
+ * layer's scope ends.
+ *
+ * @example
+ * ```ts
+ * const main = program.pipe(Effect.provide(Ssh.layer))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<SshConnections> = Layer.effect(SshConnections, SshClient.make)

@@ -1,0 +1,111 @@
+/**
+ * Host key checking against an OpenSSH `known_hosts` file: plain and hashed (`|1|salt|hash`)
+ * host entries, `[host]:port` for ports other than 22, comma-separated and wildcard patterns,
+ * `@revoked` keys. `@cert-authority` lines are skipped (certificates are not supported).
+ */
+import { createHmac } from "node:crypto"
+import { hostPort } from "./hostString.ts"
+
+/** One key line of a known_hosts file. */
+interface Entry {
+  readonly line: number
+  readonly marker: "revoked" | undefined
+  readonly patterns: string
+  readonly keyType: string
+  readonly key: string
+}
+
+/** The verdict on a host key. */
+export type Verdict =
+  | { readonly _tag: "Known" }
+  | { readonly _tag: "Unknown" }
+  | { readonly _tag: "Changed"; readonly line: number; readonly keyType: string }
+  | { readonly _tag: "Revoked"; readonly line: number }
+
+/** Parses known_hosts text into key entries; malformed lines are skipped, as OpenSSH does. */
+export const parse = (text: string): ReadonlyArray<Entry> => {
+  const entries: Array<Entry> = []
+  const lines = text.split("\n")
+  for (let i = 0; i < lines.length; i++) {
+    const trimmed = (lines[i] ?? "").trim()
+    if (trimmed === "" || trimmed.startsWith("#")) continue
+    const fields = trimmed.split(/\s+/)
+    let marker: Entry["marker"]
+    if (fields[0]?.startsWith("@")) {
+      const tag = fields.shift()
+      if (tag !== "@revoked") continue
+      marker = "revoked"
+    }
+    const [patterns, keyType, key] = fields
+    if (patterns === undefined || keyType === undefined || key === undefined) continue
+    entries.push({ line: i + 1, marker, patterns, keyType, key })
+  }
+  return entries
+}
+
+const globMatch = (pattern: string, name: string): boolean =>
+  new RegExp(
+    "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".") + "$",
+    "i"
+  ).test(name)
+
+/** Whether an entry's host field names `name` (`host` or `[host]:port`). */
+const entryMatches = (patterns: string, name: string): boolean => {
+  if (patterns.startsWith("|1|")) {
+    const [, , salt = "", hash = ""] = patterns.split("|")
+    const digest = createHmac("sha1", Buffer.from(salt, "base64")).update(name).digest("base64")
+    return digest === hash
+  }
+  let matched = false
+  for (const pattern of patterns.split(",")) {
+    if (pattern.startsWith("!")) {
+      if (globMatch(pattern.slice(1), name)) return false
+    } else if (globMatch(pattern, name)) {
+      matched = true
+    }
+  }
+  return matched
+}
+
+/**
+ * The SSH wire form of a public key starts with its type name; known_hosts stores the type and
+ * the base64 of the whole blob.
+ */
+export const keyType = (blob: Uint8Array): string => {
+  const buffer = Buffer.from(blob)
+  if (buffer.length < 4) return "unknown"
+  const length = buffer.readUInt32BE(0)
+  return buffer.subarray(4, 4 + length).toString("latin1")
+}
+
+/** Checks the key a server presented (its wire blob) for `host` and `port`. */
+export const check = (
+  entries: ReadonlyArray<Entry>,
+  host: string,
+  port: number,
+  blob: Uint8Array
+): Verdict => {
+  const name = hostPort(host, port)
+  const type = keyType(blob)
+  const encoded = Buffer.from(blob).toString("base64")
+  let known = false
+  let changed: Verdict | undefined
+  for (const entry of entries) {
+    if (!entryMatches(entry.patterns, name)) continue
+    if (entry.marker === "revoked") {
+      if (entry.key === encoded) return { _tag: "Revoked", line: entry.line }
+      continue
+    }
+    if (entry.key === encoded) known = true
+    else if (entry.keyType === type && changed === undefined) {
+      changed = { _tag: "Changed", line: entry.line, keyType: type }
+    }
+  }
+  // A matching line anywhere wins: OpenSSH accepts a host listed with several keys of one type.
+  if (known) return { _tag: "Known" }
+  return changed ?? { _tag: "Unknown" }
+}
+
+/** The line to append for a newly accepted key. */
+export const entryLine = (host: string, port: number, blob: Uint8Array): string =>
+  `${hostPort(host, port)} ${keyType(blob)} ${Buffer.from(blob).toString("base64")}\n`

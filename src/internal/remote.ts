@@ -1,0 +1,448 @@
+/**
+ * Remote commands over SSH: `remote`, `remoteSudo`, `remoteFileExists` and `singleCommand`.
+ * `Operations` re-exports them.
+ *
+ * A command is built by `shell.ts` (quoting, `cd`, variables, sudo), started on a channel of
+ * the shared connection, and its output printed line by line while it runs. The login shell
+ * first reports its process id (which OpenSSH makes a process group and session leader) on a
+ * line that is stripped from the output; when the command is interrupted or times out, a second,
+ * short command on the same connection sends that process group SIGTERM and then SIGKILL, since
+ * closing a channel leaves the remote process running.
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import { randomBytes } from "node:crypto"
+import { TextDecoder } from "node:util"
+import { CommandResult } from "../CommandResult.ts"
+import { CommandTimeout, ConnectionError, SettingsError } from "../Errors.ts"
+import * as Output from "../Output.ts"
+import { apply, type Patch, Settings } from "../Settings.ts"
+import { type Connection, type RemoteChannel, SshConnections } from "../Ssh.ts"
+import { dryRunResult, finish } from "./command.ts"
+import { parseHostString } from "./hostString.ts"
+import { LineBuffer } from "./lines.ts"
+import { build, type BuiltCommand, quote } from "./shell.ts"
+
+/**
+ * Per-call overrides of the settings a remote command reads; each wins over the current
+ * settings for this call only. `env` is added to the current variables.
+ *
+ * @since 0.1.0
+ */
+export type RemoteOptions = Pick<
+  Patch,
+  | "host"
+  | "user"
+  | "port"
+  | "keyFile"
+  | "gateway"
+  | "useShell"
+  | "shell"
+  | "useSudo"
+  | "sudoUser"
+  | "sudoPassword"
+  | "combineStderr"
+  | "timeout"
+  | "remoteWorkingDir"
+  | "env"
+  | "quiet"
+  | "discardOutput"
+  | "warnOnly"
+  | "dryRun"
+>
+
+const withOptions = (current: Settings, options: RemoteOptions | undefined): Settings =>
+  options === undefined
+    ? current
+    : apply(
+      current,
+      options.env === undefined ? options : { ...options, env: { ...current.env, ...options.env } }
+    )
+
+const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
+  Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)
+
+const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
+
+// -- output scanning ------------------------------------------------------------------------------
+
+/**
+ * One output stream of a command. Text passes through a scanner that removes our own markers
+ * (the process id line, the sudo prompt) before it reaches the line buffer, holding back a tail
+ * that might be the start of a marker split across chunks.
+ */
+interface Stream {
+  readonly pipe: "out" | "err"
+  readonly decoder: TextDecoder
+  readonly lines: LineBuffer
+  pending: string
+  /** After a sudo prompt, the newline sudo prints once it has read the password. */
+  skipNewline: boolean
+}
+
+interface Run {
+  readonly label: string
+  readonly pidMarker: string
+  readonly prompt: string | undefined
+  readonly password: string | undefined
+  readonly pty: boolean
+  readonly channel: RemoteChannel
+  readonly out: Stream
+  readonly err: Stream
+  pid: string | undefined
+  prompts: number
+}
+
+const makeStream = (pipe: "out" | "err", keep: boolean): Stream => ({
+  pipe,
+  decoder: new TextDecoder("utf-8"),
+  lines: new LineBuffer(keep),
+  pending: "",
+  skipNewline: false
+})
+
+/** Replaces the sudo password wherever it might show up, should anything ever echo it. */
+const mask = (run: Run, text: string): string =>
+  run.password === undefined || run.password === "" ? text : text.replaceAll(run.password, "********")
+
+const release = Effect.fnUntraced(function*(run: Run, stream: Stream, text: string) {
+  let rest = text
+  if (stream.skipNewline && rest !== "") {
+    stream.skipNewline = false
+    if (rest.startsWith("\r\n")) rest = rest.slice(2)
+    else if (rest.startsWith("\n")) rest = rest.slice(1)
+  }
+  if (rest === "") return
+  for (const line of stream.lines.push(rest)) yield* Output.printLine(run.label, stream.pipe, mask(run, line))
+})
+
+/** How much of the end of `pending` could be the beginning of a marker. */
+const holdBack = (run: Run, pending: string): number => {
+  let hold = 0
+  const partialPid = pending.indexOf(run.pidMarker)
+  if (partialPid !== -1) hold = pending.length - partialPid
+  for (const marker of [run.pidMarker, run.prompt]) {
+    if (marker === undefined) continue
+    for (let k = Math.min(marker.length - 1, pending.length); k > hold; k--) {
+      if (pending.endsWith(marker.slice(0, k))) {
+        hold = k
+        break
+      }
+    }
+  }
+  return hold
+}
+
+const answerSudo = (run: Run): Effect.Effect<void> => {
+  run.prompts++
+  if (run.prompts === 1 && run.password !== undefined) return run.channel.write(`${run.password}\n`)
+  // sudo asks again after a wrong password: end its input so it gives up instead of waiting.
+  return Effect.andThen(run.pty ? run.channel.write("\x04") : Effect.void, run.channel.endInput)
+}
+
+const scan = Effect.fnUntraced(function*(run: Run, stream: Stream, text: string) {
+  stream.pending += text
+  for (;;) {
+    const pending = stream.pending
+    const promptAt = run.prompt === undefined ? -1 : pending.indexOf(run.prompt)
+    const pidAt = pending.indexOf(run.pidMarker)
+    const pidEnd = pidAt === -1 ? -1 : pending.indexOf("\n", pidAt)
+    if (promptAt !== -1 && (pidEnd === -1 || promptAt < pidAt)) {
+      yield* release(run, stream, pending.slice(0, promptAt))
+      stream.pending = pending.slice(promptAt + (run.prompt?.length ?? 0))
+      stream.skipNewline = true
+      yield* answerSudo(run)
+    } else if (pidEnd !== -1) {
+      const pid = pending.slice(pidAt + run.pidMarker.length, pidEnd).replace(/\r$/, "")
+      if (/^\d+$/.test(pid)) run.pid = pid
+      yield* release(run, stream, pending.slice(0, pidAt))
+      stream.pending = pending.slice(pidEnd + 1)
+    } else {
+      break
+    }
+  }
+  const hold = holdBack(run, stream.pending)
+  const ready = stream.pending.slice(0, stream.pending.length - hold)
+  stream.pending = stream.pending.slice(stream.pending.length - hold)
+  yield* release(run, stream, ready)
+})
+
+const flush = Effect.fnUntraced(function*(run: Run, stream: Stream) {
+  const rest = stream.pending + stream.decoder.decode()
+  stream.pending = ""
+  yield* release(run, stream, rest)
+  for (const line of stream.lines.end()) yield* Output.printLine(run.label, stream.pipe, mask(run, line))
+})
+
+interface Ending {
+  readonly exitCode: number | null
+  readonly signal: string | null
+}
+
+/** Reads the channel until the command ends, printing its lines as they complete. */
+const consume = (run: Run, untilPid = false): Effect.Effect<Ending, ConnectionError> =>
+  Effect.gen(function*() {
+    for (;;) {
+      if (untilPid && run.pid !== undefined) return { exitCode: null, signal: null }
+      const event = yield* run.channel.take
+      if (event._tag === "Closed") {
+        yield* flush(run, run.out)
+        yield* flush(run, run.err)
+        if (event.error !== undefined) return yield* event.error
+        return { exitCode: event.exitCode, signal: event.signal }
+      }
+      const stream = event._tag === "Stdout" ? run.out : run.err
+      yield* scan(run, stream, stream.decoder.decode(event.data, { stream: true }))
+    }
+  })
+
+// -- stopping a remote command --------------------------------------------------------------------
+
+// The process group of the command, plus every descendant of its leader taken before anything
+// is signalled: `sudo` with `use_pty` (and anything calling setsid) moves the command into a
+// session of its own, outside the group, and once its parent dies it can no longer be found by
+// ancestry. TERM first so the command can clean up, KILL for whatever is left after 3 seconds.
+// No `--` before a negative id: dash's kill reads it as a process id.
+const killScript = (pgid: string): string =>
+  `t=$(ps -e -o pid= -o ppid= 2>/dev/null | awk -v r=${pgid} '{ p[$1] = $2 } END { k[r] = 1; ` +
+  `do { g = 0; for (x in p) if (!(x in k) && (p[x] in k)) { k[x] = 1; g = 1 } } while (g); ` +
+  `for (x in k) printf "%s ", x }'); ` +
+  `kill -TERM -${pgid} $t 2>/dev/null; i=0; while [ $i -lt 30 ]; do sleep 0.1; a=0; ` +
+  `kill -0 -${pgid} 2>/dev/null && a=1; for x in $t; do kill -0 $x 2>/dev/null && a=1; done; ` +
+  `[ $a = 0 ] && exit 0; i=$((i+1)); done; kill -KILL -${pgid} $t 2>/dev/null; exit 0`
+
+/**
+ * Stops the process group of an interrupted or timed-out command. Under sudo the kill runs
+ * through sudo as well, since the user cannot signal root's processes. Never fails: it is
+ * cleanup, and the channel is closed afterwards in any case.
+ */
+const stopRemote = (connection: Connection, run: Run, settings: Settings): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    // Interrupted right after starting: the process id may still be on its way.
+    if (run.pid === undefined) {
+      yield* consume(run, true).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.ignore)
+    }
+    const pid = run.pid
+    if (pid === undefined) return
+    const built = build({
+      command: killScript(pid),
+      useShell: true,
+      shell: "/bin/sh -c",
+      useSudo: settings.useSudo,
+      sudoUser: undefined,
+      sudoPrompt: settings.useSudo && run.password !== undefined ? "" : undefined,
+      cwd: undefined,
+      env: {}
+    })
+    if (Result.isFailure(built)) return
+    yield* Effect.scoped(Effect.gen(function*() {
+      const killer = yield* connection.exec(built.success.line, { reserved: true })
+      if (settings.useSudo && run.password !== undefined) yield* killer.write(`${run.password}\n`)
+      yield* killer.endInput
+      for (;;) {
+        const event = yield* killer.take
+        if (event._tag === "Closed") return
+      }
+    }))
+  }).pipe(
+    Effect.timeoutOption(Duration.seconds(15)),
+    Effect.ignore,
+    Effect.withSpan("Operations.remote.stop")
+  )
+
+// -- running --------------------------------------------------------------------------------------
+
+const hostLabel = (settings: Settings): Effect.Effect<string, SettingsError> =>
+  settings.host === undefined
+    ? Effect.fail(
+      new SettingsError({
+        setting: "host",
+        value: "",
+        detail: "no host to run on; set it with Settings.settings({ host: \"user@host\" }) or the host option"
+      })
+    )
+    : Effect.map(fromResult(parseHostString(settings.host)), (parsed) => parsed.host)
+
+const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<string>, settings: Settings) {
+  const prompt = settings.useSudo && settings.sudoPassword !== undefined
+    ? `[threadbare ${yield* nonce}] sudo password:`
+    : undefined
+  const built: BuiltCommand = yield* fromResult(build({
+    command,
+    useShell: settings.useShell,
+    shell: settings.shell,
+    useSudo: settings.useSudo,
+    sudoUser: settings.sudoUser,
+    sudoPrompt: prompt,
+    cwd: settings.remoteWorkingDir,
+    env: settings.env
+  }))
+  return { built, prompt }
+})
+
+/** Runs a command under `settings` and returns its result, whatever its exit code. */
+const execute = Effect.fnUntraced(function*(
+  command: string | ReadonlyArray<string>,
+  settings: Settings
+) {
+  const label = yield* hostLabel(settings)
+  const { built, prompt } = yield* buildFor(command, settings)
+  yield* Effect.annotateCurrentSpan({ host: label, command: built.display })
+  yield* Output.printRunning(label, settings.useSudo ? "sudo" : "run", built.display)
+  if (settings.dryRun) return dryRunResult(label, built.display, built.line)
+
+  const ssh = yield* SshConnections
+  const started = yield* Clock.currentTimeMillis
+  return yield* Effect.scoped(Effect.gen(function*() {
+    const pidMarker = `__threadbare_pid_${yield* nonce}=`
+    // `exec` keeps the login shell's process id for the command itself, so that a signal that
+    // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
+    const line = `echo ${pidMarker}$$ >&2; ${settings.useShell ? "exec " : ""}${built.line}`
+    const start = Effect.gen(function*() {
+      const connection = yield* ssh.connect(settings)
+      const channel = yield* connection.exec(line, { pty: settings.combineStderr })
+      return { connection, channel }
+    })
+    // A cached connection may turn out dead only when used. The command has not started then,
+    // so it is safe to start it once more on a fresh connection.
+    const { channel, connection } = yield* start.pipe(
+      Effect.catchIf(
+        (error) => error._tag === "ConnectionError" && error.reason === "disconnected",
+        () => start
+      )
+    )
+    const run: Run = {
+      label,
+      pidMarker,
+      prompt,
+      password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
+      pty: settings.combineStderr,
+      channel,
+      out: makeStream("out", !settings.discardOutput),
+      err: makeStream("err", !settings.discardOutput),
+      pid: undefined,
+      prompts: 0
+    }
+    const ending = yield* (settings.timeout === undefined
+      ? Effect.asSome(consume(run))
+      : Effect.timeoutOption(consume(run), settings.timeout)).pipe(
+        Effect.onInterrupt(() => stopRemote(connection, run, settings))
+      )
+    if (Option.isNone(ending)) {
+      yield* stopRemote(connection, run, settings)
+      return yield* new CommandTimeout({
+        host: label,
+        command: built.display,
+        timeoutMillis: Duration.toMillis(settings.timeout ?? Duration.zero),
+        stdout: mask(run, run.out.lines.text()),
+        stderr: mask(run, run.err.lines.text())
+      })
+    }
+    const finished = yield* Clock.currentTimeMillis
+    return new CommandResult({
+      host: label,
+      command: built.display,
+      realCommand: built.line,
+      exitCode: ending.value.signal !== null ? null : ending.value.exitCode,
+      signal: ending.value.signal,
+      stdout: mask(run, run.out.lines.text()),
+      stderr: mask(run, run.err.lines.text()),
+      durationMillis: finished - started
+    })
+  }))
+})
+
+/**
+ * Runs a command on the current host over SSH (the original's `run`/`remote`). Prints
+ * `[host] run: <command>` first and each output line while it runs, then returns what it did.
+ *
+ * `command` is shell text run through `shell` (`/bin/bash -l -c`), or an argument list whose
+ * words are quoted. Reads the connection settings and `useShell`, `shell`, `useSudo`,
+ * `sudoUser`, `sudoPassword`, `combineStderr` (a pty), `remoteWorkingDir`, `env`, `timeout`,
+ * `dryRun`, the output settings and `warnOnly`/`displayAborts`; `options` override them for
+ * this call.
+ *
+ * Fails with `CommandFailed` on a non-zero exit or a signal (unless `warnOnly`),
+ * `CommandTimeout` after `timeout` (the remote process group is stopped first),
+ * `ConnectionError` when the host cannot be reached or the connection drops, and
+ * `SettingsError` for unusable settings. Interrupting it stops the remote process too.
+ *
+ * @example
+ * ```ts
+ * const result = yield* Operations.remote("uname -r", { host: "deploy@web-1" })
+ * result.stdoutLines[0]
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const remote = Effect.fn("Operations.remote")(function*(
+  command: string | ReadonlyArray<string>,
+  options?: RemoteOptions
+) {
+  const settings = withOptions(yield* Settings, options)
+  return yield* Effect.flatMap(execute(command, settings), finish).pipe(
+    Effect.provideService(Settings, settings)
+  )
+})
+
+/**
+ * {@link remote} through `sudo` (the original's `sudo`/`remote_sudo`), printed as
+ * `[host] sudo: <command>`. As root unless `sudoUser` is set; a `sudoPassword` is answered
+ * on sudo's prompt and never shown, otherwise sudo must not need one.
+ *
+ * @example
+ * ```ts
+ * yield* Operations.remoteSudo("systemctl restart nginx")
+ * yield* Operations.remoteSudo("whoami", { sudoUser: "postgres" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const remoteSudo = Effect.fn("Operations.remoteSudo")(function*(
+  command: string | ReadonlyArray<string>,
+  options?: RemoteOptions
+) {
+  const settings = withOptions(yield* Settings, { ...options, useSudo: true })
+  return yield* Effect.flatMap(execute(command, settings), finish).pipe(
+    Effect.provideService(Settings, settings)
+  )
+})
+
+/**
+ * Whether `path` exists on the current host (`test -e`, the path quoted), with every
+ * connection setting and `useSudo` honoured. Prints nothing. A missing path is `false`, never a
+ * failure; connection and setting errors still fail.
+ *
+ * @example
+ * ```ts
+ * const booted = yield* Operations.remoteFileExists("/var/lib/cloud/instance/boot-finished")
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const remoteFileExists = Effect.fn("Operations.remoteFileExists")(function*(
+  path: string,
+  options?: RemoteOptions
+) {
+  const settings = withOptions(yield* Settings, { ...options, quiet: true, combineStderr: false })
+  const result = yield* execute(`test -e ${quote(path)}`, settings).pipe(
+    Effect.provideService(Settings, settings)
+  )
+  return result.exitCode === 0
+})
+
+/**
+ * Joins commands into one that runs them in order and stops at the first failure (` && `).
+ *
+ * @example
+ * ```ts
+ * Operations.remote(Operations.singleCommand(["cd /srv/app", "git pull", "make"]))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const singleCommand = (commands: ReadonlyArray<string>): string => commands.join(" && ")

@@ -1,0 +1,459 @@
+/**
+ * The `ssh2` adapter behind `Ssh.layer`: opening, caching, sharing and replacing connections,
+ * host key checking, channels and their limits. Every ssh2 callback becomes an Effect here and
+ * nowhere else.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as RcMap from "effect/RcMap"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs"
+import * as net from "node:net"
+import * as path from "node:path"
+import type { Duplex } from "node:stream"
+import ssh2, { type AuthenticationType, Client, type ClientChannel, type SFTPWrapper } from "ssh2"
+import { ConnectionError, type ConnectionErrorReason, SettingsError } from "../Errors.ts"
+import type { Settings } from "../Settings.ts"
+import type { ChannelEvent, Connection, RemoteChannel, Target } from "../Ssh.ts"
+import * as KnownHosts from "./knownHosts.ts"
+import { resolveTarget, targetKey } from "./sshTarget.ts"
+
+/** A connection as the adapter sees it: the public shape plus what jump hosts need. */
+interface LiveConnection extends Connection {
+  readonly forwardOut: (host: string, port: number) => Effect.Effect<Duplex, ConnectionError>
+}
+
+/** What a connection's listeners record over its life. */
+interface ConnectionState {
+  open: boolean
+  /** The error that ended the connection, if it ended with one. */
+  lastError: ConnectionError | undefined
+}
+
+const connectionError = (target: Target, reason: ConnectionErrorReason, detail: string) =>
+  new ConnectionError({ host: target.label, port: target.port, user: target.user, reason, detail })
+
+const via = (target: Target): string =>
+  (target.host !== target.label ? ` (${target.host})` : "") +
+  (target.gateway !== undefined ? ` through ${target.gateway.user}@${target.gateway.label}` : "")
+
+/** Sorts an ssh2 or socket error into a reason. */
+const classify = (target: Target, error: Error & { code?: unknown; level?: unknown }): ConnectionError => {
+  const code = typeof error.code === "string" ? error.code : ""
+  const message = error.message
+  const detail = `${message}${via(target)}`
+  if (code === "ECONNREFUSED" || /Connection refused/i.test(message)) {
+    return connectionError(target, "refused", detail)
+  }
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EAI_NONAME") {
+    return connectionError(target, "unknown-host", detail)
+  }
+  if (
+    code === "ETIMEDOUT" || code === "EHOSTUNREACH" || code === "ENETUNREACH" ||
+    error.level === "client-timeout" ||
+    /timed out|timeout/i.test(message)
+  ) {
+    return connectionError(target, "timeout", detail)
+  }
+  if (error.level === "client-authentication" || /authentication methods failed/i.test(message)) {
+    return connectionError(target, "authentication", detail)
+  }
+  return connectionError(target, "disconnected", detail)
+}
+
+/** Failures worth another attempt: the host may be booting, restarting or briefly unreachable. */
+const isTransient = (error: ConnectionError | SettingsError): boolean =>
+  error._tag === "ConnectionError" &&
+  (error.reason === "refused" || error.reason === "timeout" || error.reason === "disconnected")
+
+// -- keys and host keys ---------------------------------------------------------------------------
+
+interface Credentials {
+  readonly privateKey: Buffer | undefined
+  readonly passphrase: string | undefined
+}
+
+/** Reads and checks the private key now, so that a bad file is a setting error, not a failed login. */
+const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
+  const file = target.keyFile
+  if (file === undefined) return Effect.succeed({ privateKey: undefined, passphrase: undefined })
+  const passphrase = target.keyPassphrase === undefined ? undefined : Redacted.value(target.keyPassphrase)
+  return Effect.gen(function*() {
+    const privateKey = yield* Effect.try({
+      try: () => readFileSync(file),
+      catch: (cause) =>
+        new SettingsError({ setting: "keyFile", value: file, detail: `cannot read it: ${String(cause)}` })
+    })
+    const parsed = ssh2.utils.parseKey(privateKey, passphrase)
+    if (parsed instanceof Error) {
+      const encrypted = /passphrase|encrypted|decrypt/i.test(parsed.message)
+      return yield* new SettingsError({
+        setting: encrypted ? "keyPassphrase" : "keyFile",
+        value: encrypted ? "<redacted>" : file,
+        detail: encrypted
+          ? `the key ${file} is encrypted and the passphrase is missing or wrong`
+          : `not a private key that can be used: ${parsed.message}`
+      })
+    }
+    return { privateKey, passphrase }
+  })
+}
+
+const readKnownHosts = (file: string) =>
+  Effect.sync(() => existsSync(file) ? KnownHosts.parse(readFileSync(file, "utf8")) : [])
+
+/** Records a newly accepted host key, once, even when several connections learn it at once. */
+const recordHostKey = (lock: Semaphore.Semaphore, target: Target, blob: Buffer) =>
+  lock.withPermit(
+    Effect.gen(function*() {
+      const file = target.knownHostsFile
+      const entries = yield* readKnownHosts(file)
+      if (KnownHosts.check(entries, target.host, target.port, blob)._tag !== "Unknown") return
+      yield* Effect.try({
+        try: () => {
+          mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+          const current = existsSync(file) ? readFileSync(file, "utf8") : ""
+          const separator = current === "" || current.endsWith("\n") ? "" : "\n"
+          appendFileSync(file, separator + KnownHosts.entryLine(target.host, target.port, blob), {
+            mode: 0o600
+          })
+        },
+        catch: (cause) => cause
+      })
+      yield* Effect.logInfo(`[${target.label}] recorded its host key in ${file}`)
+    }).pipe(
+      Effect.catch((cause) =>
+        Effect.logWarning(
+          `[${target.label}] could not record its host key in ${target.knownHostsFile}: ${String(cause)}`
+        )
+      )
+    )
+  )
+
+// -- opening a connection -------------------------------------------------------------------------
+
+interface Handshake {
+  readonly client: Client
+  readonly hostKey: Buffer | undefined
+  readonly verdict: KnownHosts.Verdict | undefined
+}
+
+const hostKeyError = (target: Target, verdict: KnownHosts.Verdict): ConnectionError => {
+  const name = `${target.host}${target.port === 22 ? "" : ` port ${target.port}`}`
+  switch (verdict._tag) {
+    case "Changed":
+      return connectionError(
+        target,
+        "host-key",
+        `the ${verdict.keyType} host key of ${name} differs from the one recorded in ${target.knownHostsFile} line ${verdict.line}`
+      )
+    case "Revoked":
+      return connectionError(
+        target,
+        "host-key",
+        `the host key of ${name} is marked @revoked in ${target.knownHostsFile} line ${verdict.line}`
+      )
+    default:
+      return connectionError(
+        target,
+        "host-key",
+        `the host key of ${name} is not in ${target.knownHostsFile} and hostKeyPolicy is "strict"`
+      )
+  }
+}
+
+/**
+ * One attempt at a connection over `sock`: handshake, host key check, authentication. The
+ * listeners attached here stay for the life of the client, so a late `error` never goes
+ * unheard (ssh2 would crash the process) and `state` always knows whether it is still up.
+ */
+const handshake = (
+  target: Target,
+  sock: Duplex,
+  credentials: Credentials,
+  knownHosts: ReturnType<typeof KnownHosts.parse>,
+  state: ConnectionState
+) =>
+  Effect.callback<Handshake, ConnectionError>((resume) => {
+    const client = new Client()
+    let settled = false
+    let hostKey: Buffer | undefined
+    let verdict: KnownHosts.Verdict | undefined
+    const refused = () =>
+      verdict !== undefined && verdict._tag !== "Known" &&
+      !(verdict._tag === "Unknown" && target.hostKeyPolicy === "accept-new")
+    const fail = (error: ConnectionError) => {
+      if (settled) return
+      settled = true
+      state.open = false
+      client.destroy()
+      resume(Effect.fail(error))
+    }
+    client.on("error", (error: Error & { code?: unknown; level?: unknown }) => {
+      const mapped = refused() && verdict !== undefined
+        ? hostKeyError(target, verdict)
+        : classify(target, error)
+      state.lastError = mapped
+      fail(mapped)
+    })
+    client.on("close", () => {
+      state.open = false
+      fail(
+        state.lastError ??
+          connectionError(
+            target,
+            "disconnected",
+            `the server closed the connection during the handshake${via(target)}`
+          )
+      )
+    })
+    client.on("ready", () => {
+      if (settled) return
+      settled = true
+      state.open = true
+      resume(Effect.succeed({ client, hostKey, verdict }))
+    })
+    const methods: Array<AuthenticationType> = []
+    if (credentials.privateKey !== undefined) methods.push("publickey")
+    if (target.agent !== undefined) methods.push("agent")
+    if (target.password !== undefined) methods.push("password")
+    client.connect({
+      sock,
+      username: target.user,
+      ...(credentials.privateKey !== undefined ? { privateKey: credentials.privateKey } : {}),
+      ...(credentials.passphrase !== undefined ? { passphrase: credentials.passphrase } : {}),
+      ...(target.agent !== undefined ? { agent: target.agent } : {}),
+      ...(target.password !== undefined ? { password: Redacted.value(target.password) } : {}),
+      authHandler: methods,
+      hostVerifier: (key: Buffer) => {
+        hostKey = key
+        verdict = KnownHosts.check(knownHosts, target.host, target.port, key)
+        return !refused()
+      },
+      readyTimeout: Duration.toMillis(target.connectTimeout),
+      keepaliveInterval: Duration.toMillis(target.keepaliveInterval),
+      keepaliveCountMax: target.keepaliveCountMax
+    })
+    return Effect.sync(() => {
+      if (settled) return
+      settled = true
+      client.destroy()
+    })
+  })
+
+/** A TCP socket with Nagle off: with it on, each command on a warm connection waits ~40 ms. */
+const directSocket = (target: Target): Duplex => {
+  const sock = net.connect({ host: target.host, port: target.port })
+  sock.setNoDelay(true)
+  return sock
+}
+
+// -- channels -------------------------------------------------------------------------------------
+
+const normaliseSignal = (signal: string): string => signal.startsWith("SIG") ? signal : `SIG${signal}`
+
+// A pty without echo (nothing written to the command, a sudo password included, comes back) and
+// without \n -> \r\n translation (output keeps its own line ends).
+const ptyOptions = { term: "dumb", cols: 200, rows: 50, modes: { ECHO: 0, ONLCR: 0 } } as const
+
+const openChannel = (
+  target: Target,
+  client: Client,
+  state: ConnectionState,
+  command: string,
+  pty: boolean
+): Effect.Effect<RemoteChannel & { readonly close: Effect.Effect<void> }, ConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const events = yield* Queue.unbounded<ChannelEvent>()
+    let closed = false
+    const stream = yield* Effect.callback<ClientChannel, ConnectionError>((resume) => {
+      if (!state.open) {
+        return resume(
+          Effect.fail(state.lastError ?? connectionError(target, "disconnected", "the connection is closed"))
+        )
+      }
+      client.exec(command, pty ? { pty: ptyOptions } : {}, (error, channel) => {
+        if (error !== undefined && error !== null) {
+          return resume(Effect.fail(
+            state.open ? classify(target, error) : state.lastError ?? classify(target, error)
+          ))
+        }
+        let exitCode: number | null = null
+        let signal: string | null = null
+        let exited = false
+        channel.once("close", () => void (closed = true))
+        channel.on("data", (data: Buffer) => Queue.offerUnsafe(events, { _tag: "Stdout", data }))
+        channel.stderr.on("data", (data: Buffer) => Queue.offerUnsafe(events, { _tag: "Stderr", data }))
+        channel.on("exit", (code: number | null, signalName?: string) => {
+          exited = true
+          exitCode = typeof code === "number" ? code : null
+          signal = typeof signalName === "string" ? normaliseSignal(signalName) : null
+        })
+        // Channel errors also end in `close`; the listener only keeps them from being thrown.
+        channel.on("error", () => {})
+        channel.on("close", () => {
+          const error = exited ? undefined : state.lastError ??
+            connectionError(
+              target,
+              "disconnected",
+              state.open
+                ? "the command's channel closed without an exit status (its session was killed on the server)"
+                : "the connection dropped while the command ran"
+            )
+          Queue.offerUnsafe(events, { _tag: "Closed", exitCode, signal, error })
+        })
+        resume(Effect.succeed(channel))
+      })
+    })
+    const close = Effect.callback<void>((resume) => {
+      if (closed) return resume(Effect.void)
+      stream.once("close", () => resume(Effect.void))
+      stream.close()
+    }).pipe(
+      // A dead connection may never confirm; ssh2 cleans its channels up on its own then.
+      Effect.timeoutOption(Duration.seconds(2)),
+      Effect.ensuring(Effect.sync(() => void (closed = true)))
+    )
+    yield* Effect.addFinalizer(() => close)
+    let last: ChannelEvent | undefined
+    return {
+      take: Effect.suspend(() =>
+        last !== undefined ? Effect.succeed(last) : Queue.take(events).pipe(
+          Effect.tap((event) =>
+            Effect.sync(() => {
+              if (event._tag === "Closed") last = event
+            })
+          )
+        )
+      ),
+      write: (data: string) => Effect.sync(() => void (stream.writable && stream.write(data))),
+      endInput: Effect.sync(() => void (stream.writable && stream.end())),
+      close: Effect.asVoid(close)
+    }
+  })
+
+// -- the service ----------------------------------------------------------------------------------
+
+/** Builds the service: a keyed, reference-counted cache of connections for the layer's scope. */
+export const make = Effect.gen(function*() {
+  const hostKeyLock = yield* Semaphore.make(1)
+  // Connections live under `<generation>:<target key>`; a connection found dropped moves its
+  // target to the next generation, so a stale entry can never be confused with its replacement.
+  const generations = new Map<string, number>()
+  const targets = new Map<string, Target>()
+
+  const open = (
+    target: Target
+  ): Effect.Effect<LiveConnection, ConnectionError | SettingsError, Scope.Scope> =>
+    Effect.gen(function*() {
+      const credentials = yield* readKey(target)
+      const attempt = Effect.gen(function*() {
+        const knownHosts = yield* readKnownHosts(target.knownHostsFile)
+        const sock = target.gateway === undefined
+          ? directSocket(target)
+          : yield* (yield* connectTarget(target.gateway)).forwardOut(target.host, target.port)
+        const state: ConnectionState = { open: false, lastError: undefined }
+        const { client, hostKey, verdict } = yield* Effect.acquireRelease(
+          handshake(target, sock, credentials, knownHosts, state),
+          ({ client }) => closeClient(client)
+        )
+        if (verdict?._tag === "Unknown" && hostKey !== undefined) {
+          yield* recordHostKey(hostKeyLock, target, hostKey)
+        }
+        return { client, state }
+      })
+      const { client, state } = yield* attempt.pipe(
+        Effect.retry({
+          schedule: Schedule.spaced(target.connectRetryDelay),
+          times: target.connectAttempts - 1,
+          while: isTransient
+        })
+      )
+      const permits = yield* Semaphore.make(target.maxChannels)
+      const reserve = yield* Semaphore.make(1)
+      const connection: LiveConnection = {
+        target,
+        isOpen: () => state.open,
+        exec: (command, options) =>
+          Effect.gen(function*() {
+            yield* (options?.reserved === true ? reserve : permits).takeScoped(1)
+            const channel = yield* openChannel(target, client, state, command, options?.pty === true)
+            return { take: channel.take, write: channel.write, endInput: channel.endInput }
+          }),
+        sftp: Effect.gen(function*() {
+          yield* permits.takeScoped(1)
+          return yield* Effect.acquireRelease(
+            Effect.callback<SFTPWrapper, ConnectionError>((resume) => {
+              client.sftp((error, sftp) => {
+                if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
+                else resume(Effect.succeed(sftp))
+              })
+            }),
+            (sftp) => Effect.sync(() => sftp.end())
+          )
+        }),
+        forwardOut: (host, port) =>
+          Effect.callback<Duplex, ConnectionError>((resume) => {
+            client.forwardOut("127.0.0.1", 0, host, port, (error, stream) => {
+              if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
+              else resume(Effect.succeed(stream))
+            })
+          })
+      }
+      return connection
+    })
+
+  const closeClient = (client: Client) =>
+    Effect.callback<void>((resume) => {
+      client.once("close", () => resume(Effect.void))
+      client.end()
+    }).pipe(
+      Effect.timeoutOption(Duration.seconds(2)),
+      Effect.ensuring(Effect.sync(() => client.destroy()))
+    )
+
+  const map = yield* RcMap.make({
+    lookup: (key: string) => {
+      const target = targets.get(key)
+      return target === undefined ? Effect.die(new Error(`no target registered for ${key}`)) : open(target)
+    },
+    idleTimeToLive: Duration.infinity
+  })
+
+  const connectTarget = (
+    target: Target,
+    retried = false
+  ): Effect.Effect<LiveConnection, ConnectionError | SettingsError, Scope.Scope> =>
+    Effect.gen(function*() {
+      const id = targetKey(target)
+      const generation = generations.get(id) ?? 0
+      const key = `${generation}:${id}`
+      if (!targets.has(key)) targets.set(key, target)
+      const retire = Effect.suspend(() => {
+        if ((generations.get(id) ?? 0) === generation) generations.set(id, generation + 1)
+        targets.delete(key)
+        return RcMap.invalidate(map, key)
+      })
+      // A failed attempt is not cached: the next operation tries again.
+      const connection = yield* RcMap.get(map, key).pipe(Effect.tapError(() => retire))
+      if (connection.isOpen()) return connection
+      yield* retire
+      if (retried) {
+        return yield* connectionError(
+          target,
+          "disconnected",
+          "the connection closed as soon as it was opened"
+        )
+      }
+      return yield* connectTarget(target, true)
+    })
+
+  return {
+    connect: (settings: Settings) =>
+      Effect.flatMap(resolveTarget(settings), (target) => connectTarget(target))
+  }
+})

@@ -1,0 +1,41 @@
+/**
+ * The one RPC between `Execute` and its worker processes.
+ *
+ * `Run` names a task by module and name and streams back the lines it prints, then its outcome.
+ * Inputs, results and errors have a schema per task, which the RPC group cannot know, so they
+ * travel as JSON already encoded by the task's own schemas; each end decodes with the task.
+ */
+import * as Rpc from "effect/rpc/Rpc"
+import * as RpcGroup from "effect/rpc/RpcGroup"
+import * as Schema from "effect/Schema"
+import { SettingsWire } from "./workerSettings.ts"
+
+/** What a running task sends back: a whole output line, and once at the end its encoded `Exit`. */
+export const RunEvent = Schema.Union([
+  Schema.TaggedStruct("Line", { text: Schema.String }),
+  Schema.TaggedStruct("Done", { exit: Schema.Json })
+])
+
+/** The type of {@link RunEvent}. */
+export type RunEvent = typeof RunEvent.Type
+
+/** The RPCs a worker serves. */
+export class WorkerRpcs extends RpcGroup.make(
+  Rpc.make("Run", {
+    payload: {
+      module: Schema.String,
+      name: Schema.String,
+      input: Schema.Json,
+      settings: SettingsWire
+    },
+    success: RunEvent,
+    stream: true
+  })
+) {}
+
+/** The JSON codec of a task's outcome, used by both ends. */
+export const exitCodec = <A, E>(success: Schema.Codec<A, any>, error: Schema.Codec<E, any>) =>
+  Schema.toCodecJson(Schema.Exit(success, error, Schema.Defect()))
+
+/** Set in a worker process before any task module is imported (see `Execute`'s guard). */
+export const inWorkerKey = Symbol.for("effect-threadbare/Execute/inWorker")

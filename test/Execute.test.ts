@@ -1,0 +1,369 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import * as ChildProcess from "node:child_process"
+import { CommandFailed, ConnectionError, PromptAborted } from "../src/Errors.ts"
+import * as Execute from "../src/Execute.ts"
+import * as Output from "../src/Output.ts"
+import * as Settings from "../src/Settings.ts"
+import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+import { remoteSleep, serverAddress } from "./fixtures/execute-remote-tasks.ts"
+import {
+  ask,
+  chatty,
+  crashOn,
+  DeployRefused,
+  exitWith,
+  failWith,
+  longCommand,
+  probeSettings,
+  refuse,
+  sleepy,
+  whoami
+} from "./fixtures/execute-tasks.ts"
+
+/** The worker processes this test process has now (children running the worker entry). */
+const liveWorkers = (): Array<number> => {
+  const ps = ChildProcess.spawnSync("ps", ["--ppid", String(process.pid), "-o", "pid=,args="], {
+    encoding: "utf8"
+  })
+  return ps.stdout.split("\n").filter((l) => l.includes("workerMain")).map((l) =>
+    Number(l.trim().split(/\s+/)[0])
+  )
+}
+
+/** Processes anywhere whose command line contains `marker`. */
+const processesWith = (marker: string): Array<string> => {
+  const pgrep = ChildProcess.spawnSync("pgrep", ["-af", marker], { encoding: "utf8" })
+  return pgrep.stdout.split("\n").filter((l) => l !== "" && !l.includes("pgrep"))
+}
+
+const marker = (name: string) => `tb-exec-${name}-${process.pid}-${Math.floor(Math.random() * 1e9)}`
+
+const valueOf = <A, E>(exit: Exit.Exit<A, E>): A => {
+  if (Exit.isSuccess(exit)) return exit.value
+  throw new Error(`expected a success, got ${Cause.pretty(exit.cause)}`)
+}
+
+const errorOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  assert.isTrue(Exit.isFailure(exit), "expected a failure")
+  const error = Cause.findErrorOption((exit as Exit.Failure<A, E>).cause)
+  assert.isTrue(Option.isSome(error), "expected a typed failure")
+  return (error as Option.Some<E>).value
+}
+
+// Delays that make later values finish first, so order cannot come from completion order.
+const scrambled = (count: number) =>
+  Array.from({ length: count }, (_, i) => ({ label: `v${i}`, millis: ((i * 7) % count) * 25 }))
+
+describe("Execute", () => {
+  describe("values", () => {
+    it.live("serial runs in this process, in order", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.forEach(sleepy, scrambled(5), { mode: "serial" })
+        assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit).label), ["v0", "v1", "v2", "v3", "v4"])
+        for (const o of outcomes) assert.strictEqual(valueOf(o.exit).pid, process.pid)
+        assert.deepStrictEqual(liveWorkers(), [])
+      }))
+
+    it.live("parallel returns 12+ results in the order given, though they finish scrambled", () =>
+      Effect.gen(function*() {
+        const inputs = scrambled(14)
+        const outcomes = yield* Execute.forEach(sleepy, inputs, { poolSize: 4 })
+        assert.deepStrictEqual(outcomes.map((o) => o.input), inputs)
+        assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit).label), inputs.map((i) => i.label))
+        const pids = new Set(outcomes.map((o) => valueOf(o.exit).pid))
+        assert.isFalse(pids.has(process.pid))
+        // Workers are reused: 14 runs on at most 4 processes.
+        assert.isAtMost(pids.size, 4)
+        assert.deepStrictEqual(liveWorkers(), [], "workers end with the run")
+      }))
+
+    it.live("parallel and serial shorthands return plain values or fail with the first failure", () =>
+      Effect.gen(function*() {
+        assert.deepStrictEqual(yield* Execute.parallel(exitWith, [0, 0], { poolSize: 2 }), [
+          "before-0",
+          "before-0"
+        ])
+        assert.deepStrictEqual(yield* Execute.serial(exitWith, [0]), ["before-0"])
+        const failed = yield* Effect.flip(Execute.serial(exitWith, [0, 4, 5]).pipe(Settings.hide))
+        assert.instanceOf(failed, CommandFailed)
+        assert.strictEqual((failed as CommandFailed).result.exitCode, 4)
+        const failedParallel = yield* Effect.flip(
+          Execute.parallel(exitWith, [0, 6], { poolSize: 2 }).pipe(Settings.hide)
+        )
+        assert.instanceOf(failedParallel, CommandFailed)
+        assert.strictEqual((failedParallel as CommandFailed).result.exitCode, 6)
+      }))
+  })
+
+  describe("hosts", () => {
+    const hosts = Array.from({ length: 13 }, (_, i) => `127.0.0.${i + 1}`)
+
+    it.live("withHosts gives each run its host and returns outcomes in the order given", () =>
+      Effect.gen(function*() {
+        for (const mode of ["parallel", "serial"] as const) {
+          const outcomes = yield* Execute.withHosts(whoami, hosts, { poolSize: 5, mode })
+          assert.deepStrictEqual(outcomes.map((o) => o.host), hosts)
+          assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit).host), hosts)
+          assert.deepStrictEqual(outcomes.map((o) => o.attempts), hosts.map(() => 1))
+        }
+      }))
+
+    it.live("without hosts, runs on the hosts setting", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.withHosts(whoami).pipe(
+          Settings.settings({ hosts: ["10.1.1.1", "10.1.1.2"] })
+        )
+        assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit).host), ["10.1.1.1", "10.1.1.2"])
+      }))
+  })
+
+  it.live("poolSize bounds the number of live worker processes", () =>
+    Effect.gen(function*() {
+      const inputs = Array.from({ length: 9 }, (_, i) => ({ label: `p${i}`, millis: 700 }))
+      const run = yield* Effect.forkChild(Execute.forEach(sleepy, inputs, { poolSize: 3 }))
+      let most = 0
+      for (let i = 0; i < 20; i++) {
+        yield* Effect.sleep(Duration.millis(100))
+        most = Math.max(most, liveWorkers().length)
+      }
+      const outcomes = yield* Fiber.join(run)
+      assert.strictEqual(most, 3)
+      assert.strictEqual(new Set(outcomes.map((o) => valueOf(o.exit).pid)).size, 3)
+      assert.deepStrictEqual(liveWorkers(), [])
+    }))
+
+  it.live("settings reach the worker, secrets wrapped again, and changes there stay there", () =>
+    Effect.gen(function*() {
+      const program = Effect.gen(function*() {
+        const [outcome] = yield* Execute.withHosts(probeSettings, ["web-1"])
+        return { probe: valueOf(outcome!.exit), after: yield* Settings.Settings }
+      })
+      const { after, probe } = yield* program.pipe(
+        Settings.settings({
+          user: "alice",
+          timeout: "1500 millis",
+          connectTimeout: Duration.seconds(3),
+          password: Redacted.make("s3cret"),
+          env: { STAGE: "prod" }
+        })
+      )
+      assert.deepStrictEqual(probe, {
+        host: "web-1",
+        user: "alice",
+        timeoutMillis: 1500,
+        connectTimeoutMillis: 3000,
+        passwordIsRedacted: true,
+        password: "s3cret",
+        env: { STAGE: "prod" },
+        abortOnPrompts: true,
+        nestedUser: "changed-in-worker"
+      })
+      assert.strictEqual(after.user, "alice")
+      assert.isUndefined(after.host)
+      assert.isFalse(after.abortOnPrompts)
+    }))
+
+  describe("typed failures cross back with their fields", () => {
+    it.live("CommandFailed with its CommandResult", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.forEach(exitWith, [0, 3], { poolSize: 2 }).pipe(Settings.hide)
+        assert.strictEqual(valueOf(outcomes[0]!.exit), "before-0")
+        const error = errorOf(outcomes[1]!.exit)
+        assert.instanceOf(error, CommandFailed)
+        const result = (error as CommandFailed).result
+        assert.strictEqual(result.exitCode, 3)
+        assert.strictEqual(result.stdout, "before-3\n")
+        assert.strictEqual(result.command, "echo before-3; exit 3")
+        assert.isTrue(result.failed)
+        assert.include(error.message, "exit code 3")
+      }))
+
+    it.live("a user's own Schema.TaggedError", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.withHosts(refuse, ["ok-1", "refuse-2", "ok-3"], { poolSize: 3 })
+        assert.strictEqual(valueOf(outcomes[0]!.exit), "deployed to ok-1")
+        assert.strictEqual(valueOf(outcomes[2]!.exit), "deployed to ok-3")
+        const error = errorOf(outcomes[1]!.exit)
+        assert.instanceOf(error, DeployRefused)
+        assert.deepStrictEqual({ host: error.host, reasons: error.reasons }, {
+          host: "refuse-2",
+          reasons: ["disk full", "maintenance"]
+        })
+        const failed = Execute.failures(outcomes)
+        assert.deepStrictEqual(failed.map((f) => f.host), ["refuse-2"])
+        assert.deepStrictEqual(Execute.successes(outcomes).map((s) => s.value), [
+          "deployed to ok-1",
+          "deployed to ok-3"
+        ])
+      }))
+
+    it.live("a prompt is refused in a worker", () =>
+      Effect.gen(function*() {
+        const [outcome] = yield* Execute.withHosts(ask, ["web-1"])
+        const error = errorOf(outcome!.exit)
+        assert.instanceOf(error, PromptAborted)
+        assert.strictEqual((error as PromptAborted).reason, "disabled")
+        assert.strictEqual((error as PromptAborted).prompt, "Continue?")
+      }))
+  })
+
+  it.live("a worker killed with SIGKILL fails its own run only, and the others finish", () =>
+    Effect.gen(function*() {
+      const values = ["a", "b", "crash", "c", "d", "e"]
+      const outcomes = yield* Execute.forEach(crashOn, values, { poolSize: 3 }).pipe(
+        Effect.timeout(Duration.seconds(20))
+      )
+      for (const o of outcomes) {
+        if (o.input === "crash") continue
+        assert.strictEqual(valueOf(o.exit), `ok ${o.input}`)
+      }
+      const error = errorOf(outcomes[2]!.exit)
+      assert.instanceOf(error, Execute.WorkerCrashed)
+      assert.strictEqual((error as Execute.WorkerCrashed).host, "crash")
+      assert.strictEqual((error as Execute.WorkerCrashed).signal, "SIGKILL")
+      assert.isNull((error as Execute.WorkerCrashed).exitCode)
+      assert.include(error.message, "SIGKILL")
+      assert.deepStrictEqual(liveWorkers(), [])
+    }))
+
+  it.live("interrupting the parent stops every task's command and every worker", () =>
+    Effect.gen(function*() {
+      const mark = marker("interrupt")
+      const values = Array.from({ length: 4 }, (_, i) => `${mark}-${i}`)
+      const run = Execute.forEach(longCommand, values, { poolSize: 3 }).pipe(Settings.hide)
+      // Wait until the commands run, so the interruption has something to stop.
+      const fiber = yield* Effect.forkChild(run)
+      for (let i = 0; i < 50 && processesWith(mark).length < 3; i++) yield* Effect.sleep(Duration.millis(100))
+      assert.strictEqual(processesWith(mark).length, 3, "three commands run at once")
+      const started = Date.now()
+      yield* Fiber.interrupt(fiber)
+      assert.isBelow(Date.now() - started, 10_000)
+      assert.deepStrictEqual(processesWith(mark), [])
+      assert.deepStrictEqual(liveWorkers(), [])
+    }))
+
+  it.live("a timeout around a parallel run leaves no process behind", () =>
+    Effect.gen(function*() {
+      const mark = marker("timeout")
+      const result = yield* Execute.forEach(longCommand, [`${mark}-a`, `${mark}-b`], { poolSize: 2 }).pipe(
+        Settings.hide,
+        Effect.timeoutOption(Duration.seconds(2))
+      )
+      assert.isTrue(Option.isNone(result))
+      assert.deepStrictEqual(processesWith(mark), [])
+      assert.deepStrictEqual(liveWorkers(), [])
+    }))
+
+  describe("retries", () => {
+    const retry = Schedule.recurs(2)
+
+    it.live("connection failures are retried by the schedule, command failures never", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.forEach(
+          failWith,
+          ["refused", "timeout", "unknown-host", "authentication", "disconnected", "host-key", "command"],
+          { poolSize: 3, retry }
+        ).pipe(Settings.hide)
+        assert.deepStrictEqual(outcomes.map((o) => [o.input, o.attempts]), [
+          ["refused", 3],
+          ["timeout", 3],
+          ["unknown-host", 3],
+          ["authentication", 3],
+          ["disconnected", 3],
+          ["host-key", 1],
+          ["command", 1]
+        ])
+        assert.instanceOf(errorOf(outcomes[0]!.exit), ConnectionError)
+        assert.instanceOf(errorOf(outcomes[6]!.exit), CommandFailed)
+      }))
+
+    it.live("no schedule, no retry; serial retries too", () =>
+      Effect.gen(function*() {
+        const plain = yield* Execute.forEach(failWith, ["refused"], { poolSize: 1 })
+        assert.strictEqual(plain[0]!.attempts, 1)
+        const serial = yield* Execute.forEach(failWith, ["refused"], { mode: "serial", retry })
+        assert.strictEqual(serial[0]!.attempts, 3)
+      }))
+  })
+
+  it.live("output lines from workers arrive live, whole and prefixed with their host", () =>
+    Effect.gen(function*() {
+      const collector = Output.makeCollector()
+      yield* Execute.forEach(chatty, [40, 41, 42], { poolSize: 3 }).pipe(
+        Effect.provide(Output.layerCollect(collector))
+      )
+      const lines = collector.lines()
+      for (const label of ["40", "41", "42"]) {
+        const mine = lines.filter((l) => l.startsWith(`[${label}] `))
+        const count = Number(label)
+        assert.strictEqual(mine.filter((l) => / line \d+ x{200}$/.test(l)).length, count)
+        assert.deepStrictEqual(
+          mine.filter((l) => l.includes("out: streamed-")),
+          [1, 2, 3].map((i) => `[${label}] [localhost] out: streamed-${i}`)
+        )
+      }
+      for (const line of lines) assert.match(line, /^\[4[012]\] /)
+      assert.strictEqual(lines.length, 40 + 41 + 42 + 3 * 4)
+    }))
+})
+
+describe("Execute on remote hosts", () => {
+  const server = readServerFromEnv()
+  const connection = Settings.settings({
+    port: server.port,
+    user: server.user,
+    keyFile: server.keyPath,
+    knownHostsFile: server.knownHostsPath,
+    sshConfigFile: false,
+    useAgent: false,
+    hostKeyPolicy: "strict"
+  })
+
+  it.live("each host's run connects to that host, in order, for 16 hosts", () =>
+    Effect.gen(function*() {
+      const hosts = [...server.hosts].reverse()
+      const outcomes = yield* Execute.withHosts(serverAddress, hosts, { poolSize: 6 }).pipe(connection)
+      assert.deepStrictEqual(outcomes.map((o) => o.host), hosts)
+      assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit)), hosts)
+    }))
+
+  it.live("a host that refuses fails alone, retried by the schedule", () =>
+    Effect.gen(function*() {
+      const hosts = [server.hosts[0]!, "127.0.0.200", server.hosts[1]!]
+      const outcomes = yield* Execute.withHosts(serverAddress, hosts, {
+        poolSize: 3,
+        retry: Schedule.recurs(1)
+      }).pipe(connection, Settings.settings({ connectAttempts: 1, connectTimeout: "3 seconds" }))
+      assert.strictEqual(valueOf(outcomes[0]!.exit), hosts[0])
+      assert.strictEqual(valueOf(outcomes[2]!.exit), hosts[2])
+      const error = errorOf(outcomes[1]!.exit)
+      assert.instanceOf(error, ConnectionError)
+      assert.strictEqual((error as ConnectionError).reason, "refused")
+      assert.deepStrictEqual(outcomes.map((o) => o.attempts), [1, 2, 1])
+      assert.deepStrictEqual(Execute.failures(outcomes).map((f) => f.host), ["127.0.0.200"])
+    }))
+
+  it.live("interrupting the parent stops the remote commands and the workers", () =>
+    Effect.gen(function*() {
+      const mark = marker("remote")
+      const hosts = server.hosts.slice(0, 3)
+      const fiber = yield* Effect.forkChild(
+        Execute.withHosts(remoteSleep, hosts, { poolSize: 3, input: mark }).pipe(connection, Settings.hide)
+      )
+      for (let i = 0; i < 100 && remoteProcesses(mark).length < 3; i++) {
+        yield* Effect.sleep(Duration.millis(100))
+      }
+      assert.isAtLeast(remoteProcesses(mark).length, 3, "the remote commands run")
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(remoteProcesses(mark), [])
+      assert.deepStrictEqual(liveWorkers(), [])
+    }))
+})

@@ -1,0 +1,460 @@
+/**
+ * SSH connections against the throwaway OpenSSH server of `tests-remote/`: authentication, host
+ * keys, ssh_config, jump hosts, agents, dropped connections; and the pure parsers behind them.
+ */
+import { assert, describe, it, layer } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Result from "effect/Result"
+import { execFileSync, spawnSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { ConnectionError, SettingsError } from "../src/Errors.ts"
+import { parseHostString } from "../src/internal/hostString.ts"
+import * as KnownHosts from "../src/internal/knownHosts.ts"
+import { remote } from "../src/internal/remote.ts"
+import * as SshConfig from "../src/internal/sshConfig.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+
+const server = readServerFromEnv()
+const temp = mkdtempSync(path.join(tmpdir(), "threadbare-ssh-test-"))
+const hostKeyBlob = Buffer.from(
+  readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ")[2]!,
+  "base64"
+)
+
+const base = Settings.layer({
+  user: server.user,
+  port: server.port,
+  keyFile: server.keyPath,
+  knownHostsFile: server.knownHostsPath,
+  hostKeyPolicy: "strict",
+  sshConfigFile: false,
+  useAgent: false,
+  connectAttempts: 1,
+  quiet: true
+})
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${JSON.stringify(exit.value)}`)
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
+  return error.value
+}
+
+const connectionFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError => {
+  const error = failureOf(exit)
+  if (!(error instanceof ConnectionError)) throw new Error(`expected a ConnectionError, got ${String(error)}`)
+  return error
+}
+
+const newKey = (name: string): string => {
+  const file = path.join(temp, name)
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", file])
+  return file
+}
+
+const parentOf = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+}
+
+/** Our established TCP connections to `host`:`port` (from /proc/net/tcp). */
+const connectionsTo = (host: string, port: number): number => {
+  const hex = host.split(".").map((n) => Number(n).toString(16).padStart(2, "0").toUpperCase()).reverse()
+    .join("")
+  const remoteAddress = `${hex}:${port.toString(16).toUpperCase().padStart(4, "0")}`
+  return readFileSync("/proc/net/tcp", "utf8").split("\n").filter((line) => {
+    const fields = line.trim().split(/\s+/)
+    return fields[2] === remoteAddress && fields[3] === "01"
+  }).length
+}
+
+/** The pids of the sshd processes serving the connection that runs this command. */
+const sessionPids = remote("echo $PPID").pipe(
+  Effect.map((r) => {
+    const user = Number(r.stdout.trim())
+    return [user, parentOf(user)]
+  })
+)
+
+describe("host strings", () => {
+  it("parses every form", () => {
+    const ok = (text: string) => Result.getOrThrow(parseHostString(text))
+    assert.deepStrictEqual(ok("web-1"), { user: undefined, host: "web-1", port: undefined })
+    assert.deepStrictEqual(ok("deploy@web-1"), { user: "deploy", host: "web-1", port: undefined })
+    assert.deepStrictEqual(ok("web-1:2222"), { user: undefined, host: "web-1", port: 2222 })
+    assert.deepStrictEqual(ok("deploy@10.0.0.1:22"), { user: "deploy", host: "10.0.0.1", port: 22 })
+    assert.deepStrictEqual(ok("[::1]:2200"), { user: undefined, host: "::1", port: 2200 })
+    assert.deepStrictEqual(ok("me@[fe80::1]"), { user: "me", host: "fe80::1", port: undefined })
+    assert.deepStrictEqual(ok("::1"), { user: undefined, host: "::1", port: undefined })
+  })
+
+  it("refuses malformed ones, naming host or port", () => {
+    const setting = (text: string) => {
+      const result = parseHostString(text)
+      return Result.isFailure(result) ? result.failure.setting : "accepted"
+    }
+    assert.strictEqual(setting(""), "host")
+    assert.strictEqual(setting("user@"), "host")
+    assert.strictEqual(setting("host:0"), "port")
+    assert.strictEqual(setting("host:65536"), "port")
+    assert.strictEqual(setting("host:http"), "port")
+    assert.strictEqual(setting("ho st"), "host")
+    assert.strictEqual(setting("host;rm -rf /"), "host")
+    assert.strictEqual(setting("[::1"), "host")
+    assert.strictEqual(setting("-oProxyCommand=x"), "host")
+  })
+})
+
+describe("ssh_config", () => {
+  const config = SshConfig.parse(`
+# comment
+Host web-* !web-secret
+  HostName %h.example.com
+  User deploy
+  Port=2222
+  IdentityFile ~/.ssh/deploy_%r
+
+Host web-1
+  User ignored-first-wins
+  IdentityFile "/keys/second key"
+  ProxyJump jump@bastion:22
+
+Match host whatever
+  User never
+
+Host *
+  User fallback
+  Port 22
+`)
+  const context = { localUser: "me", home: "/home/me" }
+
+  it("first value wins across matching blocks; IdentityFile accumulates", () => {
+    const web1 = SshConfig.resolve(config, "web-1", context)
+    assert.strictEqual(web1.hostName, "web-1.example.com")
+    assert.strictEqual(web1.user, "deploy")
+    assert.strictEqual(web1.port, "2222")
+    assert.deepStrictEqual(web1.identityFiles, ["~/.ssh/deploy_deploy", "/keys/second key"])
+    assert.strictEqual(web1.proxyJump, "jump@bastion:22")
+  })
+
+  it("negated patterns exclude; Match blocks are skipped; Host * is the fallback", () => {
+    const secret = SshConfig.resolve(config, "web-secret", context)
+    assert.isUndefined(secret.hostName)
+    assert.strictEqual(secret.user, "fallback")
+    assert.strictEqual(secret.port, "22")
+    assert.isTrue(SshConfig.hostMatches(["db?"], "db1"))
+    assert.isFalse(SshConfig.hostMatches(["db?"], "db10"))
+  })
+})
+
+describe("known_hosts", () => {
+  const blob = hostKeyBlob
+  const encoded = blob.toString("base64")
+  const other = Buffer.from(
+    readFileSync(`${newKey("kh-other")}.pub`, "utf8").split(" ")[1]!,
+    "base64"
+  )
+
+  it("matches plain, [host]:port, wildcard and hashed entries", () => {
+    const salt = Buffer.from("0123456789abcdefghij")
+    const hash = (name: string) =>
+      `|1|${salt.toString("base64")}|${
+        execFileSync("node", [
+          "-e",
+          `process.stdout.write(require("crypto").createHmac("sha1", Buffer.from("${
+            salt.toString("base64")
+          }", "base64")).update(${JSON.stringify(name)}).digest("base64"))`
+        ]).toString()
+      }`
+    const entries = KnownHosts.parse([
+      `plain.example ssh-ed25519 ${encoded}`,
+      `[ported.example]:2222 ssh-ed25519 ${encoded}`,
+      `*.wild.example ssh-ed25519 ${encoded}`,
+      `${hash("[hashed.example]:2200")} ssh-ed25519 ${encoded}`,
+      `changed.example ssh-ed25519 ${other.toString("base64")}`,
+      `@revoked revoked.example ssh-ed25519 ${encoded}`
+    ].join("\n"))
+    const tag = (host: string, port: number) => KnownHosts.check(entries, host, port, blob)._tag
+    assert.strictEqual(tag("plain.example", 22), "Known")
+    assert.strictEqual(tag("plain.example", 2222), "Unknown")
+    assert.strictEqual(tag("ported.example", 2222), "Known")
+    assert.strictEqual(tag("a.wild.example", 22), "Known")
+    assert.strictEqual(tag("hashed.example", 2200), "Known")
+    assert.strictEqual(tag("hashed.example", 22), "Unknown")
+    assert.deepStrictEqual(KnownHosts.check(entries, "changed.example", 22, blob), {
+      _tag: "Changed",
+      line: 5,
+      keyType: "ssh-ed25519"
+    })
+    assert.strictEqual(tag("revoked.example", 22), "Revoked")
+    assert.strictEqual(KnownHosts.entryLine("h", 2200, blob), `[h]:2200 ssh-ed25519 ${encoded}\n`)
+  })
+})
+
+layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServices: true })(
+  "connections",
+  (it) => {
+    describe("failures", () => {
+      it.effect("a refused port: ConnectionError refused, after connectAttempts tries", () =>
+        Effect.gen(function*() {
+          const started = Date.now()
+          const error = connectionFailure(
+            yield* Effect.exit(
+              remote("true", { host: "127.0.0.1:1" }).pipe(
+                Settings.settings({ connectAttempts: 3, connectRetryDelay: "300 millis" })
+              )
+            )
+          )
+          assert.strictEqual(error.reason, "refused")
+          assert.strictEqual(error.port, 1)
+          assert.strictEqual(error.user, server.user)
+          assert.include(error.message, "127.0.0.1")
+          assert.isAtLeast(Date.now() - started, 550)
+        }))
+
+      it.effect("an unknown user or a key the server does not know: authentication, not retried", () =>
+        Effect.gen(function*() {
+          const started = Date.now()
+          const unknownUser = connectionFailure(
+            yield* Effect.exit(
+              remote("true", { host: `nosuchuser@127.0.0.1` }).pipe(
+                Settings.settings({ connectAttempts: 3, connectRetryDelay: "2 seconds" })
+              )
+            )
+          )
+          assert.strictEqual(unknownUser.reason, "authentication")
+          assert.strictEqual(unknownUser.user, "nosuchuser")
+          assert.isBelow(Date.now() - started, 2000)
+          const badKey = connectionFailure(
+            yield* Effect.exit(remote("true", { host: "127.0.0.1", keyFile: newKey("stranger") }))
+          )
+          assert.strictEqual(badKey.reason, "authentication")
+        }))
+
+      it.effect("a missing or unreadable key file is a SettingsError naming keyFile", () =>
+        Effect.gen(function*() {
+          const missing = failureOf(
+            yield* Effect.exit(remote("true", { host: "127.0.0.1", keyFile: "/nonexistent/key" }))
+          )
+          assert.isTrue(missing instanceof SettingsError && missing.setting === "keyFile")
+          const junk = path.join(temp, "junk-key")
+          writeFileSync(junk, "not a key\n")
+          const bad = failureOf(yield* Effect.exit(remote("true", { host: "127.0.0.1", keyFile: junk })))
+          assert.isTrue(bad instanceof SettingsError && bad.setting === "keyFile")
+        }))
+
+      it.effect("an unresolvable host name: unknown-host", () =>
+        Effect.gen(function*() {
+          const error = connectionFailure(
+            yield* Effect.exit(remote("true", { host: "no-such-host.invalid" }))
+          )
+          assert.strictEqual(error.reason, "unknown-host")
+        }))
+    })
+
+    describe("host keys", () => {
+      it.effect("a changed key is refused (host-key), naming the file and line, whatever the policy", () =>
+        Effect.gen(function*() {
+          const file = path.join(temp, "known_hosts_changed")
+          const other = readFileSync(`${newKey("changed-host")}.pub`, "utf8").split(" ")[1]!
+          writeFileSync(file, `# first line\n[127.0.0.4]:${server.port} ssh-ed25519 ${other}\n`)
+          for (const hostKeyPolicy of ["strict", "accept-new"] as const) {
+            const error = connectionFailure(
+              yield* Effect.exit(
+                remote("true", { host: "127.0.0.4" }).pipe(
+                  Settings.settings({ knownHostsFile: file, hostKeyPolicy })
+                )
+              )
+            )
+            assert.strictEqual(error.reason, "host-key")
+            assert.include(error.detail, `${file} line 2`)
+          }
+        }))
+
+      it.effect("an unknown key: strict refuses, accept-new connects and records it", () =>
+        Effect.gen(function*() {
+          const file = path.join(temp, "sub", "dir", "known_hosts_new")
+          const strict = connectionFailure(
+            yield* Effect.exit(
+              remote("true", { host: "127.0.0.6" }).pipe(
+                Settings.settings({ knownHostsFile: file, hostKeyPolicy: "strict" })
+              )
+            )
+          )
+          assert.strictEqual(strict.reason, "host-key")
+          assert.include(strict.detail, "strict")
+          const result = yield* remote("echo ok", { host: "127.0.0.6" }).pipe(
+            Settings.settings({ knownHostsFile: file, hostKeyPolicy: "accept-new" })
+          )
+          assert.strictEqual(result.stdout, "ok\n")
+          const recorded = readFileSync(file, "utf8")
+          assert.strictEqual(
+            recorded,
+            `[127.0.0.6]:${server.port} ssh-ed25519 ${hostKeyBlob.toString("base64")}\n`
+          )
+          // now known: strict accepts it
+          const again = yield* remote("echo again", { host: "127.0.0.6" }).pipe(
+            Settings.settings({ knownHostsFile: file, hostKeyPolicy: "strict" })
+          )
+          assert.strictEqual(again.stdout, "again\n")
+        }))
+    })
+
+    describe("ssh_config and jump hosts", () => {
+      it.effect("HostName, User, Port and IdentityFile from a config file", () =>
+        Effect.gen(function*() {
+          const file = path.join(temp, "ssh_config")
+          writeFileSync(
+            file,
+            `Host app\n  HostName 127.0.0.7\n  User ${server.user}\n  Port ${server.port}\n  IdentityFile ${server.keyPath}\n`
+          )
+          const result = yield* remote("whoami; echo $SSH_CONNECTION").pipe(
+            Settings.settings({
+              host: "app",
+              sshConfigFile: file,
+              user: undefined,
+              port: undefined,
+              keyFile: undefined
+            })
+          )
+          assert.strictEqual(result.host, "app")
+          assert.strictEqual(result.stdoutLines[0], server.user)
+          assert.match(result.stdoutLines[1]!, new RegExp(` 127\\.0\\.0\\.7 ${server.port}$`))
+          const missing = failureOf(
+            yield* Effect.exit(
+              remote("true", { host: "app" }).pipe(
+                Settings.settings({ sshConfigFile: path.join(temp, "nope") })
+              )
+            )
+          )
+          assert.isTrue(missing instanceof SettingsError && missing.setting === "sshConfigFile")
+        }))
+
+      it.effect("reaches 127.0.0.3 through the jump host 127.0.0.2 (gateway and ProxyJump)", () =>
+        Effect.gen(function*() {
+          const log = () => server.readLog()
+          const gatewayConnections = () =>
+            log().split("\n").filter((l) => l.includes(`on 127.0.0.2 port ${server.port}`)).length
+          const before = gatewayConnections()
+          const viaGateway = yield* remote("echo $SSH_CONNECTION", {
+            host: "127.0.0.3",
+            gateway: `${server.user}@127.0.0.2:${server.port}`
+          })
+          assert.match(viaGateway.stdout, new RegExp(` 127\\.0\\.0\\.3 ${server.port}\\n$`))
+          // twice more: the gateway connection is shared
+          yield* remote("true", { host: "127.0.0.3", gateway: `${server.user}@127.0.0.2:${server.port}` })
+          assert.strictEqual(gatewayConnections(), before + 1)
+
+          const file = path.join(temp, "ssh_config_jump")
+          writeFileSync(
+            file,
+            `Host inner\n  HostName 127.0.0.3\n  ProxyJump jumpbox\nHost jumpbox\n  HostName 127.0.0.2\n  Port ${server.port}\n`
+          )
+          const viaConfig = yield* remote("echo $SSH_CONNECTION", { host: "inner" }).pipe(
+            Settings.settings({ sshConfigFile: file })
+          )
+          assert.match(viaConfig.stdout, / 127\.0\.0\.3 /)
+          assert.isAtLeast(gatewayConnections(), before + 1)
+          // the target connection comes from the gateway's sshd, not from us directly
+          const direct = log().split("\n").filter((l) => l.includes(`on 127.0.0.3 port ${server.port}`))
+          assert.isAbove(direct.length, 0)
+        }))
+
+      it.effect("authenticates with ssh-agent", () =>
+        Effect.gen(function*() {
+          const socket = path.join(temp, "agent.sock")
+          const agent = spawnSync("ssh-agent", ["-a", socket, "-s"], { encoding: "utf8" })
+          const agentPid = Number(/SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1])
+          assert.isAbove(agentPid, 0)
+          const previous = process.env["SSH_AUTH_SOCK"]
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              process.kill(agentPid)
+              if (previous === undefined) delete process.env["SSH_AUTH_SOCK"]
+              else process.env["SSH_AUTH_SOCK"] = previous
+            })
+          )
+          execFileSync("ssh-add", ["-q", server.keyPath], {
+            env: { ...process.env, SSH_AUTH_SOCK: socket },
+            stdio: "ignore"
+          })
+          process.env["SSH_AUTH_SOCK"] = socket
+          const result = yield* remote("whoami", { host: "127.0.0.8" }).pipe(
+            Settings.settings({ keyFile: undefined, useAgent: true })
+          )
+          assert.strictEqual(result.stdout, `${server.user}\n`)
+        }).pipe(Effect.scoped))
+    })
+
+    describe("dropped connections", () => {
+      it.effect("a connection dropped between two commands is replaced on the next one", () =>
+        Effect.gen(function*() {
+          const [first, monitor] = yield* sessionPids
+          // the server side of the connection goes away: its sshd processes die
+          process.kill(first!, "SIGKILL")
+          process.kill(monitor!, "SIGKILL")
+          yield* Effect.sleep("300 millis")
+          const [second] = yield* sessionPids
+          assert.notStrictEqual(first, second)
+          const result = yield* remote("echo still here")
+          assert.strictEqual(result.stdout, "still here\n")
+        }).pipe(Settings.settings({ host: "127.0.0.10" })))
+
+      it.effect("a connection dropped mid-command fails with ConnectionError disconnected, not a hang", () =>
+        Effect.gen(function*() {
+          const marker = `tbmark_drop_${process.pid}_${Date.now()}`
+          const fiber = yield* Effect.forkChild(
+            Effect.exit(remote(`sleep 60; echo ${marker}`, { combineStderr: false }))
+          )
+          // wait for the command to run, then kill the sshd processes serving it
+          let pids: Array<number> = []
+          for (let i = 0; i < 100 && pids.length === 0; i++) {
+            yield* Effect.sleep("100 millis")
+            for (const process of remoteProcesses(marker)) {
+              const monitor = remoteProcesses(/sshd/).find((p) => p.pid === parentOf(process.ppid))
+              if (monitor !== undefined) pids = [process.ppid, monitor.pid]
+            }
+          }
+          assert.strictEqual(pids.length, 2)
+          const started = Date.now()
+          for (const pid of pids) process.kill(pid, "SIGKILL")
+          const exit = yield* Fiber.join(fiber)
+          const error = connectionFailure(exit)
+          assert.strictEqual(error.reason, "disconnected")
+          assert.isBelow(Date.now() - started, 5000)
+          const next = yield* remote("echo back")
+          assert.strictEqual(next.stdout, "back\n")
+        }).pipe(Settings.settings({ host: "127.0.0.11" })))
+    })
+
+    it.effect("the layer's scope closes its connections", () =>
+      Effect.gen(function*() {
+        assert.strictEqual(connectionsTo("127.0.0.12", server.port), 0)
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* remote("true", { host: "127.0.0.12" }).pipe(Effect.provide(Layer.fresh(Ssh.layer)))
+          yield* remote("true", { host: "127.0.0.12" }).pipe(Effect.provide(Layer.fresh(Ssh.layer)))
+        }))
+        yield* Effect.sleep("300 millis")
+        assert.strictEqual(connectionsTo("127.0.0.12", server.port), 0)
+        // while the layer is open, its connection stays up and is shared
+        yield* Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(Layer.fresh(Ssh.layer))
+          yield* remote("true", { host: "127.0.0.12" }).pipe(Effect.provideContext(context))
+          yield* remote("true", { host: "127.0.0.12" }).pipe(Effect.provideContext(context))
+          assert.strictEqual(connectionsTo("127.0.0.12", server.port), 1)
+        }))
+        yield* Effect.sleep("300 millis")
+        assert.strictEqual(connectionsTo("127.0.0.12", server.port), 0)
+      }))
+  }
+)
+
+process.on("exit", () => rmSync(temp, { recursive: true, force: true }))
