@@ -60,6 +60,15 @@ const newKey = (name: string): string => {
   return file
 }
 
+/** SIGKILL for a process that may already have gone with its parent. */
+const killIfAlive = (pid: number): void => {
+  try {
+    process.kill(pid, "SIGKILL")
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ESRCH") throw error
+  }
+}
+
 const parentOf = (pid: number): number => {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
@@ -425,7 +434,7 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           }
           assert.strictEqual(pids.length, 2)
           const started = Date.now()
-          for (const pid of pids) process.kill(pid, "SIGKILL")
+          for (const pid of pids.reverse()) killIfAlive(pid)
           const exit = yield* Fiber.join(fiber)
           const error = connectionFailure(exit)
           assert.strictEqual(error.reason, "disconnected")

@@ -107,7 +107,9 @@ describe("the shared test server (global setup)", () => {
       const answer = `${server.passwordUserPassword}\n`
       expect(await ssh(server, server.host, user, "sudo -S -p '' id -un", answer)).toBe("root")
       // no cached credentials: right after a sudo that got the password, the next one asks again
-      expect(await ssh(server, server.host, user, "sudo -S -p '' true; sudo -n true 2>/dev/null; echo $?", answer))
+      expect(
+        await ssh(server, server.host, user, "sudo -S -p '' true; sudo -n true 2>/dev/null; echo $?", answer)
+      )
         .toBe("1")
     })
 

@@ -187,6 +187,7 @@ plain_profile() {
   # OpenSSH's bash sources ~/.bashrc even for non-interactive commands: keep it free of slow work,
   # its time would be added to every command.
   printf '# threadbare test user: deliberately plain, no work per command.\n' >"$home/.bashrc"
+  # shellcheck disable=SC2016  # $HOME is for the profile to expand
   printf '# threadbare test user: deliberately plain.\n[ -f "$HOME/.bashrc" ] && . "$HOME/.bashrc"\n' >"$home/.profile"
   rm -f "$home/.bash_logout"
   chown "$user:" "$home/.bashrc" "$home/.profile"
@@ -219,8 +220,9 @@ users_state=/var/lib/threadbare-sshd
 
 setup_users() {
   local dir=$1 password
-  command -v sudo >/dev/null 2>&1 && command -v visudo >/dev/null 2>&1 \
-    || die "sudo is not installed (the test users need it): apt-get install sudo"
+  if ! command -v sudo >/dev/null 2>&1 || ! command -v visudo >/dev/null 2>&1; then
+    die "sudo is not installed (the test users need it): apt-get install sudo"
+  fi
   install -d -m 0700 "$users_state"
   exec 9>"$users_state/users.lock"
   if command -v flock >/dev/null 2>&1; then flock 9; fi
@@ -325,13 +327,15 @@ launch() {
   done
   [ "$(listener_pids "$dir" | wc -l)" -eq "$group" ] \
     || { kill_server "$dir" all; die "an sshd process exited during start; see $dir/sshd.log"; }
+  # The probes above leave "Connection closed" lines; mark where the real traffic starts.
+  printf -- '--- sshd-server.sh: all %s hosts answer on port %s ---\n' "$count" "$port" >>"$dir/sshd.log"
 }
 
 json_string() { if [ -n "$1" ]; then printf '"%s"' "$1"; else printf 'null'; fi; }
 
-# Writes <dir>/env, <dir>/server.json and <dir>/ssh_config from <dir>/settings and the live pids.
+# Writes <dir>/env and <dir>/server.json from <dir>/settings and the live pids.
 describe() {
-  local dir=$1 pids hosts_json="" hosts_sh="" a
+  local dir=$1 pids hosts_json="" hosts_sh="" a port host_count login_user password_user other_user is_root
   # shellcheck source=/dev/null
   . "$dir/settings"
   pids=$(listener_pids "$dir" | tr '\n' ' ' | sed 's/ $//')
@@ -374,7 +378,7 @@ EOF
   "passwordFile": $(json_string "$password_file"),
   "otherUser": $(json_string "$other_user"),
   "isRoot": $([ "$is_root" = 1 ] && echo true || echo false),
-  "pids": [$(sed 's/ /, /g' <<<"$pids")],
+  "pids": [${pids// /, }],
   "logPath": "$dir/sshd.log",
   "sshdConfigPath": "$dir/sshd_config"
 }
@@ -413,10 +417,14 @@ cmd_start() {
   sshd=$(find_sshd)
   command -v ssh-keygen >/dev/null 2>&1 || die "ssh-keygen is not installed: apt-get install openssh-client"
   count=${THREADBARE_SSHD_HOST_COUNT:-$default_host_count}
-  [[ $count =~ ^[0-9]+$ ]] && ((count >= 1 && count <= 250)) || die "THREADBARE_SSHD_HOST_COUNT must be 1..250, not $count"
+  if ! [[ $count =~ ^[0-9]+$ ]] || ((count < 1 || count > 250)); then
+    die "THREADBARE_SSHD_HOST_COUNT must be 1..250, not $count"
+  fi
   port=${THREADBARE_SSHD_PORT:-}
   if [ -z "$port" ]; then fixed_port=0; port=$(pick_port); fi
-  [[ $port =~ ^[0-9]+$ ]] && ((port >= 1 && port <= 65535)) || die "THREADBARE_SSHD_PORT must be a port number, not $port"
+  if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+    die "THREADBARE_SSHD_PORT must be a port number, not $port"
+  fi
 
   if [ -n "${THREADBARE_SSHD_DIR:-}" ]; then
     dir=$THREADBARE_SSHD_DIR
@@ -514,7 +522,7 @@ cmd_stop() {
 }
 
 cmd_restart() {
-  local dir sshd
+  local dir sshd port host_count login_user password_user other_user is_root
   dir=$(resolve_dir "${1:-}")
   sshd=$(find_sshd)
   # shellcheck source=/dev/null
@@ -529,7 +537,7 @@ cmd_drop() {
 }
 
 cmd_status() {
-  local dir expected
+  local dir expected port host_count login_user password_user other_user is_root
   dir=$(resolve_dir "${1:-}")
   # shellcheck source=/dev/null
   . "$dir/settings"
