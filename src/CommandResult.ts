@@ -13,7 +13,7 @@ import * as Schema from "effect/Schema"
  * (an exit code, or the signal that killed it), what it printed and how long it took.
  *
  * `stdout`/`stderr` hold the whole text; `stdoutLines`/`stderrLines` split it into lines.
- * With `combineStderr` (a pty for remote commands) everything arrives in `stdout`.
+ * With `combineStderr` (the default) everything arrives in `stdout`.
  *
  * @example
  * ```ts

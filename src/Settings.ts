@@ -103,7 +103,11 @@ export interface Settings {
 
   /** Run commands through a shell (`shell` remotely, `localShell` locally). Default: `true`. */
   readonly useShell: boolean
-  /** The remote shell a command is handed to, as a command line ending in `-c`. Default: `/bin/bash -l -c`. */
+  /**
+   * The remote shell a command is handed to, as a command line ending in `-c`. Fabric 1 used
+   * `/bin/bash -l -c`; a login shell reads the profile files first (about 2 ms a command on
+   * Debian, more with version managers), so it is opt-in here. Default: `/bin/bash -c`.
+   */
   readonly shell: string
   /** The local shell, as a command line ending in `-c`. Default: `/bin/sh -c`. */
   readonly localShell: string
@@ -114,10 +118,16 @@ export interface Settings {
   /** The password for `sudo`, answered on its prompt and never shown. Default: none (`sudo -n`). */
   readonly sudoPassword: Redacted.Redacted<string> | undefined
   /**
-   * Merge standard error into standard output. Remotely this asks for a pty, as Fabric does.
-   * Default: `true`.
+   * Merge standard error into standard output, in the order the command wrote them (remotely
+   * with `2>&1` on the server). Default: `true`.
    */
   readonly combineStderr: boolean
+  /**
+   * Run remote commands on a pseudo-terminal, for programs that insist on one. Output then
+   * comes with `\r\n` line ends (stripped from lines) and standard error merged. Background
+   * jobs left running get SIGHUP when the command ends. Default: `false`.
+   */
+  readonly pty: boolean
   /** The directory remote commands run in (`cd dir && ...`). Default: the login directory. */
   readonly remoteWorkingDir: string | undefined
   /** The directory local commands run in, and relative local paths resolve against. Default: the process's. */
@@ -198,12 +208,13 @@ export const defaults: Settings = {
   keepaliveCountMax: 3,
   maxChannels: 8,
   useShell: true,
-  shell: "/bin/bash -l -c",
+  shell: "/bin/bash -c",
   localShell: "/bin/sh -c",
   useSudo: false,
   sudoUser: undefined,
   sudoPassword: undefined,
   combineStderr: true,
+  pty: false,
   remoteWorkingDir: undefined,
   localWorkingDir: undefined,
   env: {},

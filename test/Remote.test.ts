@@ -79,7 +79,7 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           assert.strictEqual(result.stdout, "one\ntwo\n")
           assert.strictEqual(result.exitCode, 0)
           assert.isNull(result.signal)
-          assert.strictEqual(result.realCommand, "/bin/bash -l -c 'echo one; echo two'")
+          assert.strictEqual(result.realCommand, "/bin/bash -c 'echo one; echo two'")
           assert.isAtLeast(result.durationMillis, 0)
         }))
 
@@ -99,11 +99,31 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           ])
         }))
 
-      it.effect("merges standard error into standard output with a pty (combineStderr)", () =>
+      it.effect("merges standard error into standard output in order, without a pty (combineStderr)", () =>
         Effect.gen(function*() {
-          const result = yield* remote("echo out; sleep 0.1; echo err >&2; tty >/dev/null && echo tty")
-          assert.strictEqual(result.stdout, "out\nerr\ntty\n")
+          const result = yield* remote("echo out; echo err >&2; echo out2; tty >/dev/null || echo no-tty")
+          assert.strictEqual(result.stdout, "out\nerr\nout2\nno-tty\n")
           assert.strictEqual(result.stderr, "")
+        }))
+
+      it.effect("runs on a pty when asked (pty), with standard error merged and line ends cleaned", () =>
+        Effect.gen(function*() {
+          const result = yield* remote("echo out; sleep 0.1; echo err >&2; tty >/dev/null && echo tty", {
+            pty: true
+          })
+          assert.strictEqual(result.stdoutLines.join("|"), "out|err|tty")
+          assert.strictEqual(result.stderr, "")
+        }))
+
+      it.effect("a login shell reads the profile when asked (shell: /bin/bash -l -c)", () =>
+        Effect.gen(function*() {
+          const plain = yield* remote("shopt -q login_shell && echo login || echo plain", { quiet: true })
+          const login = yield* remote("shopt -q login_shell && echo login || echo plain", {
+            quiet: true,
+            shell: "/bin/bash -l -c"
+          })
+          assert.strictEqual(plain.stdout, "plain\n")
+          assert.strictEqual(login.stdout, "login\n")
         }))
 
       it.effect("passes unicode through, also split across chunks", () =>

@@ -46,6 +46,7 @@ export type RemoteOptions = Pick<
   | "sudoUser"
   | "sudoPassword"
   | "combineStderr"
+  | "pty"
   | "timeout"
   | "remoteWorkingDir"
   | "env"
@@ -301,10 +302,13 @@ const execute = Effect.fnUntraced(function*(
     const pidMarker = `__threadbare_pid_${yield* nonce}=`
     // `exec` keeps the login shell's process id for the command itself, so that a signal that
     // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
-    const line = `echo ${pidMarker}$$ >&2; ${settings.useShell ? "exec " : ""}${built.line}`
+    // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
+    // command and tens of milliseconds on a connection's first one.
+    const merge = settings.combineStderr && !settings.pty ? "exec 2>&1; " : ""
+    const line = `echo ${pidMarker}$$ >&2; ${merge}${settings.useShell ? "exec " : ""}${built.line}`
     const start = Effect.gen(function*() {
       const connection = yield* ssh.connect(settings)
-      const channel = yield* connection.exec(line, { pty: settings.combineStderr })
+      const channel = yield* connection.exec(line, { pty: settings.pty })
       return { connection, channel }
     })
     // A cached connection may turn out dead only when used. The command has not started then,
@@ -320,7 +324,7 @@ const execute = Effect.fnUntraced(function*(
       pidMarker,
       prompt,
       password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
-      pty: settings.combineStderr,
+      pty: settings.pty,
       channel,
       out: makeStream("out", !settings.discardOutput),
       err: makeStream("err", !settings.discardOutput),
@@ -362,7 +366,7 @@ const execute = Effect.fnUntraced(function*(
  *
  * `command` is shell text run through `shell` (`/bin/bash -l -c`), or an argument list whose
  * words are quoted. Reads the connection settings and `useShell`, `shell`, `useSudo`,
- * `sudoUser`, `sudoPassword`, `combineStderr` (a pty), `remoteWorkingDir`, `env`, `timeout`,
+ * `sudoUser`, `sudoPassword`, `combineStderr`, `pty`, `remoteWorkingDir`, `env`, `timeout`,
  * `dryRun`, the output settings and `warnOnly`/`displayAborts`; `options` override them for
  * this call.
  *

@@ -381,7 +381,15 @@ export const make = Effect.gen(function*() {
         exec: (command, options) =>
           Effect.gen(function*() {
             yield* (options?.reserved === true ? reserve : permits).takeScoped(1)
-            const channel = yield* openChannel(target, client, state, command, options?.pty === true)
+            const channel = yield* openChannel(target, client, state, command, options?.pty === true).pipe(
+              // sshd frees a session slot a moment after the client sees its channel close, so
+              // a refusal on a live connection means "busy", not "gone": wait and try again.
+              Effect.retry({
+                schedule: Schedule.exponential(Duration.millis(5)),
+                times: 8,
+                while: (error) => state.open && /open failure/i.test(error.detail)
+              })
+            )
             return { take: channel.take, write: channel.write, endInput: channel.endInput }
           }),
         sftp: Effect.gen(function*() {
