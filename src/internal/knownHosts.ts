@@ -11,6 +11,8 @@ interface Entry {
   readonly line: number
   readonly marker: "revoked" | undefined
   readonly patterns: string
+  /** Whether the host field names a `host` or `[host]:port`; compiled once, at parse time. */
+  readonly matches: (name: string) => boolean
   readonly keyType: string
   readonly key: string
 }
@@ -38,33 +40,38 @@ export const parse = (text: string): ReadonlyArray<Entry> => {
     }
     const [patterns, keyType, key] = fields
     if (patterns === undefined || keyType === undefined || key === undefined) continue
-    entries.push({ line: i + 1, marker, patterns, keyType, key })
+    entries.push({ line: i + 1, marker, patterns, matches: compile(patterns), keyType, key })
   }
   return entries
 }
 
-const globMatch = (pattern: string, name: string): boolean =>
-  new RegExp(
+/** A matcher for one host pattern: plain names compare as strings, wildcards as a RegExp. */
+const compilePattern = (pattern: string): (name: string) => boolean => {
+  if (!/[*?]/.test(pattern)) {
+    const lower = pattern.toLowerCase()
+    return (name) => name.toLowerCase() === lower
+  }
+  const regexp = new RegExp(
     "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".") + "$",
     "i"
-  ).test(name)
+  )
+  return (name) => regexp.test(name)
+}
 
-/** Whether an entry's host field names `name` (`host` or `[host]:port`). */
-const entryMatches = (patterns: string, name: string): boolean => {
+/** Compiles an entry's host field: a hashed name, or comma-separated (negated) patterns. */
+const compile = (patterns: string): (name: string) => boolean => {
   if (patterns.startsWith("|1|")) {
     const [, , salt = "", hash = ""] = patterns.split("|")
-    const digest = createHmac("sha1", Buffer.from(salt, "base64")).update(name).digest("base64")
-    return digest === hash
+    const key = Buffer.from(salt, "base64")
+    return (name) => createHmac("sha1", key).update(name).digest("base64") === hash
   }
-  let matched = false
+  const positive: Array<(name: string) => boolean> = []
+  const negative: Array<(name: string) => boolean> = []
   for (const pattern of patterns.split(",")) {
-    if (pattern.startsWith("!")) {
-      if (globMatch(pattern.slice(1), name)) return false
-    } else if (globMatch(pattern, name)) {
-      matched = true
-    }
+    if (pattern.startsWith("!")) negative.push(compilePattern(pattern.slice(1)))
+    else positive.push(compilePattern(pattern))
   }
-  return matched
+  return (name) => !negative.some((m) => m(name)) && positive.some((m) => m(name))
 }
 
 /**
@@ -91,7 +98,7 @@ export const check = (
   let known = false
   let changed: Verdict | undefined
   for (const entry of entries) {
-    if (!entryMatches(entry.patterns, name)) continue
+    if (!entry.matches(name)) continue
     if (entry.marker === "revoked") {
       if (entry.key === encoded) return { _tag: "Revoked", line: entry.line }
       continue

@@ -11,7 +11,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs"
+import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync } from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import type { Duplex } from "node:stream"
@@ -103,8 +103,24 @@ const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
   })
 }
 
+// Parsed known_hosts files, by path, while unchanged: a fan-out to many hosts would otherwise
+// read and parse the same file once per connection.
+const knownHostsCache = new Map<
+  string,
+  { readonly stamp: string; readonly entries: ReturnType<typeof KnownHosts.parse> }
+>()
+
 const readKnownHosts = (file: string) =>
-  Effect.sync(() => existsSync(file) ? KnownHosts.parse(readFileSync(file, "utf8")) : [])
+  Effect.sync(() => {
+    const stat = statSync(file, { throwIfNoEntry: false })
+    if (stat === undefined) return []
+    const stamp = `${stat.mtimeMs}:${stat.size}:${stat.ino}`
+    const cached = knownHostsCache.get(file)
+    if (cached?.stamp === stamp) return cached.entries
+    const entries = KnownHosts.parse(readFileSync(file, "utf8"))
+    knownHostsCache.set(file, { stamp, entries })
+    return entries
+  })
 
 /** Records a newly accepted host key, once, even when several connections learn it at once. */
 const recordHostKey = (lock: Semaphore.Semaphore, target: Target, blob: Buffer) =>
