@@ -15,6 +15,15 @@ interface Example {
 }
 
 const examples: ReadonlyArray<Example> = [
+  {
+    file: "local-settings.ts",
+    expect: [
+      "local: pwd",
+      "ran in /tmp",
+      "the command saw \"it's $HOME, `literally`\"",
+      "test -e exited with 1"
+    ]
+  },
   { file: "remote-command.ts", expect: ["run: uname -s", "out: Linux", "the remote kernel is Linux"] },
   { file: "remote-sudo.ts", expect: ["sudo: whoami", "out: root"] },
   { file: "remote-rcd.ts", expect: ["out: /tmp/threadbare example's dir", "out: made-here"] },
