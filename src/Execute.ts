@@ -1,15 +1,29 @@
 /**
- * Runs a {@link Task} once per host or per value: one after another in this process, or in a
- * bounded pool of worker processes (the original's `execute`, `execute_with_hosts`, `@serial`
- * and `@parallel`).
+ * Runs a {@link Task} once per host or per value: one after another in this process, in a
+ * bounded pool of worker processes, or concurrently on fibers in this process (the original's
+ * `execute`, `execute_with_hosts`, `@serial` and `@parallel`).
  *
- * In parallel, each run gets a copy of the current settings (plus its host) with prompts
- * refused, in a worker process that is reused for later runs. Results come back in the order
- * the hosts or values were given, each with its typed success or failure. Output lines the
- * task prints arrive here live, whole, and prefixed with their host. A worker that dies fails
- * only its own run, with {@link WorkerCrashed}. Interrupting the returned effect (a timeout,
- * Ctrl-C under `NodeRuntime.runMain`) interrupts every task, whose finalizers stop their local
- * and remote commands, and then ends the workers.
+ * Three modes, one set of results:
+ *
+ * - `parallel` (the default): at most `poolSize` runs at once, spread over `workers` worker
+ *   processes (by default one per CPU, never more than `poolSize`), each taking several runs at
+ *   once. A worker is reused for later runs; starting one costs a few hundred milliseconds of
+ *   CPU (Node's compile cache, on by default, cuts that down for every worker after the first).
+ *   A task that blocks its thread or eats memory only hurts its own worker and the runs
+ *   sharing it.
+ * - `fibers`: at most `poolSize` runs at once on fibers in this process: nothing to start, the
+ *   fastest for short SSH commands, but a task that blocks the thread or crashes the process
+ *   takes every run with it.
+ * - `serial`: one run after another in this process, prompts allowed.
+ *
+ * In `parallel` and `fibers`, each run gets a copy of the current settings (plus its host) with
+ * prompts refused. Results come back in the order the hosts or values were given, each with its
+ * typed success or failure. Output lines the task prints arrive here live, whole, and prefixed
+ * with their host. A worker that dies fails the runs it had in flight, each with a
+ * {@link WorkerCrashed} for its own host; by default those that shared the worker with other
+ * runs are run once more, alone, so only the run that kills its worker fails (`isolateCrashes`).
+ * Interrupting the returned effect (a timeout, Ctrl-C under `NodeRuntime.runMain`) interrupts
+ * every task, whose finalizers stop their local and remote commands, and then ends the workers.
  *
  * Changes a task makes to settings stay in its run: nothing flows back to this process.
  * Workers are forked with this process's `execArgv`, so a program run with `tsx`, with Node's
@@ -28,6 +42,8 @@
  * const main = Effect.gen(function*() {
  *   const results = yield* Execute.withHosts(deploy, ["web-1", "web-2", "db-1"], { poolSize: 2 })
  *   for (const { host, exit } of results) yield* Effect.log(host, exit._tag)
+ *   // 50 hosts, 10 at a time, on fibers in this process: no worker to start
+ *   yield* Execute.withHosts(deploy, fleet, { mode: "fibers", poolSize: 10 })
  * })
  * NodeRuntime.runMain(main)
  * ```
@@ -37,16 +53,18 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as NodeWorker from "@effect/platform-node/NodeWorker"
 import * as Cause from "effect/Cause"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Pool from "effect/Pool"
 import * as RpcClient from "effect/rpc/RpcClient"
 import type * as RpcClientError from "effect/rpc/RpcClientError"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import * as os from "node:os"
@@ -62,7 +80,10 @@ import type { Task } from "./Task.ts"
 
 /**
  * A worker process died during a run (killed, out of memory, `process.exit` in the task).
- * Only that run fails; the pool starts a new worker for later runs.
+ * Every run in flight on that worker fails with one, for its own host; the pool starts a new
+ * worker for later runs. `runsInFlight` tells them apart: 1 means the run was alone on its
+ * worker (it is the one that killed it); more means it may only have been a bystander, which
+ * `isolateCrashes` (on by default) runs once more, alone, before giving up.
  *
  * @example
  * ```ts
@@ -81,6 +102,8 @@ export class WorkerCrashed extends Schema.TaggedError<WorkerCrashed>()("WorkerCr
   exitCode: Schema.NullOr(Schema.Number),
   /** The signal that ended the worker (`"SIGKILL"`, ...), or `null`. */
   signal: Schema.NullOr(Schema.String),
+  /** How many runs the worker had in flight when it died, this one included. */
+  runsInFlight: Schema.Number,
   detail: Schema.String
 }) {
   override get message(): string {
@@ -89,9 +112,54 @@ export class WorkerCrashed extends Schema.TaggedError<WorkerCrashed>()("WorkerCr
       : this.exitCode !== null
       ? `exit code ${this.exitCode}`
       : "an unknown cause"
-    return `[${this.host}] the worker running task ${this.task} died (${ending}): ${this.detail}\n` +
+    const shared = this.runsInFlight > 1 ? ` with ${this.runsInFlight} runs in flight` : ""
+    return `[${this.host}] the worker running task ${this.task} died (${ending})${shared}: ${this.detail}\n` +
       `Look for a process.exit or a crash in the task; a SIGKILL often means the out-of-memory killer.`
   }
+}
+
+/**
+ * The worker processes of `parallel` runs: how many runs at once, on how many processes,
+ * started how. Part of {@link Options}, and what {@link layerPool} takes.
+ *
+ * @example
+ * ```ts
+ * const pool: Execute.PoolOptions = { poolSize: 10, workers: 2 }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface PoolOptions {
+  /**
+   * The most runs in flight at once (hosts being worked on), in `parallel` and `fibers`.
+   * Never more than the number of runs. Default: the number of CPUs.
+   */
+  readonly poolSize?: number | undefined
+  /**
+   * In `parallel`: how many worker processes share the `poolSize` runs, each taking up to
+   * `ceil(poolSize / workers)` of them at once. Never more than `poolSize`. Default:
+   * `Math.min(poolSize, os.availableParallelism())`.
+   *
+   * Fewer workers start sooner and cost less CPU and memory (each is a Node process that loads
+   * effect, ssh2 and your task module); short SSH commands mostly wait on the network, so a
+   * few workers keep up with many runs. More workers isolate runs better: a worker that dies
+   * fails every run in flight on it (see `isolateCrashes`), and a task that blocks its thread
+   * (heavy CPU, synchronous I/O) delays the runs sharing its worker. `workers: poolSize` gives
+   * each run a process of its own.
+   */
+  readonly workers?: number | undefined
+  /**
+   * The Node options of worker processes. Default: this process's `execArgv`, so a loader
+   * such as `tsx` (`--import tsx`) is active in workers too.
+   */
+  readonly execArgv?: ReadonlyArray<string> | undefined
+  /**
+   * The directory of Node's compile cache for worker processes (`module.enableCompileCache`),
+   * which cuts the CPU each worker needs to start (by about a third on our benchmark) once a
+   * first worker has filled it; `false` for none. A `NODE_COMPILE_CACHE` in the environment
+   * wins. Default: `effect-threadbare/compile-cache` under `$XDG_CACHE_HOME` (else `~/.cache`).
+   */
+  readonly compileCache?: string | false | undefined
 }
 
 /**
@@ -100,21 +168,17 @@ export class WorkerCrashed extends Schema.TaggedError<WorkerCrashed>()("WorkerCr
  * @example
  * ```ts
  * const options: Execute.Options = { poolSize: 10, retry: Execute.retryConnections }
+ * const inProcess: Execute.Options = { mode: "fibers", poolSize: 50 }
  * ```
  *
  * @since 0.1.0
  */
-export interface Options {
+export interface Options extends PoolOptions {
   /**
-   * `parallel` runs in worker processes; `serial` runs in this process, one after another.
-   * Default: `parallel`.
+   * `parallel` runs in worker processes; `fibers` runs concurrently in this process, on
+   * fibers; `serial` runs in this process, one after another. Default: `parallel`.
    */
-  readonly mode?: "parallel" | "serial" | undefined
-  /**
-   * How many worker processes run at once (and so how many runs). Never more than the number
-   * of runs. Default: the number of CPUs.
-   */
-  readonly poolSize?: number | undefined
+  readonly mode?: "parallel" | "fibers" | "serial" | undefined
   /**
    * Stop at the first failure: runs still going are interrupted and runs not started are not
    * started (both come back as interrupted). Default: `false`, every run goes to its end.
@@ -128,10 +192,14 @@ export interface Options {
    */
   readonly retry?: Schedule.Schedule<unknown, ConnectionError> | undefined
   /**
-   * The Node options of worker processes. Default: this process's `execArgv`, so a loader
-   * such as `tsx` (`--import tsx`) is active in workers too.
+   * In `parallel`: when a worker dies with several runs in flight, run each of them once more,
+   * alone, in a new worker process of its own, so that only the run that kills its worker
+   * fails with {@link WorkerCrashed} and the bystanders get their own outcome. Those tasks then
+   * start twice on their hosts, like a retry (`attempts` counts it). Set to `false` for tasks
+   * that must never start twice: every run in flight on a dead worker then fails with
+   * `WorkerCrashed`. Default: `true`.
    */
-  readonly execArgv?: ReadonlyArray<string> | undefined
+  readonly isolateCrashes?: boolean | undefined
 }
 
 /**
@@ -285,22 +353,39 @@ const workerEntry = (): string => {
   return path.join(path.dirname(here), "internal", `workerMain${path.extname(here)}`)
 }
 
+// In the user's own cache directory, not a shared temp dir: compiled code found there is run.
+const defaultCompileCache = (): string =>
+  path.join(
+    process.env["XDG_CACHE_HOME"] ?? path.join(os.homedir(), ".cache"),
+    "effect-threadbare",
+    "compile-cache"
+  )
+
 interface Slot {
   readonly client: RpcClient.FromGroup<typeof WorkerRpcs, RpcClientError.RpcClientError>
+  /** Runs in flight on the slot's worker. */
+  inFlight: number
   /** How the slot's last worker process ended, read when a run fails with the protocol. */
-  readonly ended: () => { readonly code: number | null; readonly signal: string | null } | undefined
+  ended:
+    | { readonly code: number | null; readonly signal: string | null; readonly runsInFlight: number }
+    | undefined
 }
 
-// One worker process with an RPC client of its own. The protocol fails every call in flight
-// on a client when one of its workers dies, so sharing one client across the pool would turn
-// one crash into a failure for every host; one client per process keeps a crash to its run.
-// The protocol starts a new process in the slot after a crash.
-const makeSlot = (execArgv: ReadonlyArray<string>): Effect.Effect<Slot, never, Scope.Scope> =>
+// One worker process with an RPC client of its own, taking up to `concurrency` runs at once.
+// The protocol fails every call in flight on a client when one of its workers dies, so a
+// client per process keeps a crash to the runs on that process. The protocol starts a new
+// process in the slot after a crash.
+const makeSlot = (
+  execArgv: ReadonlyArray<string>,
+  concurrency: number,
+  compileCache: string
+): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function*() {
-    let ended: { code: number | null; signal: string | null } | undefined
+    const state: { inFlight: number; ended: Slot["ended"] } = { inFlight: 0, ended: undefined }
     const spawn = () => {
-      ended = undefined
-      const child = ChildProcess.fork(workerEntry(), [], {
+      state.ended = undefined
+      // The cache directory is the entry's only argument ("" for none).
+      const child = ChildProcess.fork(workerEntry(), [compileCache], {
         execArgv: [...execArgv],
         // Workers never read the terminal (prompts are refused); their own stdout and stderr
         // (logs, stray console output) go where ours go.
@@ -308,50 +393,55 @@ const makeSlot = (execArgv: ReadonlyArray<string>): Effect.Effect<Slot, never, S
       })
       // Registered before the worker platform's listener, so it is set when the failure arrives.
       child.once("exit", (code, signal) => {
-        ended = { code, signal }
+        state.ended = { code, signal, runsInFlight: state.inFlight }
       })
       return child
     }
     const protocol = yield* Layer.build(
-      RpcClient.layerProtocolWorker({ size: 1 }).pipe(Layer.provide(NodeWorker.layer(spawn)))
+      RpcClient.layerProtocolWorker({ size: 1, concurrency }).pipe(Layer.provide(NodeWorker.layer(spawn)))
     ).pipe(Effect.orDie)
     const client = yield* RpcClient.make(WorkerRpcs).pipe(Effect.provide(protocol))
-    return { client, ended: () => ended }
+    return Object.assign(state, { client })
   })
 
 const runInWorker = <I, A, E>(
   slot: Slot,
   task: Task<I, A, E>,
-  run: Run<I>,
-  settings: Settings,
-  output: Writer
+  input: I,
+  run: RunContext
 ): Effect.Effect<A, E | WorkerCrashed> =>
   Effect.gen(function*() {
-    const input = yield* Schema.encodeEffect(Schema.toCodecJson(task.input))(run.input).pipe(Effect.orDie)
+    const encoded = yield* Schema.encodeEffect(Schema.toCodecJson(task.input))(input).pipe(Effect.orDie)
     let done: unknown = undefined
     const crashed = (detail: string) => {
-      const ended = slot.ended()
+      const ended = slot.ended
       return new WorkerCrashed({
         host: run.label,
         task: task.name,
         exitCode: ended?.code ?? null,
         signal: ended?.signal ?? null,
+        runsInFlight: ended?.runsInFlight ?? 1,
         detail
       })
     }
-    yield* slot.client.Run({
-      module: task.module,
-      name: task.name,
-      input: input as Schema.Json,
-      // Secrets are revealed here, inside the IPC message only; the worker wraps them again.
-      settings: WorkerSettings.encode(run.patch(settings))
-    }).pipe(
-      Stream.runForEach((event) =>
-        event._tag === "Line" ? output.write(prefixed(run.label, event.text)) : Effect.sync(() => {
-          done = event.exit
-        })
-      ),
-      Effect.catchTag("RpcClientError", (error) => Effect.fail(crashed(error.message)))
+    yield* Effect.acquireUseRelease(
+      Effect.sync(() => slot.inFlight++),
+      () =>
+        slot.client.Run({
+          module: task.module,
+          name: task.name,
+          input: encoded as Schema.Json,
+          // Secrets are revealed here, inside the IPC message only; the worker wraps them again.
+          settings: WorkerSettings.encode(run.settings)
+        }).pipe(
+          Stream.runForEach((event) =>
+            event._tag === "Line" ? run.output.write(prefixed(run.label, event.text)) : Effect.sync(() => {
+              done = event.exit
+            })
+          ),
+          Effect.catchTag("RpcClientError", (error) => Effect.fail(crashed(error.message)))
+        ),
+      () => Effect.sync(() => slot.inFlight--)
     )
     if (done === undefined) return yield* crashed("the worker ended the run without an outcome")
     const exit = yield* Schema.decodeUnknownEffect(exitCodec(task.success, task.error))(done).pipe(
@@ -360,22 +450,127 @@ const runInWorker = <I, A, E>(
     return yield* exit
   })
 
+/**
+ * What one run on a worker needs besides its task and input.
+ *
+ * @example
+ * ```ts
+ * const run: Execute.RunContext = { label: "web-1", settings: { ...settings, host: "web-1" }, output }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface RunContext {
+  /** The host or label the run's output lines are prefixed with. */
+  readonly label: string
+  /** The run's settings, sent to the worker as they are. */
+  readonly settings: Settings
+  /** Where the run's output lines go. */
+  readonly output: Writer
+}
+
+/**
+ * Worker processes for `parallel` runs, started once and shared by every `parallel` call made
+ * while this service is provided: see {@link layerPool}.
+ *
+ * @example
+ * ```ts
+ * const pool = yield* Execute.WorkerPool
+ * yield* Effect.log(`${pool.workers} workers, ${pool.poolSize} runs at once`)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class WorkerPool extends Context.Service<WorkerPool, {
+  /** The most runs in flight at once on the pool, every call together. */
+  readonly poolSize: number
+  /** How many worker processes the pool keeps. */
+  readonly workers: number
+  /** The options the pool was made with (runs re-run alone by `isolateCrashes` start with them). */
+  readonly options: PoolOptions
+  /**
+   * Runs `task` once on a worker of the pool, waiting for room within its bounds. Fails with
+   * the task's error, or `WorkerCrashed` when the worker dies.
+   */
+  readonly run: <I, A, E>(
+    task: Task<I, A, E>,
+    input: I,
+    run: RunContext
+  ) => Effect.Effect<A, E | WorkerCrashed>
+}>()("effect-threadbare/Execute/WorkerPool") {}
+
+const whole = (n: number): number => (Number.isNaN(n) ? 1 : Math.max(1, Math.floor(n)))
+
+const makeWorkerPool = (
+  options: PoolOptions,
+  poolSize: number
+): Effect.Effect<WorkerPool["Service"], never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const workers = Math.min(whole(options.workers ?? os.availableParallelism()), poolSize)
+    const perWorker = Math.ceil(poolSize / workers)
+    const execArgv = options.execArgv ?? process.execArgv
+    const compileCache = options.compileCache === false ? "" : options.compileCache ?? defaultCompileCache()
+    const slots = yield* Pool.make({
+      acquire: makeSlot(execArgv, perWorker, compileCache),
+      size: workers,
+      concurrency: perWorker
+    })
+    // workers x perWorker may exceed poolSize (10 on 3 workers: 12); the permits hold it.
+    const permits = yield* Semaphore.make(poolSize)
+    return {
+      poolSize,
+      workers,
+      options,
+      run: (task, input, run) =>
+        permits.withPermit(
+          Effect.scoped(Effect.flatMap(Pool.get(slots), (slot) => runInWorker(slot, task, input, run)))
+        )
+    }
+  })
+
+/**
+ * Starts worker processes now and keeps them until the layer's scope closes: while it is
+ * provided, every `parallel` call (`forEach`, `withHosts`, `parallel`) runs on these workers
+ * instead of starting its own, so only the first run waits for a worker to come up.
+ *
+ * The pool's `poolSize` bounds the runs in flight of every call together; a call's own
+ * `poolSize` bounds that call's runs (default: the pool's). A call's `workers`, `execArgv` and
+ * `compileCache` are ignored: the pool's apply. A worker that dies is replaced in the pool.
+ *
+ * @example
+ * ```ts
+ * const main = Effect.gen(function*() {
+ *   yield* Execute.withHosts(check, hosts) // starts nothing: the workers are up
+ *   yield* Execute.withHosts(deploy, hosts, { input: { release: "v42" } })
+ * })
+ * NodeRuntime.runMain(main.pipe(Effect.provide(Execute.layerPool({ poolSize: 10, workers: 2 }))))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerPool = (options: PoolOptions = {}): Layer.Layer<WorkerPool> =>
+  Layer.effect(WorkerPool, makeWorkerPool(options, whole(options.poolSize ?? os.availableParallelism())))
+
 // In this process the task still gets the services a worker would give it; the caller's own
-// (a test's spawner, an SSH connection service) win over those defaults.
+// (a test's spawner, an SSH connection service) win over those defaults. Without the caller's
+// SSH connections, each run has its own, closed when it ends, as in a worker.
 const runInProcess = <I, A, E>(
   task: Task<I, A, E>,
-  run: Run<I>,
-  settings: Settings,
-  output: Writer,
+  input: I,
+  run: RunContext,
   caller: Context.Context<never>
 ): Effect.Effect<A, E> =>
-  task.run(run.input).pipe(
-    Effect.provideService(Settings, run.patch(settings)),
-    Effect.provideService(Output, prefixing(output, run.label)),
+  task.run(input).pipe(
+    Effect.provideService(Settings, run.settings),
+    Effect.provideService(Output, prefixing(run.output, run.label)),
     Effect.scoped,
     Effect.provide(caller),
     Effect.provide(Layer.merge(Ssh.layer, NodeServices.layer))
   ) as Effect.Effect<A, E>
+
+// A run whose worker died while other runs shared it: it may not be the one that killed it.
+const isBystander = (error: unknown): error is WorkerCrashed =>
+  error instanceof WorkerCrashed && error.runsInFlight > 1
 
 const runAll = <I, A, E>(
   task: Task<I, A, E>,
@@ -395,27 +590,55 @@ const runAll = <I, A, E>(
     const settings = yield* Settings
     const output = yield* Output
     const caller = yield* Effect.context<never>()
-    const parallel = (options.mode ?? "parallel") === "parallel"
-    const size = Math.max(1, Math.min(options.poolSize ?? os.availableParallelism(), runs.length))
+    const mode = options.mode ?? "parallel"
+    const shared = mode === "parallel" ? yield* Effect.serviceOption(WorkerPool) : Option.none()
+    const poolSize = Math.min(
+      whole(options.poolSize ?? (shared._tag === "Some" ? shared.value.poolSize : os.availableParallelism())),
+      Math.max(1, runs.length)
+    )
+    const contextOf = (run: Run<I>): RunContext => ({
+      label: run.label,
+      settings: run.patch(settings),
+      output
+    })
 
     let runOnce: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>
-    if (parallel && runs.length > 0) {
-      const pool = yield* Pool.make({ acquire: makeSlot(options.execArgv ?? process.execArgv), size })
-      runOnce = (run) =>
-        Effect.scoped(
-          Effect.flatMap(Pool.get(pool), (slot) => runInWorker(slot, task, run, settings, output))
-        )
+    // A run again, alone in a worker of its own (isolateCrashes, parallel only).
+    let runAlone: ((run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) | undefined
+    if (mode === "parallel") {
+      const pool = shared._tag === "Some" ? shared.value : yield* makeWorkerPool(options, poolSize)
+      runOnce = (run) => pool.run(task, run.input, contextOf(run))
+      if (options.isolateCrashes ?? true) {
+        const alone = { ...pool.options, workers: 1 }
+        runAlone = (run) =>
+          Effect.scoped(
+            Effect.flatMap(makeWorkerPool(alone, 1), (single) => single.run(task, run.input, contextOf(run)))
+          )
+      }
+    } else if (mode === "fibers") {
+      // As in a worker: a copy of the settings, prompts refused (runs share one terminal).
+      runOnce = (run) => {
+        const context = contextOf(run)
+        return runInProcess(task, run.input, {
+          ...context,
+          settings: { ...context.settings, abortOnPrompts: true }
+        }, caller)
+      }
     } else {
-      runOnce = (run) => runInProcess(task, run, settings, output, caller)
+      runOnce = (run) => runInProcess(task, run.input, contextOf(run), caller)
     }
 
     const ended: Array<Ended<A, E | WorkerCrashed> | undefined> = runs.map(() => undefined)
     const one = (run: Run<I>, index: number) => {
       let attempts = 0
-      const attempt = Effect.suspend(() => {
-        attempts++
-        return runOnce(run)
-      })
+      const counted = (f: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) =>
+        Effect.suspend(() => {
+          attempts++
+          return f(run)
+        })
+      const attempt = runAlone === undefined
+        ? counted(runOnce)
+        : counted(runOnce).pipe(Effect.catchIf(isBystander, () => counted(runAlone)))
       const retried = options.retry === undefined
         ? attempt
         : attempt.pipe(Effect.retry({
@@ -431,7 +654,10 @@ const runAll = <I, A, E>(
         })
       )
     }
-    yield* Effect.forEach(runs, one, { concurrency: parallel ? size : 1, discard: true }).pipe(Effect.ignore)
+    if (runs.length > 0) {
+      const concurrency = mode === "serial" ? 1 : poolSize
+      yield* Effect.forEach(runs, one, { concurrency, discard: true }).pipe(Effect.ignore)
+    }
     return ended.map((e) => e ?? { exit: Exit.interrupt(), attempts: 0 })
   }))
 

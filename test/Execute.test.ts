@@ -4,10 +4,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as ChildProcess from "node:child_process"
+import * as os from "node:os"
 import { CommandFailed, ConnectionError, PromptAborted } from "../src/Errors.ts"
 import * as Execute from "../src/Execute.ts"
 import * as Output from "../src/Output.ts"
@@ -25,6 +27,7 @@ import {
   probeSettings,
   refuse,
   sleepy,
+  timed,
   whoami
 } from "./fixtures/execute-tasks.ts"
 
@@ -58,9 +61,22 @@ const errorOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   return (error as Option.Some<E>).value
 }
 
+/** The most spans that overlap at any instant. */
+const mostAtOnce = (spans: ReadonlyArray<{ readonly start: number; readonly end: number }>): number => {
+  const edges = spans.flatMap((s) => [[s.start, 1], [s.end, -1]] as const)
+  // At equal times an end comes before a start: back-to-back runs do not overlap.
+  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+  let now = 0
+  let most = 0
+  for (const [, step] of edges) most = Math.max(most, now += step)
+  return most
+}
+
 // Delays that make later values finish first, so order cannot come from completion order.
 const scrambled = (count: number) =>
   Array.from({ length: count }, (_, i) => ({ label: `v${i}`, millis: ((i * 7) % count) * 25 }))
+
+const hosts13 = Array.from({ length: 13 }, (_, i) => `127.0.0.${i + 1}`)
 
 describe("Execute", () => {
   describe("values", () => {
@@ -104,15 +120,17 @@ describe("Execute", () => {
   })
 
   describe("hosts", () => {
-    const hosts = Array.from({ length: 13 }, (_, i) => `127.0.0.${i + 1}`)
+    const hosts = hosts13
 
     it.live("withHosts gives each run its host and returns outcomes in the order given", () =>
       Effect.gen(function*() {
-        for (const mode of ["parallel", "serial"] as const) {
+        for (const mode of ["parallel", "fibers", "serial"] as const) {
           const outcomes = yield* Execute.withHosts(whoami, hosts, { poolSize: 5, mode })
           assert.deepStrictEqual(outcomes.map((o) => o.host), hosts)
           assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit).host), hosts)
           assert.deepStrictEqual(outcomes.map((o) => o.attempts), hosts.map(() => 1))
+          const inHere = outcomes.map((o) => valueOf(o.exit).pid === process.pid)
+          assert.deepStrictEqual(inHere, hosts.map(() => mode !== "parallel"), mode)
         }
       }))
 
@@ -125,25 +143,67 @@ describe("Execute", () => {
       }))
   })
 
-  it.live("poolSize bounds the number of live worker processes", () =>
-    Effect.gen(function*() {
-      const inputs = Array.from({ length: 9 }, (_, i) => ({ label: `p${i}`, millis: 700 }))
-      const run = yield* Effect.forkChild(Execute.forEach(sleepy, inputs, { poolSize: 3 }))
-      let most = 0
-      for (let i = 0; i < 20; i++) {
-        yield* Effect.sleep(Duration.millis(100))
-        most = Math.max(most, liveWorkers().length)
-      }
-      const outcomes = yield* Fiber.join(run)
-      assert.strictEqual(most, 3)
-      assert.strictEqual(new Set(outcomes.map((o) => valueOf(o.exit).pid)).size, 3)
-      assert.deepStrictEqual(liveWorkers(), [])
-    }))
+  describe("pool size bounding the number of live workers and runs in flight", () => {
+    /** Runs 9 x 700 ms; the most live workers seen, the workers used and the most runs at once. */
+    const watch = (options: Execute.Options) =>
+      Effect.gen(function*() {
+        const run = yield* Effect.forkChild(
+          Execute.forEach(timed, Array.from({ length: 9 }, () => 700), options)
+        )
+        let most = 0
+        for (let i = 0; i < 20; i++) {
+          yield* Effect.sleep(Duration.millis(100))
+          most = Math.max(most, liveWorkers().length)
+        }
+        const values = (yield* Fiber.join(run)).map((o) => valueOf(o.exit))
+        assert.deepStrictEqual(liveWorkers(), [])
+        return { processes: most, pids: new Set(values.map((v) => v.pid)).size, inFlight: mostAtOnce(values) }
+      })
+
+    it.live("workers: poolSize gives each run in flight a process of its own", () =>
+      Effect.gen(function*() {
+        const seen = yield* watch({ poolSize: 3, workers: 3 })
+        assert.deepStrictEqual(seen, { processes: 3, pids: 3, inFlight: 3 })
+      }))
+
+    it.live("fewer workers than poolSize: processes <= workers, runs in flight <= poolSize", () =>
+      Effect.gen(function*() {
+        const seen = yield* watch({ poolSize: 4, workers: 2 })
+        assert.isAtMost(seen.processes, 2)
+        assert.strictEqual(seen.pids, 2)
+        assert.strictEqual(seen.inFlight, 4, "every run of the pool in flight, 2 per worker")
+      }))
+
+    it.live("an uneven share (5 on 2 workers) still keeps runs in flight to poolSize", () =>
+      Effect.gen(function*() {
+        const seen = yield* watch({ poolSize: 5, workers: 2 })
+        assert.isAtMost(seen.processes, 2)
+        assert.strictEqual(seen.inFlight, 5)
+      }))
+
+    it.live("by default, one worker per CPU at most", () =>
+      Effect.gen(function*() {
+        const seen = yield* watch({ poolSize: 3 })
+        assert.isAtMost(seen.processes, Math.min(3, os.availableParallelism()))
+        assert.strictEqual(seen.inFlight, 3)
+      }))
+
+    it.live("fibers: runs in flight <= poolSize, no process", () =>
+      Effect.gen(function*() {
+        const seen = yield* watch({ poolSize: 3, mode: "fibers" })
+        assert.deepStrictEqual(seen, { processes: 0, pids: 1, inFlight: 3 })
+      }))
+  })
 
   it.live("settings reach the worker, secrets wrapped again, and changes there stay there", () =>
     Effect.gen(function*() {
+      for (const mode of ["parallel", "fibers"] as const) yield* probeIn(mode)
+    }))
+
+  const probeIn = (mode: "parallel" | "fibers") =>
+    Effect.gen(function*() {
       const program = Effect.gen(function*() {
-        const [outcome] = yield* Execute.withHosts(probeSettings, ["web-1"])
+        const [outcome] = yield* Execute.withHosts(probeSettings, ["web-1"], { mode })
         return { probe: valueOf(outcome!.exit), after: yield* Settings.Settings }
       })
       const { after, probe } = yield* program.pipe(
@@ -169,7 +229,7 @@ describe("Execute", () => {
       assert.strictEqual(after.user, "alice")
       assert.isUndefined(after.host)
       assert.isFalse(after.abortOnPrompts)
-    }))
+    })
 
   describe("typed failures cross back with their fields", () => {
     it.live("CommandFailed with its CommandResult", () =>
@@ -205,13 +265,15 @@ describe("Execute", () => {
         ])
       }))
 
-    it.live("a prompt is refused in a worker", () =>
+    it.live("a prompt is refused in a worker and on fibers", () =>
       Effect.gen(function*() {
-        const [outcome] = yield* Execute.withHosts(ask, ["web-1"])
-        const error = errorOf(outcome!.exit)
-        assert.instanceOf(error, PromptAborted)
-        assert.strictEqual((error as PromptAborted).reason, "disabled")
-        assert.strictEqual((error as PromptAborted).prompt, "Continue?")
+        for (const mode of ["parallel", "fibers"] as const) {
+          const [outcome] = yield* Execute.withHosts(ask, ["web-1"], { mode })
+          const error = errorOf(outcome!.exit)
+          assert.instanceOf(error, PromptAborted)
+          assert.strictEqual((error as PromptAborted).reason, "disabled")
+          assert.strictEqual((error as PromptAborted).prompt, "Continue?")
+        }
       }))
   })
 
@@ -234,6 +296,79 @@ describe("Execute", () => {
       assert.deepStrictEqual(liveWorkers(), [])
     }))
 
+  describe("a worker killed with several runs in flight", () => {
+    const values = ["a", "b", "crash", "c", "d", "e"]
+    // One worker for 3 runs at once: a, b and crash share it when crash kills it.
+    const shared = { poolSize: 3, workers: 1 }
+
+    it.live("by default, its runs are run again alone: only the killer fails", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.forEach(crashOn, values, shared).pipe(
+          Effect.timeout(Duration.seconds(30))
+        )
+        assert.deepStrictEqual(outcomes.map((o) => o.input), values)
+        for (const o of outcomes) {
+          if (o.input !== "crash") assert.strictEqual(valueOf(o.exit), `ok ${o.input}`)
+        }
+        const error = errorOf(outcomes[2]!.exit) as Execute.WorkerCrashed
+        assert.instanceOf(error, Execute.WorkerCrashed)
+        assert.strictEqual(error.host, "crash")
+        assert.strictEqual(error.signal, "SIGKILL")
+        assert.strictEqual(error.runsInFlight, 1, "alone when it killed its worker again")
+        assert.deepStrictEqual(outcomes.map((o) => o.attempts), [2, 2, 2, 1, 1, 1])
+        assert.deepStrictEqual(liveWorkers(), [])
+      }))
+
+    it.live("with isolateCrashes: false, each fails typed for its own host, the rest finish", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.forEach(crashOn, values, { ...shared, isolateCrashes: false }).pipe(
+          Effect.timeout(Duration.seconds(30))
+        )
+        assert.deepStrictEqual(outcomes.map((o) => o.input), values)
+        for (const [i, value] of ["a", "b", "crash"].entries()) {
+          const error = errorOf(outcomes[i]!.exit) as Execute.WorkerCrashed
+          assert.instanceOf(error, Execute.WorkerCrashed)
+          assert.strictEqual(error.host, value)
+          assert.strictEqual(error.signal, "SIGKILL")
+          assert.strictEqual(error.runsInFlight, 3)
+          assert.include(error.message, "with 3 runs in flight")
+        }
+        for (const o of outcomes.slice(3)) assert.strictEqual(valueOf(o.exit), `ok ${o.input}`)
+        assert.deepStrictEqual(outcomes.map((o) => o.attempts), [1, 1, 1, 1, 1, 1])
+        assert.deepStrictEqual(liveWorkers(), [])
+      }))
+  })
+
+  describe("layerPool", () => {
+    it.live("workers start once and serve every parallel call while provided", () =>
+      Effect.gen(function*() {
+        const program = Effect.gen(function*() {
+          // Up before any call: the pool starts its workers when it is built.
+          for (let i = 0; i < 50 && liveWorkers().length < 2; i++) yield* Effect.sleep(Duration.millis(100))
+          const before = liveWorkers().sort()
+          assert.strictEqual(before.length, 2)
+          const first = yield* Execute.forEach(timed, [300, 300, 300, 300, 300])
+          const second = yield* Execute.withHosts(whoami, hosts13.slice(0, 4), { poolSize: 2 })
+          const firstPids = new Set(first.map((o) => valueOf(o.exit).pid))
+          const secondPids = new Set(second.map((o) => valueOf(o.exit).pid))
+          assert.deepStrictEqual([...firstPids, ...secondPids].filter((p) => !before.includes(p)), [])
+          assert.strictEqual(mostAtOnce(first.map((o) => valueOf(o.exit))), 4, "the pool's poolSize")
+          assert.deepStrictEqual(second.map((o) => valueOf(o.exit).host), hosts13.slice(0, 4))
+          assert.deepStrictEqual(liveWorkers().sort(), before)
+        })
+        yield* program.pipe(Effect.provide(Execute.layerPool({ poolSize: 4, workers: 2 })))
+        assert.deepStrictEqual(liveWorkers(), [], "the workers end with the layer")
+      }))
+
+    it.live("fibers and serial calls ignore it", () =>
+      Effect.gen(function*() {
+        const outcomes = yield* Execute.forEach(timed, [10, 10], { mode: "fibers" }).pipe(
+          Effect.provide(Layer.fresh(Execute.layerPool({ poolSize: 2, workers: 1 })))
+        )
+        assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit).pid), [process.pid, process.pid])
+      }))
+  })
+
   it.live("interrupting the parent stops every task's command and every worker", () =>
     Effect.gen(function*() {
       const mark = marker("interrupt")
@@ -248,6 +383,19 @@ describe("Execute", () => {
       assert.isBelow(Date.now() - started, 10_000)
       assert.deepStrictEqual(processesWith(mark), [])
       assert.deepStrictEqual(liveWorkers(), [])
+    }))
+
+  it.live("interrupting fibers stops every task's command", () =>
+    Effect.gen(function*() {
+      const mark = marker("fibers")
+      const values = Array.from({ length: 4 }, (_, i) => `${mark}-${i}`)
+      const fiber = yield* Effect.forkChild(
+        Execute.forEach(longCommand, values, { poolSize: 3, mode: "fibers" }).pipe(Settings.hide)
+      )
+      for (let i = 0; i < 50 && processesWith(mark).length < 3; i++) yield* Effect.sleep(Duration.millis(100))
+      assert.strictEqual(processesWith(mark).length, 3, "three commands run at once")
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(processesWith(mark), [])
     }))
 
   it.live("a timeout around a parallel run leaves no process behind", () =>
@@ -285,19 +433,30 @@ describe("Execute", () => {
         assert.instanceOf(errorOf(outcomes[6]!.exit), CommandFailed)
       }))
 
-    it.live("no schedule, no retry; serial retries too", () =>
+    it.live("no schedule, no retry; serial and fibers retry too", () =>
       Effect.gen(function*() {
         const plain = yield* Execute.forEach(failWith, ["refused"], { poolSize: 1 })
         assert.strictEqual(plain[0]!.attempts, 1)
         const serial = yield* Execute.forEach(failWith, ["refused"], { mode: "serial", retry })
         assert.strictEqual(serial[0]!.attempts, 3)
+        const fibers = yield* Execute.forEach(failWith, ["refused", "command"], { mode: "fibers", retry })
+          .pipe(
+            Settings.hide
+          )
+        assert.deepStrictEqual(fibers.map((o) => o.attempts), [3, 1])
+        assert.instanceOf(errorOf(fibers[1]!.exit), CommandFailed)
       }))
   })
 
   it.live("output lines from workers arrive live, whole and prefixed with their host", () =>
     Effect.gen(function*() {
+      for (const mode of ["parallel", "fibers"] as const) yield* outputIn(mode)
+    }))
+
+  const outputIn = (mode: "parallel" | "fibers") =>
+    Effect.gen(function*() {
       const collector = Output.makeCollector()
-      yield* Execute.forEach(chatty, [40, 41, 42], { poolSize: 3 }).pipe(
+      yield* Execute.forEach(chatty, [40, 41, 42], { poolSize: 3, mode }).pipe(
         Effect.provide(Output.layerCollect(collector))
       )
       const lines = collector.lines()
@@ -312,7 +471,7 @@ describe("Execute", () => {
       }
       for (const line of lines) assert.match(line, /^\[4[012]\] /)
       assert.strictEqual(lines.length, 40 + 41 + 42 + 3 * 4)
-    }))
+    })
 })
 
 describe("Execute on remote hosts", () => {
@@ -330,9 +489,13 @@ describe("Execute on remote hosts", () => {
   it.live("each host's run connects to that host, in order, for 16 hosts", () =>
     Effect.gen(function*() {
       const hosts = [...server.hosts].reverse()
-      const outcomes = yield* Execute.withHosts(serverAddress, hosts, { poolSize: 6 }).pipe(connection)
-      assert.deepStrictEqual(outcomes.map((o) => o.host), hosts)
-      assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit)), hosts)
+      for (const mode of ["parallel", "fibers"] as const) {
+        const outcomes = yield* Execute.withHosts(serverAddress, hosts, { poolSize: 6, mode }).pipe(
+          connection
+        )
+        assert.deepStrictEqual(outcomes.map((o) => o.host), hosts)
+        assert.deepStrictEqual(outcomes.map((o) => valueOf(o.exit)), hosts)
+      }
     }))
 
   it.live("a host that refuses fails alone, retried by the schedule", () =>

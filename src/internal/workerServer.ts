@@ -1,0 +1,125 @@
+/**
+ * The body of an `Execute` worker process, imported by `workerMain` once Node's compile cache
+ * is on (never imported otherwise).
+ *
+ * It serves `WorkerRpcs.Run`: import the task's module, find the task, run it with the settings
+ * sent by the parent (prompts refused), stream its output lines back and end with its encoded
+ * `Exit`. Runs arrive concurrently (up to the per-worker share of `poolSize`); each gets its own
+ * settings, output, logger and SSH connections. Interrupting the RPC interrupts the task's
+ * fiber, so its finalizers (killing local and remote processes) run before the reply.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as NodeWorkerRunner from "@effect/platform-node/NodeWorkerRunner"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Queue from "effect/Queue"
+import * as RpcServer from "effect/rpc/RpcServer"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { Output } from "../Output.ts"
+import { Settings } from "../Settings.ts"
+import * as Ssh from "../Ssh.ts"
+import * as Task from "../Task.ts"
+import { exitCodec, inWorkerKey, type RunEvent, WorkerRpcs } from "./workerProtocol.ts"
+import * as WorkerSettings from "./workerSettings.ts" // Before any task module is imported: a module that runs the whole program on import would
+ // otherwise call Execute again in here and fork workers without end.
+;(globalThis as Record<symbol, unknown>)[inWorkerKey] = true
+
+// Only for outcomes that cannot be encoded with the task's schemas (unknown task, bad value).
+const defectCodec = exitCodec(Schema.Void, Schema.Never)
+
+const encodeDefect = (defect: unknown) =>
+  Schema.encodeEffect(defectCodec)(Exit.die(defect)).pipe(Effect.orDie)
+
+const loadTask = Effect.fnUntraced(function*(module: string, name: string) {
+  yield* Effect.tryPromise({
+    try: () => import(module),
+    catch: (cause) => new Error(`cannot import the task module ${module}: ${String(cause)}`, { cause })
+  }).pipe(Effect.orDie)
+  const task = Task.lookup(module, name)
+  if (task === undefined) {
+    return yield* Effect.die(
+      new Error(
+        `no task named "${name}" in ${module}: declare it with Task.make at the top level of that module`
+      )
+    )
+  }
+  return task
+})
+
+type Payload = typeof WorkerRpcs.requests extends ReadonlyMap<string, infer R>
+  ? R extends { readonly payloadSchema: Schema.Top } ? R["payloadSchema"]["Type"] : never
+  : never
+
+const runTask = Effect.fnUntraced(function*(payload: Payload) {
+  const task = yield* loadTask(payload.module, payload.name)
+  const codec = exitCodec(task.success, task.error)
+  const input = yield* Schema.decodeUnknownEffect(Schema.toCodecJson(task.input))(payload.input).pipe(
+    Effect.orDie
+  )
+  const exit = yield* Effect.exit(task.run(input))
+  return yield* Schema.encodeEffect(codec)(exit).pipe(
+    Effect.catch((error) =>
+      encodeDefect(new Error(`cannot encode the outcome of task ${task.name}: ${error.message}`))
+    )
+  )
+})
+
+const handlers = WorkerRpcs.toLayer({
+  Run: (payload) =>
+    Stream.callback<RunEvent>((queue) =>
+      Effect.gen(function*() {
+        const output = {
+          // Output hands over whole lines; the parent adds the newline back when it writes.
+          write: (text: string) =>
+            Queue.offer(queue, { _tag: "Line", text: text.endsWith("\n") ? text.slice(0, -1) : text }).pipe(
+              Effect.asVoid
+            )
+        }
+        // Logs of the task (a failed command's "Fatal error", the task's own Effect.log) join
+        // its output, so they reach the parent in order and under the host's name instead of
+        // interleaving on a shared stderr.
+        const logger = Logger.map(Logger.formatSimple, (text) => {
+          for (const line of text.split("\n")) Queue.offerUnsafe(queue, { _tag: "Line", text: line })
+        })
+        // A worker has no terminal of its own to ask on, whatever the parent's settings say.
+        const settings = { ...WorkerSettings.decode(payload.settings), abortOnPrompts: true }
+        const exit = yield* runTask(payload).pipe(
+          Effect.catchDefect((defect) => encodeDefect(defect)),
+          Effect.provideService(Settings, settings),
+          Effect.provideService(Output, output),
+          Effect.provide(Logger.layer([logger])),
+          // Connections belong to the run: they close when it ends, as they would in the parent.
+          Effect.provide(Ssh.layer),
+          Effect.provide(NodeServices.layer)
+        )
+        yield* Queue.offer(queue, { _tag: "Done", exit: exit as Schema.Json })
+        yield* Queue.end(queue)
+      })
+    )
+})
+
+const WorkerLive = RpcServer.layer(WorkerRpcs).pipe(
+  Layer.provide(handlers),
+  Layer.provide(RpcServer.layerProtocolWorkerRunner),
+  Layer.provide(NodeWorkerRunner.layer)
+)
+
+const fiber = Effect.runFork(Layer.launch(WorkerLive))
+
+const stop = () => fiber.interruptUnsafe()
+// Ctrl-C reaches the whole process group; the parent decides what stops, and interrupts the
+// tasks it wants stopped over the RPC. Without this, a worker would die under a task whose
+// finalizers must still kill remote processes.
+process.on("SIGINT", () => {})
+process.on("SIGTERM", stop)
+// The parent is gone (killed, or it exited without closing us): stop the tasks and exit.
+process.on("disconnect", stop)
+fiber.addObserver((exit) => {
+  process.exitCode = Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
+  // Sockets or timers a task left behind must not keep an orphan alive.
+  setImmediate(() => process.exit())
+})
