@@ -12,7 +12,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { performance } from "node:perf_hooks"
-import { remote } from "../src/internal/remote.ts"
+import * as Operations from "../src/Operations.ts"
 import { Output } from "../src/Output.ts"
 import { Settings } from "../src/Settings.ts"
 import * as Task from "../src/Task.ts"
@@ -44,7 +44,7 @@ const cpuMs = (): number => {
 }
 
 const onHost = (host: string) =>
-  remote("true").pipe(Effect.updateService(Settings, (s) => ({ ...s, host })), Effect.scoped)
+  Operations.remote("true").pipe(Effect.updateService(Settings, (s) => ({ ...s, host })), Effect.scoped)
 
 const stamped = <E, R>(work: Effect.Effect<unknown, E, R>): Effect.Effect<Stamps, E, R> =>
   Effect.gen(function*() {
@@ -68,7 +68,7 @@ export const remoteTrue = Task.make({
   module: import.meta.url,
   success: Stamps,
   error: Task.OperationError
-}, () => stamped(remote("true")))
+}, () => stamped(Operations.remote("true")))
 
 /**
  * A probe for `Execute.forEach`: optionally waits until an absolute time (to hold its worker, so a

@@ -14,7 +14,7 @@
  *        - the same on Execute.layerPool({ poolSize: 10 }), started before the timing
  *        - Execute.withHosts(..., { mode: "fibers", poolSize: 10 })   (in this process)
  *        - parallel-ssh -p 10 ... true                                  (OpenSSH processes)
- *        - Effect.forEach(hosts, remote("true") on the host, { concurrency: 10 })  (hand-written)
+ *        - Effect.forEach(hosts, Operations.remote("true") on the host, { concurrency: 10 })  (hand-written)
  *        - raw ssh2, 10 at a time                                       (floor)
  *      and the CPU each used on the client side (this process and its reaped children).
  *   2. the cost of a worker: request -> task start in a fresh worker (a pool of 1, compile cache off
@@ -41,7 +41,7 @@ import * as os from "node:os"
 import { join } from "node:path"
 import ssh2 from "ssh2"
 import * as Execute from "../src/Execute.ts"
-import { remote } from "../src/internal/remote.ts"
+import * as Operations from "../src/Operations.ts"
 import { Output, type Writer } from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
@@ -316,7 +316,7 @@ const main = async (): Promise<void> => {
             hosts,
             (host) => {
               const start = now()
-              return remote("true").pipe(
+              return Operations.remote("true").pipe(
                 Settings.settings({ host }),
                 Effect.exit,
                 Effect.tap(() => Effect.sync(() => fiberRuns.push(now() - start)))

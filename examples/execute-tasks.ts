@@ -4,8 +4,7 @@
  * execute-*.ts files.
  */
 import { Effect, Schema } from "effect"
-import { Settings, Task } from "../src/index.ts"
-import { remote } from "../src/internal/remote.ts"
+import { Operations, Settings, Shell, Task } from "../src/index.ts"
 
 /** What one host reports after a deploy. */
 export const Deployed = Schema.Struct({
@@ -29,9 +28,11 @@ export const deploy = Task.make({
   Effect.gen(function*() {
     const host = (yield* Settings.Settings).host ?? "?"
     // Every loopback "host" shares one home directory, so each writes a file of its own.
-    yield* remote(`mkdir -p ~/tb-example && echo ${release} > ~/tb-example/${host}.release`)
-    const kernel = yield* remote("uname -r", { quiet: true })
-    yield* remote("sleep 0.$((RANDOM % 9)); echo installed")
+    yield* Operations.remote(
+      Shell.sh`mkdir -p ~/tb-example && echo ${release} > ~/tb-example/${host + ".release"}`
+    )
+    const kernel = yield* Operations.remote("uname -r", { quiet: true })
+    yield* Operations.remote("sleep 0.$((RANDOM % 9)); echo installed")
     return { host, release, kernel: kernel.stdout.trim(), pid: process.pid }
   }))
 
@@ -45,7 +46,7 @@ export const deployOrCrash = Task.make({
 }, ({ crashHost }) =>
   Effect.gen(function*() {
     const host = (yield* Settings.Settings).host ?? "?"
-    yield* remote("echo working; sleep 1")
+    yield* Operations.remote("echo working; sleep 1")
     if (host === crashHost) {
       // What the kernel's out-of-memory killer does to a process.
       yield* Effect.sync(() => process.kill(process.pid, "SIGKILL"))

@@ -35,7 +35,17 @@ const examples: ReadonlyArray<Example> = [
   {
     file: "remote-file-exists.ts",
     expect: ["/etc/passwd exists: true", "/no/such/file exists: false", "appeared"]
-  }
+  },
+  { file: "execute-deploy.ts", expect: ["127.0.0.8    ok      release v42", "served 8 hosts"] },
+  {
+    file: "execute-failing-host.ts",
+    expect: ["127.0.0.1    ok", "127.0.0.200  FAILED", "(refused)", "to retry later: 127.0.0.200"]
+  },
+  {
+    file: "execute-crash.ts",
+    expect: ["127.0.0.1    done on 127.0.0.1", "127.0.0.2    FAILED", "worker died (signal SIGKILL"]
+  },
+  { file: "execute-pool.ts", expect: ["started pool, 2nd call: 8 hosts", "fibers: 8 hosts", "0 failures"] }
 ]
 
 const dir = fileURLToPath(new URL(".", import.meta.url))
