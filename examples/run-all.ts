@@ -45,6 +45,10 @@ const examples: ReadonlyArray<Example> = [
     file: "execute-crash.ts",
     expect: ["127.0.0.1    done on 127.0.0.1", "127.0.0.2    FAILED", "worker died (signal SIGKILL"]
   },
+  { file: "transfer-sudo.ts", expect: ["read with sudo:", "without sudo:"] },
+  { file: "transfer-memory.ts", expect: ["round trip identical: true", "refused: TransferError (exists)"] },
+  { file: "transfer-directory.ts", expect: ["downloaded 202 entries", "bin/start mode 755"] },
+  { file: "transfer-rsync.ts", expect: ["mirrored: app.js, assets", "partial transfer due to error"] },
   { file: "execute-pool.ts", expect: ["started pool, 2nd call: 8 hosts", "fibers: 8 hosts", "0 failures"] }
 ]
 

@@ -15,6 +15,15 @@ import { Settings } from "./Settings.ts"
 
 export { local, type LocalOptions } from "./internal/local.ts"
 export { remote, remoteFileExists, type RemoteOptions, remoteSudo, singleCommand } from "./internal/remote.ts"
+export {
+  download,
+  type DownloadOptions,
+  rsyncDownload,
+  rsyncUpload,
+  type RsyncOptions,
+  upload,
+  type UploadOptions
+} from "./Transfer.ts"
 
 /**
  * Runs a command and returns its result even when it fails, logging a warning instead of

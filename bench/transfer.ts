@@ -1,0 +1,302 @@
+/**
+ * Transfers: effect-threadbare's `Transfer.upload` / `Transfer.download` next to OpenSSH's `scp`
+ * and `sftp` (batch mode), `rsync` over ssh and `tar | ssh tar`, against one throwaway sshd on
+ * loopback (tests-remote/server.ts), in one run.
+ *
+ *   scripts/node.sh node bench/transfer.ts
+ *
+ * Figures:
+ *   1. one 256 MiB file, upload and download: throughput, and the ratio to scp's
+ *   2. a directory of 1,000 files of 4 KiB, upload: time next to `rsync -a`, `scp -r`, `tar | ssh tar`
+ *   3. peak RSS of this process over its baseline during the 256 MiB transfers
+ *
+ * The library keeps one warm connection for all its runs (what a deploy program does); every peer
+ * command starts its own ssh, as it would from a shell. Environment: BENCH_N (runs per figure,
+ * default 3), BENCH_FILE_MIB (default 256), BENCH_FILES (default 1000).
+ */
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import { execFileSync, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
+import { type Server, startServer } from "../tests-remote/server.ts"
+import {
+  envInt,
+  fmt,
+  fmtMiB,
+  fmtMs,
+  fmtRatio,
+  machineNote,
+  metText,
+  sampleRss,
+  stats,
+  summary,
+  type SummaryRow,
+  table,
+  timeEach
+} from "./lib.ts"
+
+const N = envInt("BENCH_N", 3)
+const FILE_MIB = envInt("BENCH_FILE_MIB", 256)
+const FILES = envInt("BENCH_FILES", 1000)
+
+const run = (
+  program: string,
+  args: ReadonlyArray<string>,
+  options: { input?: string; shell?: boolean } = {}
+) =>
+  new Promise<void>((resolve, reject) => {
+    const child = spawn(program, args, { stdio: ["pipe", "ignore", "pipe"], shell: options.shell ?? false })
+    let stderr = ""
+    child.stderr.on("data", (d: Buffer) => void (stderr += d.toString()))
+    child.stdin.end(options.input ?? "")
+    child.on(
+      "close",
+      (code) => (code === 0 ? resolve() : reject(new Error(`${program} exited ${code}: ${stderr}`)))
+    )
+  })
+
+const sshOptions = (server: Server) => [
+  "-F",
+  "/dev/null",
+  "-i",
+  server.keyPath,
+  "-o",
+  `UserKnownHostsFile=${server.knownHostsPath}`,
+  "-o",
+  "StrictHostKeyChecking=yes",
+  "-o",
+  "BatchMode=yes"
+]
+
+const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
+
+const main = async () => {
+  console.log(await machineNote())
+  const server = await startServer({ hostCount: 1 })
+  const work = fs.mkdtempSync(path.join(tmpdir(), "tbbench-xfer-"))
+  fs.chmodSync(work, 0o755)
+  const remote = path.join(work, "remote")
+  fs.mkdirSync(remote)
+  execFileSync("chown", [`${server.user}:`, remote])
+  const local = path.join(work, "local")
+  fs.mkdirSync(local)
+  const user = server.user
+  const host = server.host
+  const ssh = sshOptions(server)
+  const sshLine = ["ssh", ...ssh, "-p", String(server.port)].map(q).join(" ")
+
+  const runtime = ManagedRuntime.make(Layer.mergeAll(
+    Ssh.layer,
+    Settings.layer({
+      host: `${user}@${host}:${server.port}`,
+      keyFile: server.keyPath,
+      knownHostsFile: server.knownHostsPath,
+      hostKeyPolicy: "strict",
+      sshConfigFile: false,
+      useAgent: false,
+      quiet: true
+    })
+  ))
+  const lib = <A, E>(effect: Effect.Effect<A, E, Ssh.SshConnections>) => runtime.runPromise(effect)
+
+  try {
+    // -- 1. one big file ---------------------------------------------------------------------------
+    const big = path.join(local, "big.bin")
+    const bigSize = FILE_MIB << 20
+    {
+      const fd = fs.openSync(big, "w")
+      const block = randomBytes(1 << 20)
+      for (let i = 0; i < FILE_MIB; i++) fs.writeSync(fd, block.map((b) => b ^ i))
+      fs.closeSync(fd)
+    }
+    const remoteBig = path.join(remote, "big.bin")
+    const localBack = path.join(local, "back.bin")
+    const reset = () => {
+      fs.rmSync(remoteBig, { force: true })
+      fs.rmSync(localBack, { force: true })
+    }
+    const seedRemote = () => {
+      if (!fs.existsSync(remoteBig)) fs.copyFileSync(big, remoteBig)
+      fs.rmSync(localBack, { force: true })
+    }
+    // A warm connection, as in a deploy program that has run a command already.
+    await lib(Transfer.upload({ content: "warm" }, path.join(remote, "warm")))
+
+    const target = `${user}@${host}`
+    const batch = ["-b", "-", ...ssh, "-P", String(server.port), target] as const
+    type Case = { name: string; up: () => Promise<unknown>; down: () => Promise<unknown> }
+    const cases: Array<Case> = [
+      {
+        name: "effect-threadbare",
+        up: () => lib(Transfer.upload(big, remoteBig)),
+        down: () => lib(Transfer.download(remoteBig, localBack))
+      },
+      {
+        name: "scp",
+        up: () => run("scp", ["-q", ...ssh, "-P", String(server.port), big, `${target}:${remoteBig}`]),
+        down: () => run("scp", ["-q", ...ssh, "-P", String(server.port), `${target}:${remoteBig}`, localBack])
+      },
+      {
+        name: "sftp -b",
+        up: () => run("sftp", batch, { input: `put ${big} ${remoteBig}\n` }),
+        down: () => run("sftp", batch, { input: `get ${remoteBig} ${localBack}\n` })
+      },
+      {
+        name: "rsync",
+        up: () => run("rsync", ["-a", "-e", sshLine, big, `${target}:${remoteBig}`]),
+        down: () => run("rsync", ["-a", "-e", sshLine, `${target}:${remoteBig}`, localBack])
+      }
+    ]
+    const bigRows: Array<Array<string>> = []
+    const bigResults = new Map<string, { up: number; down: number }>()
+    const rss: Array<{ peak: number; delta: number }> = []
+    const samples = new Map(
+      cases.map((c) => [c.name, { ups: [] as Array<number>, downs: [] as Array<number> }])
+    )
+    // Round robin, after the page cache has been written back, so that no tool pays for another's
+    // disk traffic; the first round warms up and is not counted.
+    execFileSync("sync")
+    for (let i = 0; i <= N; i++) {
+      for (const c of cases) {
+        reset()
+        execFileSync("sync")
+        const sampler = c.name === "effect-threadbare" && i > 0 ? sampleRss(5) : undefined
+        const up = await timeEach(1, 0, c.up)
+        seedRemote()
+        execFileSync("sync")
+        const down = await timeEach(1, 0, c.down)
+        if (sampler !== undefined) rss.push(sampler.stop())
+        if (fs.statSync(localBack).size !== bigSize) throw new Error(`${c.name}: downloaded size differs`)
+        if (i > 0) {
+          samples.get(c.name)!.ups.push(...up)
+          samples.get(c.name)!.downs.push(...down)
+        }
+      }
+    }
+    for (const c of cases) {
+      const up = stats(samples.get(c.name)!.ups).median
+      const down = stats(samples.get(c.name)!.downs).median
+      bigResults.set(c.name, { up, down })
+      const rate = (ms: number) => `${fmt(FILE_MIB / (ms / 1000))} MiB/s`
+      bigRows.push([c.name, fmtMs(up), rate(up), fmtMs(down), rate(down)])
+    }
+    console.log(`\n### One ${FILE_MIB} MiB file (median of ${N})\n`)
+    console.log(table(["tool", "upload", "rate", "download", "rate"], bigRows))
+
+    // -- 2. many small files -----------------------------------------------------------------------
+    const tree = path.join(local, "tree")
+    fs.mkdirSync(tree)
+    for (let i = 0; i < FILES; i++) {
+      const dir = path.join(tree, `d${i % 20}`)
+      fs.mkdirSync(dir, { recursive: true })
+      fs.writeFileSync(path.join(dir, `f${i}.txt`), randomBytes(4096))
+    }
+    const remoteTree = path.join(remote, "tree")
+    const clear = () => fs.rmSync(remoteTree, { recursive: true, force: true })
+    const treeCases: Array<{ name: string; up: () => Promise<unknown> }> = [
+      { name: "effect-threadbare", up: () => lib(Transfer.upload(tree, remoteTree)) },
+      {
+        name: "rsync -a",
+        up: () => run("rsync", ["-a", "-e", sshLine, `${tree}/`, `${target}:${remoteTree}/`])
+      },
+      {
+        name: "scp -r",
+        up: () => run("scp", ["-q", "-r", ...ssh, "-P", String(server.port), tree, `${target}:${remoteTree}`])
+      },
+      {
+        name: "tar | ssh tar",
+        up: () =>
+          run(
+            `tar -C ${q(tree)} -cf - . | ${sshLine} ${q(target)} ${
+              q(`mkdir -p ${q(remoteTree)} && tar -C ${q(remoteTree)} -xf -`)
+            }`,
+            [],
+            { shell: true }
+          )
+      }
+    ]
+    const treeResults = new Map<string, number>()
+    for (const c of treeCases) {
+      const samples: Array<number> = []
+      for (let i = 0; i < Math.max(N, 5); i++) {
+        clear()
+        samples.push(...await timeEach(1, 0, c.up))
+      }
+      if (fs.readdirSync(remoteTree).length !== 20) throw new Error(`${c.name}: the tree did not arrive`)
+      treeResults.set(c.name, stats(samples).median)
+    }
+    const ours = treeResults.get("effect-threadbare")!
+    console.log(`\n### A directory of ${FILES} files of 4 KiB, upload (median of ${Math.max(N, 5)})\n`)
+    console.log(table(
+      ["tool", "time", "vs effect-threadbare"],
+      [...treeResults].map(([name, ms]) => [name, fmtMs(ms), fmtRatio(ms, ours)])
+    ))
+    const treeDown = stats(
+      await timeEach(Math.max(N, 5), 0, async () => {
+        fs.rmSync(path.join(local, "tree-back"), { recursive: true, force: true })
+        await lib(Transfer.download(remoteTree, path.join(local, "tree-back")))
+      })
+    ).median
+    console.log(`effect-threadbare download of the same tree: ${fmtMs(treeDown)}`)
+
+    // -- 3. memory ---------------------------------------------------------------------------------
+    const peak = Math.max(...rss.map((r) => r.peak))
+    const delta = Math.max(...rss.map((r) => r.delta))
+    console.log(
+      `\nPeak RSS during the ${FILE_MIB} MiB transfers: ${fmtMiB(peak)} (${fmtMiB(delta)} over the baseline)`
+    )
+
+    const ourBig = bigResults.get("effect-threadbare")!
+    const scp = bigResults.get("scp")!
+    const peers = ["rsync -a", "scp -r", "tar | ssh tar"]
+    const fastestPeer = Math.min(...peers.map((p) => treeResults.get(p)!))
+    const rows: Array<SummaryRow> = [
+      {
+        figure: `transfer: ${FILE_MIB} MiB upload, throughput vs scp`,
+        ours: fmtMs(ourBig.up),
+        peer: `scp ${fmtMs(scp.up)}`,
+        ratio: fmtRatio(scp.up, ourBig.up),
+        target: ">= 1.0x",
+        met: metText(scp.up / ourBig.up >= 1)
+      },
+      {
+        figure: `transfer: ${FILE_MIB} MiB download, throughput vs scp`,
+        ours: fmtMs(ourBig.down),
+        peer: `scp ${fmtMs(scp.down)}`,
+        ratio: fmtRatio(scp.down, ourBig.down),
+        target: ">= 1.0x",
+        met: metText(scp.down / ourBig.down >= 1)
+      },
+      {
+        figure: `transfer: ${FILES} x 4 KiB directory upload vs fastest of rsync/scp -r/tar|ssh`,
+        ours: fmtMs(ours),
+        peer: fmtMs(fastestPeer),
+        ratio: fmtRatio(fastestPeer, ours),
+        target: "> 1.0x",
+        met: metText(fastestPeer / ours > 1)
+      },
+      {
+        figure: `transfer: peak RSS over baseline during ${FILE_MIB} MiB transfers`,
+        ours: fmtMiB(delta),
+        peer: "-",
+        ratio: "-",
+        target: "< 100 MiB",
+        met: metText(delta < 100 << 20)
+      }
+    ]
+    summary(rows)
+  } finally {
+    await runtime.dispose()
+    await server.stop()
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+}
+
+await main()

@@ -1,0 +1,372 @@
+/**
+ * The Node and ssh2 edges of transfers: local file calls and SFTP requests as Effects, and the
+ * pipelined SFTP copy that keeps many requests in flight (what makes ssh2's `fastPut`/`fastGet`
+ * fast) while holding only a bounded number of chunks in memory.
+ *
+ * Every failure becomes a `TransferError` that names the side and path it is about.
+ */
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import * as fs from "node:fs"
+import type { SFTPWrapper, Stats as SftpStats } from "ssh2"
+import { TransferError, type TransferErrorReason } from "../Errors.ts"
+
+/** Where an operation happens, for error messages. */
+export interface Place {
+  readonly host: string
+  readonly side: "local" | "remote"
+  readonly path: string
+}
+
+export const transferError = (place: Place, reason: TransferErrorReason, detail: string): TransferError =>
+  new TransferError({ host: place.host, side: place.side, path: place.path, reason, detail })
+
+// -- local files ----------------------------------------------------------------------------------
+
+const localReason = (code: unknown): TransferErrorReason => {
+  switch (code) {
+    case "ENOENT":
+    case "ENOTDIR":
+      return "not-found"
+    case "EACCES":
+    case "EPERM":
+    case "EROFS":
+      return "permission"
+    case "EISDIR":
+      return "is-directory"
+    case "EEXIST":
+    case "ENOTEMPTY":
+      return "exists"
+    default:
+      return "failed"
+  }
+}
+
+export const localError = (place: Place, error: unknown): TransferError => {
+  const e = error as { code?: unknown; message?: unknown }
+  return transferError(place, localReason(e.code), String(e.message ?? error))
+}
+
+/**
+ * A small local file-system call, run synchronously: metadata calls and small writes take
+ * microseconds, and a thousand files of a tree would otherwise cost a thread-pool round trip each.
+ */
+export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
+  Effect.try({ try: f, catch: (error) => localError(place, error) })
+
+/** `lstat` or `stat` of a local path, `undefined` when it does not exist. */
+export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats | undefined, TransferError> =>
+  localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
+
+/**
+ * Block buffers for reuse. A transfer of hundreds of megabytes would otherwise allocate (and
+ * leave the garbage collector) a fresh megabyte per block, costing as much CPU as the copy.
+ * Only buffers the pool made go back into it.
+ */
+export class BufferPool {
+  private readonly free: Array<Buffer> = []
+  private readonly own = new WeakSet<ArrayBufferLike>()
+  readonly size: number
+  constructor(size: number) {
+    this.size = size
+  }
+  take(): Buffer {
+    const buffer = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size)
+    this.own.add(buffer.buffer)
+    return buffer
+  }
+  /** Hands back a buffer (or a view of one) that nothing reads or writes any more. */
+  give(bytes: Uint8Array): void {
+    if (this.own.has(bytes.buffer) && this.free.length < 16) {
+      this.own.delete(bytes.buffer)
+      this.free.push(Buffer.from(bytes.buffer, 0, this.size))
+    }
+  }
+}
+
+/** Reads up to `length` bytes at `position` into a buffer (from `pool` if given), off the event loop. */
+export const localRead = (place: Place, fd: number, position: number, length: number, pool?: BufferPool) =>
+  Effect.callback<Uint8Array, TransferError>((resume) => {
+    const buffer = pool !== undefined && pool.size === length ? pool.take() : Buffer.allocUnsafe(length)
+    fs.read(fd, buffer, 0, length, position, (error, bytesRead) => {
+      if (error !== null) resume(Effect.fail(localError(place, error)))
+      else resume(Effect.succeed(buffer.subarray(0, bytesRead)))
+    })
+  })
+
+/** Writes all of `bytes` at `position`. */
+export const localWrite = (place: Place, fd: number, bytes: Uint8Array, position: number) =>
+  Effect.callback<void, TransferError>((resume) => {
+    const step = (offset: number): void => {
+      fs.write(fd, bytes, offset, bytes.length - offset, position + offset, (error, written) => {
+        if (error !== null) return resume(Effect.fail(localError(place, error)))
+        if (offset + written < bytes.length) return step(offset + written)
+        resume(Effect.void)
+      })
+    }
+    step(0)
+  })
+
+/** Blocks of a local file, read one at a time as the consumer pulls. */
+export const localFileBlocks = (
+  place: Place,
+  fd: number,
+  blockSize: number,
+  pool?: BufferPool
+): Stream.Stream<Uint8Array, TransferError> =>
+  Stream.unfold(0, (position) =>
+    Effect.map(
+      localRead(place, fd, position, blockSize, pool),
+      (bytes) => bytes.length === 0 ? undefined : [bytes, position + bytes.length] as const
+    ))
+
+/**
+ * Cuts blocks to at most `size` bytes and tags each with its offset in the whole: a block is the
+ * unit the pipelines below keep in memory and hand to one fiber.
+ */
+export const withOffsets =
+  (size: number) =>
+  <E, R>(blocks: Stream.Stream<Uint8Array, E, R>): Stream.Stream<readonly [number, Uint8Array], E, R> =>
+    Stream.mapAccum(blocks, () => 0, (offset, block) => {
+      const pieces: Array<readonly [number, Uint8Array]> = []
+      for (let at = 0; at < block.length; at += size) {
+        pieces.push([offset + at, block.subarray(at, at + size)])
+      }
+      return [offset + block.length, pieces] as const
+    })
+
+// -- SFTP -----------------------------------------------------------------------------------------
+
+/** SFTP status codes (draft-ietf-secsh-filexfer-02), as ssh2 puts them on its errors. */
+const SftpStatus = { eof: 1, noSuchFile: 2, permissionDenied: 3 } as const
+
+const sftpReason = (code: unknown): TransferErrorReason =>
+  code === SftpStatus.noSuchFile
+    ? "not-found"
+    : code === SftpStatus.permissionDenied
+    ? "permission"
+    : "failed"
+
+export const sftpError = (place: Place, error: unknown): TransferError => {
+  const e = error as { code?: unknown; message?: unknown }
+  return transferError(place, sftpReason(e.code), String(e.message ?? error))
+}
+
+type Callback<A> = (error: Error | null | undefined, value: A) => void
+
+/**
+ * Whether the session can still take requests. ssh2 answers every pending request with an
+ * error when the channel dies, but a request made after that is never answered at all.
+ */
+const isOpen = (sftp: SFTPWrapper): boolean => {
+  const channel = sftp as unknown as { incoming?: { state?: string }; outgoing?: { state?: string } }
+  return channel.outgoing?.state === "open" && channel.incoming?.state !== "closed"
+}
+
+/** One SFTP request as an Effect. */
+export const sftpCall = <A>(sftp: SFTPWrapper, place: Place, request: (callback: Callback<A>) => void) =>
+  Effect.callback<A, TransferError>((resume) => {
+    if (!isOpen(sftp)) {
+      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
+    }
+    request((error, value) => {
+      if (error !== undefined && error !== null) resume(Effect.fail(sftpError(place, error)))
+      else resume(Effect.succeed(value))
+    })
+  })
+
+/** `stat` (following links) of a remote path, `undefined` when it does not exist. */
+export const remoteStat = (
+  sftp: SFTPWrapper,
+  place: Place
+): Effect.Effect<SftpStats | undefined, TransferError> =>
+  sftpCall<SftpStats>(sftp, place, (cb) => sftp.stat(place.path, cb)).pipe(
+    Effect.catchIf((error) => error.reason === "not-found", () => Effect.succeed(undefined))
+  )
+
+/** Creates a remote directory and its missing parents (`mkdir -p`), walking up only as far as needed. */
+export const remoteMkdirs = (
+  sftp: SFTPWrapper,
+  place: Place,
+  dir: string
+): Effect.Effect<void, TransferError> =>
+  Effect.gen(function*() {
+    if (dir === "" || dir === "." || dir === "/") return
+    const info = yield* remoteStat(sftp, { ...place, path: dir })
+    if (info !== undefined) {
+      if (info.isDirectory()) return
+      return yield* transferError(
+        { ...place, path: dir },
+        "is-directory",
+        "a parent of the target is a file, not a directory"
+      )
+    }
+    const parent = dir.includes("/") ? dir.slice(0, dir.lastIndexOf("/")) : ""
+    yield* remoteMkdirs(sftp, place, parent === "" && dir.startsWith("/") ? "/" : parent)
+    yield* sftpCall<void>(sftp, { ...place, path: dir }, (cb) => sftp.mkdir(dir, cb)).pipe(
+      // Another writer may have made it meanwhile.
+      Effect.catch((error) =>
+        Effect.flatMap(
+          remoteStat(sftp, { ...place, path: dir }),
+          (again) => again?.isDirectory() === true ? Effect.void : Effect.fail(error)
+        )
+      )
+    )
+  })
+
+// ssh2 insists on Buffers; a view over the same memory costs nothing.
+const asBuffer = (bytes: Uint8Array): Buffer =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+/** How the pipelines split work: requests of `chunkSize`, `blocks` blocks of `blockSize` at a time. */
+export interface Pipeline {
+  readonly chunkSize: number
+  readonly blockSize: number
+  /** Blocks in flight; requests in flight are `blocks * blockSize / chunkSize`. */
+  readonly blocks: number
+}
+
+/**
+ * Writes one block as `chunkSize` requests sent at once, answered in any order. The requests of
+ * a block are plain ssh2 callbacks rather than one fiber each: this is the hot loop of an
+ * upload, and it shares the event loop with ssh2's encryption.
+ */
+const writeBlock = (
+  sftp: SFTPWrapper,
+  handle: Buffer,
+  place: Place,
+  offset: number,
+  block: Uint8Array,
+  chunkSize: number,
+  onBytes: (n: number) => void,
+  pool: BufferPool | undefined
+) =>
+  Effect.callback<void, TransferError>((resume) => {
+    if (!isOpen(sftp)) {
+      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
+    }
+    const buffer = asBuffer(block)
+    let pending = Math.ceil(buffer.length / chunkSize)
+    let failed = false
+    if (pending === 0) return resume(Effect.void)
+    for (let at = 0; at < buffer.length; at += chunkSize) {
+      const length = Math.min(chunkSize, buffer.length - at)
+      sftp.write(handle, buffer, at, length, offset + at, (error) => {
+        if (failed) return
+        if (error !== undefined && error !== null) {
+          failed = true
+          return resume(Effect.fail(sftpError(place, error)))
+        }
+        onBytes(length)
+        if (--pending === 0) resume(Effect.void)
+      })
+    }
+    // ssh2 has copied every piece into its own packets by now: the block may be refilled.
+    pool?.give(block)
+  })
+
+/**
+ * Writes `blocks` to an open remote file, several blocks at once, each as many write requests
+ * in flight (what makes ssh2's `fastPut` fast). Memory stays bounded by the blocks in flight.
+ */
+export const pipelinedWrite = (
+  sftp: SFTPWrapper,
+  handle: Buffer,
+  place: Place,
+  blocks: Stream.Stream<Uint8Array, TransferError>,
+  pipeline: Pipeline,
+  onBytes: (n: number) => void,
+  pool?: BufferPool
+): Effect.Effect<void, TransferError> =>
+  blocks.pipe(
+    withOffsets(pipeline.blockSize),
+    Stream.mapEffect(
+      ([offset, block]) => writeBlock(sftp, handle, place, offset, block, pipeline.chunkSize, onBytes, pool),
+      { concurrency: pipeline.blocks, unordered: true }
+    ),
+    Stream.runDrain
+  )
+
+/**
+ * Reads `length` bytes at `offset` into one buffer, as `chunkSize` requests sent at once. A
+ * server may answer a read with fewer bytes than asked: the rest is asked for again.
+ */
+const readBlock = (
+  sftp: SFTPWrapper,
+  handle: Buffer,
+  place: Place,
+  offset: number,
+  length: number,
+  chunkSize: number,
+  onBytes: (n: number) => void,
+  pool: BufferPool
+) =>
+  Effect.callback<Uint8Array, TransferError>((resume) => {
+    if (!isOpen(sftp)) {
+      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
+    }
+    const buffer = length === pool.size ? pool.take() : Buffer.allocUnsafe(length)
+    let pending = Math.ceil(length / chunkSize)
+    let failed = false
+    const fail = (error: TransferError) => {
+      if (failed) return
+      failed = true
+      resume(Effect.fail(error))
+    }
+    const read = (at: number, end: number): void => {
+      sftp.read(handle, buffer, at, end - at, offset + at, (error, bytesRead) => {
+        if (failed) return
+        const code = (error as { code?: unknown } | undefined)?.code
+        if (error !== undefined && error !== null && code !== SftpStatus.eof) {
+          return fail(sftpError(place, error))
+        }
+        const n = error !== undefined && error !== null ? 0 : bytesRead
+        if (n === 0) {
+          return fail(
+            transferError(place, "verify", `the file ended at ${offset + at} bytes while being read`)
+          )
+        }
+        onBytes(n)
+        if (at + n < end) return read(at + n, end)
+        if (--pending === 0) resume(Effect.succeed(buffer))
+      })
+    }
+    for (let at = 0; at < length; at += chunkSize) read(at, Math.min(at + chunkSize, length))
+  })
+
+/**
+ * Reads `size` bytes of an open remote file, several blocks at once, and hands each block to
+ * `sink` with its offset as soon as it is complete (the sink writes at that offset, so blocks
+ * need no reordering, and memory holds at most the blocks in flight).
+ */
+export const pipelinedRead = <E>(
+  sftp: SFTPWrapper,
+  handle: Buffer,
+  place: Place,
+  size: number,
+  pipeline: Pipeline,
+  onBytes: (n: number) => void,
+  sink: (offset: number, bytes: Uint8Array) => Effect.Effect<void, E>
+): Effect.Effect<void, TransferError | E> => {
+  const pool = new BufferPool(pipeline.blockSize)
+  return Stream.unfold(0, (offset) =>
+    Effect.succeed(
+      offset >= size
+        ? undefined
+        : [
+          [offset, Math.min(pipeline.blockSize, size - offset)] as const,
+          offset + pipeline.blockSize
+        ] as const
+    )).pipe(
+      Stream.mapEffect(
+        ([offset, length]) =>
+          Effect.flatMap(
+            readBlock(sftp, handle, place, offset, length, pipeline.chunkSize, onBytes, pool),
+            // Once written out, the block's buffer serves the next one.
+            (bytes) => Effect.tap(sink(offset, bytes), () => Effect.sync(() => pool.give(bytes)))
+          ),
+        { concurrency: pipeline.blocks, unordered: true }
+      ),
+      Stream.runDrain
+    )
+}

@@ -1,0 +1,227 @@
+/**
+ * The remote half of transfers that SFTP alone cannot do: short commands and their results,
+ * commands whose output is the data (`cat`, `tar -c`), and the shell scripts that put content in
+ * place as another user (sudo) or unpack a tree, each in one round trip.
+ *
+ * Every path reaches the shell as a quoted positional argument (`sh -c '<script>' sh <args>`),
+ * so the scripts themselves are constant text and no name can change what they do.
+ */
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import * as path from "node:path"
+import type { ConnectionError } from "../Errors.ts"
+import type { Settings } from "../Settings.ts"
+import type { Connection } from "../Ssh.ts"
+import { join, quote } from "./shell.ts"
+
+/** How a command ended, with its standard error (and output, unless streamed elsewhere). */
+export interface Finished {
+  readonly exitCode: number | null
+  readonly signal: string | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+const decoder = new TextDecoder()
+
+/**
+ * Runs `line` on a channel of its own (no pty, so standard error stays apart and bytes pass
+ * untouched), writes `input` to it and closes its input, and hands each piece of standard
+ * output to `onStdout` (or keeps it as text when none is given).
+ */
+export const runCommand = <E = never>(
+  connection: Connection,
+  line: string,
+  options: {
+    readonly input?: string | undefined
+    readonly onStdout?: ((bytes: Uint8Array) => Effect.Effect<void, E>) | undefined
+    readonly reserved?: boolean | undefined
+  } = {}
+): Effect.Effect<Finished, ConnectionError | E> =>
+  Effect.scoped(Effect.gen(function*() {
+    const channel = yield* connection.exec(line, { pty: false, reserved: options.reserved })
+    if (options.input !== undefined) yield* channel.write(options.input)
+    yield* channel.endInput
+    let stdout = ""
+    let stderr = ""
+    for (;;) {
+      const event = yield* channel.take
+      if (event._tag === "Closed") {
+        if (event.error !== undefined) return yield* event.error
+        return { exitCode: event.exitCode, signal: event.signal, stdout, stderr }
+      }
+      if (event._tag === "Stderr") stderr += decoder.decode(event.data, { stream: true })
+      else if (options.onStdout !== undefined) yield* options.onStdout(event.data)
+      else stdout += decoder.decode(event.data, { stream: true })
+    }
+  }))
+
+/**
+ * Runs a command on the connection of the current settings, in a fresh scope: for cleanups that
+ * must work even after the connection they belonged to dropped (a new one is opened then).
+ */
+export type Reconnect = () => Effect.Effect<Connection, unknown, Scope.Scope>
+
+// -- sudo -----------------------------------------------------------------------------------------
+
+/**
+ * The `sudo` words for the settings: non-interactive without a password; with one, sudo reads it
+ * from standard input (`-S`) with an empty prompt, and the caller writes it first.
+ */
+export const sudoPrefix = (settings: Settings): string =>
+  join([
+    "sudo",
+    ...(settings.sudoPassword === undefined ? ["-n"] : ["-S", "-p", ""]),
+    ...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]),
+    "--"
+  ])
+
+/** The password line to write to a sudo command's input, if any. */
+export const sudoInput = (settings: Settings): string | undefined =>
+  settings.sudoPassword === undefined ? undefined : `${Redacted.value(settings.sudoPassword)}\n`
+
+/** `sh -c '<script>' sh <args...>`, optionally through sudo. */
+export const shellLine = (script: string, args: ReadonlyArray<string>, sudo: string | undefined): string =>
+  [sudo ?? "", "/bin/sh -c", quote(script), "sh", join(args)].filter((s) => s !== "").join(" ")
+
+/**
+ * The line that feeds `$stage/data`, staged by the connecting user in a private directory, to a
+ * script that runs as the sudo target, who may not be able to open it: the connecting user's
+ * shell reads it and pipes it in, then removes the staging directory. A marker line goes first,
+ * so that the script can tell the content from a password line sudo did not need (and so left
+ * on its input).
+ */
+export const feedThroughSudo = (
+  settings: Settings,
+  stage: string,
+  marker: string,
+  script: string,
+  args: ReadonlyArray<string>
+): string => {
+  const password = !settings.useSudo || settings.sudoPassword === undefined
+    ? ""
+    : `IFS= read -r tbpw && printf '%s\\n' "$tbpw" && `
+  const inner = shellLine(
+    `${skipToMarker(marker)}\n${script}`,
+    args,
+    settings.useSudo ? sudoPrefix(settings) : undefined
+  )
+  const outer =
+    `{ ${password}printf '%s\\n' ${quote(marker)} && cat -- ${quote(`${stage}/data`)}; } | ${inner}\n` +
+    `status=$?; rm -rf -- ${quote(stage)}; exit $status`
+  return shellLine(outer, [], undefined)
+}
+
+const skipToMarker = (marker: string): string =>
+  `while IFS= read -r tbline; do [ "$tbline" = ${quote(marker)} ] && break; done`
+
+/** The temporary name beside `target` that the scripts below use for transfer `id`. */
+export const tempBeside = (target: string, id: string): string => {
+  const slash = target.lastIndexOf("/")
+  const dir = slash === -1 ? "." : slash === 0 ? "/" : target.slice(0, slash)
+  return `${dir === "/" ? "" : dir}/.${target.slice(slash + 1)}.tb-${id}.part`
+}
+
+/** Reasons a script reports on standard error as `tb:<reason> <detail>`. */
+export const scriptFailure = (
+  stderr: string
+): { readonly reason: string; readonly detail: string } | undefined => {
+  const match = /^tb:([a-z-]+) ?(.*)$/m.exec(stderr)
+  return match === null ? undefined : { reason: match[1]!, detail: match[2] ?? "" }
+}
+
+// Shared start of both scripts: an existing directory receives the upload under its local name
+// (printing `into`, so the caller knows where it went); then the parent is made, the target
+// checked, and the temporary name beside it chosen (as {@link tempBeside} does).
+const placeTarget = `set -e
+target=$1 name=$2 id=$3 owner=$4 overwrite=$5
+if [ -n "$name" ] && [ -d "$target" ]; then target=\${target%/}/$name; echo into; fi
+case $target in */*) dir=\${target%/*}; [ -n "$dir" ] || dir=/ ;; *) dir=. ;; esac
+tmp=\${dir%/}/.\${target##*/}.tb-$id.part
+mkdir -p -- "$dir" 2>/dev/null || { echo "tb:permission cannot create directory $dir" >&2; exit 3; }
+`
+
+/**
+ * Puts standard input in place as the running user: a temporary file beside the target, its
+ * size checked, mode and owner set, then renamed over the target, so that the target is either
+ * the old file or the whole new one. Arguments: target, local name (or empty), transfer id,
+ * owner (or empty), overwrite (1/0), size, mode (octal, or empty: keep the old file's, else 644).
+ */
+export const putFileScript = `${placeTarget}size=$6 mode=$7
+if [ -d "$target" ]; then echo "tb:is-directory the target is a directory; name the file to write" >&2; exit 3; fi
+if [ "$overwrite" = 0 ] && { [ -e "$target" ] || [ -L "$target" ]; }; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
+trap 'rm -f -- "$tmp"' EXIT
+( umask 077; cat > "$tmp" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
+got=$(wc -c < "$tmp")
+if [ "$got" -ne "$size" ]; then echo "tb:verify received $got bytes of $size" >&2; exit 3; fi
+if [ -n "$mode" ]; then chmod "$mode" "$tmp"
+elif [ -e "$target" ]; then chmod "$(stat -L -c %a -- "$target")" "$tmp"
+else chmod 644 "$tmp"; fi
+if [ -n "$owner" ]; then chown -- "$owner" "$tmp"
+elif [ -e "$target" ] && [ "$(id -u)" = 0 ]; then chown "$(stat -L -c %u:%g -- "$target")" "$tmp"; fi
+mv -f -- "$tmp" "$target"
+trap - EXIT`
+
+/**
+ * Unpacks a tar stream from standard input (our own archive, whose root is `t`) into a private
+ * directory beside the target, then moves it into place, replacing an old tree of that name.
+ * Arguments: target, local name, transfer id, owner (or empty), overwrite (1/0).
+ */
+export const putTreeScript = `${placeTarget}
+if { [ -e "$target" ] || [ -L "$target" ]; } && [ ! -d "$target" ]; then echo "tb:is-directory the target exists and is not a directory" >&2; exit 3; fi
+if [ "$overwrite" = 0 ] && [ -e "$target" ]; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
+mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
+trap 'rm -rf -- "$tmp"' EXIT
+tar -x -f - -C "$tmp" --no-same-owner -p
+if [ -n "$owner" ]; then chown -R -- "$owner" "$tmp/t"; fi
+if [ -e "$target" ]; then mv -- "$target" "$tmp/old"; fi
+mv -- "$tmp/t" "$target"`
+
+/**
+ * Describes `$1` for a download: `d` for a directory, `f <size> <mode>` for a readable file,
+ * `n` for nothing there, `r` for a file the user cannot read.
+ */
+export const probeScript = `if [ -d "$1" ]; then echo d
+elif [ ! -e "$1" ]; then echo n
+elif [ ! -r "$1" ]; then echo r
+else stat -L -c 'f %s %a' -- "$1"; fi`
+
+/** Parses {@link probeScript}'s answer. */
+export const parseProbe = (
+  stdout: string
+):
+  | { readonly _tag: "Directory" }
+  | { readonly _tag: "File"; readonly size: number; readonly mode: number }
+  | { readonly _tag: "Missing" }
+  | { readonly _tag: "Unreadable" }
+  | undefined =>
+{
+  const line = stdout.trim()
+  if (line === "d") return { _tag: "Directory" }
+  if (line === "n") return { _tag: "Missing" }
+  if (line === "r") return { _tag: "Unreadable" }
+  const match = /^f (\d+) ([0-7]+)$/.exec(line)
+  return match === null
+    ? undefined
+    : { _tag: "File", size: Number(match[1]), mode: Number.parseInt(match[2]!, 8) }
+}
+
+/** `tar -c` of a directory's contents (`./...`) to standard output. */
+export const tarCreateLine = (dir: string, sudo: string | undefined): string =>
+  shellLine(`cd -- "$1" && exec tar -c -f - .`, [dir], sudo)
+
+/** `cat` of a file to standard output. */
+export const catLine = (file: string, sudo: string | undefined): string =>
+  shellLine(`exec cat -- "$1"`, [file], sudo)
+
+/**
+ * A remote path as SFTP and the shell both read it: `~/x` becomes `x` (both start in the home
+ * directory), and a relative path is taken from `remoteWorkingDir` (`rcd`) when set.
+ */
+export const remotePath = (settings: Settings, p: string): string => {
+  const strip = (q: string): string => (q === "~" ? "." : q.startsWith("~/") ? q.slice(2) || "." : q)
+  const own = strip(p)
+  if (path.posix.isAbsolute(own) || settings.remoteWorkingDir === undefined) return own
+  return path.posix.join(strip(settings.remoteWorkingDir), own)
+}

@@ -1,0 +1,234 @@
+/**
+ * Local directory trees as tar streams: packing a tree for an upload, unpacking a downloaded one.
+ *
+ * The archive root is always named `t` when packing (the remote script moves `t` into place, so
+ * the local directory's own name never reaches a command line), and `.` when unpacking what
+ * `tar -c .` sent. File-system calls here are synchronous and wrapped by the caller in
+ * `Effect.try`: each takes microseconds, and a tree of many small files is the common case.
+ */
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import type { TransferError } from "../Errors.ts"
+import { localSync, type Place, transferError } from "./transferIo.ts"
+import * as Tar from "./transferTar.ts"
+
+interface PackEntry {
+  readonly entry: Tar.Entry
+  readonly header: Uint8Array
+  /** The local file to read content from (files only). */
+  readonly source: string
+}
+
+/** A local tree ready to stream as tar. */
+export interface PackedTree {
+  /** Bytes of the whole archive, known before sending (for progress and verification). */
+  readonly size: number
+  readonly files: number
+  readonly blocks: Stream.Stream<Uint8Array, TransferError>
+}
+
+const entryOf = (name: string, info: fs.Stats, absolute: string): Tar.Entry => {
+  const mtime = Math.floor(info.mtimeMs / 1000)
+  if (info.isDirectory()) return { name, type: "directory", mode: info.mode & 0o7777, size: 0, mtime }
+  if (info.isSymbolicLink()) {
+    return { name, type: "symlink", mode: 0o777, size: 0, mtime, linkTarget: fs.readlinkSync(absolute) }
+  }
+  return { name, type: "file", mode: info.mode & 0o7777, size: info.size, mtime }
+}
+
+/** Lists the tree under `root` (which must be a directory), parents before children. */
+const walk = (root: string): Array<PackEntry> => {
+  const out: Array<PackEntry> = []
+  const visit = (absolute: string, name: string, info: fs.Stats): void => {
+    const entry = entryOf(name, info, absolute)
+    out.push({ entry, header: Tar.header(entry), source: absolute })
+    if (!info.isDirectory()) return
+    for (const child of fs.readdirSync(absolute).sort()) {
+      const childPath = path.join(absolute, child)
+      const childInfo = fs.lstatSync(childPath)
+      // Sockets, fifos and devices have no content to send.
+      if (childInfo.isFile() || childInfo.isDirectory() || childInfo.isSymbolicLink()) {
+        visit(childPath, `${name}/${child}`, childInfo)
+      }
+    }
+  }
+  visit(root, "t", fs.statSync(root))
+  return out
+}
+
+const blockSize = 256 * 1024
+
+/**
+ * Packs the tree under `root` into a tar stream of blocks of about 256 KiB, read from disk only
+ * as the consumer pulls, so memory stays bounded whatever the size of the tree.
+ */
+export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, TransferError> =>
+  Effect.map(localSync(place, () => walk(root)), (entries) => {
+    let size = Tar.endOfArchive().length
+    for (const { entry, header } of entries) {
+      size += header.length + entry.size + Tar.padding(entry.size).length
+    }
+    let index = 0
+    let fd: number | undefined
+    let left = 0
+    let current: PackEntry | undefined
+    const closeCurrent = (): void => {
+      if (fd !== undefined) fs.closeSync(fd)
+      fd = undefined
+    }
+    // One pull: headers, content and padding, until the block is full or the archive ends.
+    const pull = (): Uint8Array | undefined => {
+      if (index > entries.length) return undefined
+      const pieces: Array<Uint8Array> = []
+      let filled = 0
+      while (filled < blockSize) {
+        if (current !== undefined && left > 0) {
+          const buffer = Buffer.allocUnsafe(Math.min(left, blockSize - filled))
+          const n = fs.readSync(fd!, buffer, 0, buffer.length, null)
+          if (n === 0) {
+            throw Object.assign(new Error(`${current.source} shrank while being sent`), { code: "ESHRANK" })
+          }
+          pieces.push(buffer.subarray(0, n))
+          filled += n
+          left -= n
+          if (left === 0) {
+            closeCurrent()
+            const pad = Tar.padding(current.entry.size)
+            pieces.push(pad)
+            filled += pad.length
+            current = undefined
+          }
+          continue
+        }
+        if (index === entries.length) {
+          pieces.push(Tar.endOfArchive())
+          index++
+          break
+        }
+        const next = entries[index++]!
+        pieces.push(next.header)
+        filled += next.header.length
+        if (next.entry.type === "file" && next.entry.size > 0) {
+          current = next
+          left = next.entry.size
+          fd = fs.openSync(next.source, "r")
+        }
+      }
+      return Buffer.concat(pieces)
+    }
+    const blocks = Stream.unfold(
+      undefined,
+      () =>
+        Effect.map(
+          localSync(place, pull),
+          (block) => (block === undefined ? undefined : [block, undefined] as const)
+        )
+    ).pipe(
+      Stream.ensuring(Effect.sync(() => void (fd !== undefined && fs.closeSync(fd))))
+    )
+    return { size, files: entries.filter((e) => e.entry.type === "file").length, blocks }
+  })
+
+/**
+ * Writes the entries of a downloaded archive under `root` (created here). Directory modes are
+ * applied at the end, deepest first, so that a read-only directory does not stop its own content
+ * from being written.
+ */
+export class TreeWriter {
+  private reader = new Tar.TarReader()
+  private fd: number | undefined
+  private mode = 0
+  private dirs: Array<readonly [string, number]> = []
+  private links = new Set<string>()
+  files = 0
+  readonly root: string
+
+  constructor(root: string) {
+    this.root = root
+  }
+
+  /** Creates the root; throws like `fs` does. */
+  open(): void {
+    fs.mkdirSync(this.root, { mode: 0o700 })
+  }
+
+  private target(name: string): string {
+    if (name === ".") return this.root
+    // Nothing may be written through a link the archive itself made.
+    const parts = name.split("/")
+    for (let i = 1; i < parts.length; i++) {
+      if (this.links.has(parts.slice(0, i).join("/"))) {
+        throw Object.assign(new Error(`archive entry ${name} goes through a symbolic link`), {
+          code: "EUNSAFE"
+        })
+      }
+    }
+    return path.join(this.root, name)
+  }
+
+  /** Feeds a chunk of the archive; throws on a malformed archive or a failed write. */
+  push(chunk: Uint8Array): void {
+    const events = this.reader.push(chunk)
+    if (events instanceof Tar.TarFormatError) throw Object.assign(new Error(events.detail), { code: "ETAR" })
+    for (const event of events) {
+      switch (event._tag) {
+        case "Entry": {
+          const { entry } = event
+          const at = this.target(entry.name)
+          if (entry.type === "directory") {
+            if (at !== this.root) fs.mkdirSync(at, { recursive: true, mode: 0o700 })
+            this.dirs.push([at, entry.mode])
+          } else if (entry.type === "symlink") {
+            fs.symlinkSync(entry.linkTarget ?? "", at)
+            this.links.add(entry.name)
+          } else {
+            this.fd = fs.openSync(at, "wx", 0o600)
+            this.mode = entry.mode
+            this.files++
+          }
+          break
+        }
+        case "Data":
+          if (this.fd !== undefined) fs.writeSync(this.fd, event.bytes)
+          break
+        case "EntryEnd":
+          if (this.fd !== undefined) {
+            fs.fchmodSync(this.fd, this.mode)
+            fs.closeSync(this.fd)
+            this.fd = undefined
+          }
+          break
+        case "End":
+          break
+      }
+    }
+  }
+
+  /** Whether the archive's end marker was seen (a cut stream has none). */
+  get complete(): boolean {
+    return this.reader.isEnded
+  }
+
+  /** Applies directory modes; throws like `fs` does. */
+  finish(): void {
+    for (const [dir, mode] of this.dirs.slice().reverse()) fs.chmodSync(dir, mode)
+  }
+
+  /** Closes a file left open by a failed or cut transfer. */
+  abandon(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd)
+    this.fd = undefined
+  }
+}
+
+/** Wraps a {@link TreeWriter} call for Effect, naming `place` in a failure. */
+export const treeStep = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
+  localSync(place, f).pipe(
+    Effect.mapError((error) =>
+      error.detail.includes("archive") || error.detail.includes("checksum")
+        ? transferError(place, "failed", `the directory stream is malformed: ${error.detail}`)
+        : error
+    )
+  )
