@@ -53,7 +53,7 @@ const examples: ReadonlyArray<Example> = [
 ]
 
 const dir = fileURLToPath(new URL(".", import.meta.url))
-const server = await startServer({ hostCount: 4 })
+const server = await startServer({ hostCount: 8 })
 process.once("exit", () => server.stopSync())
 let failed = 0
 for (const example of examples) {
