@@ -19,8 +19,8 @@ export {
   download,
   type DownloadOptions,
   rsyncDownload,
-  rsyncUpload,
   type RsyncOptions,
+  rsyncUpload,
   upload,
   type UploadOptions
 } from "./Transfer.ts"

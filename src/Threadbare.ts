@@ -38,5 +38,6 @@ export const layer: Layer.Layer<NodeServices.NodeServices | Ssh.SshConnections> 
  *
  * @since 0.1.0
  */
-export const runMain = <A, E>(program: Effect.Effect<A, E, NodeServices.NodeServices | Ssh.SshConnections>): void =>
-  NodeRuntime.runMain(program.pipe(Effect.provide(layer)))
+export const runMain = <A, E>(
+  program: Effect.Effect<A, E, NodeServices.NodeServices | Ssh.SshConnections>
+): void => NodeRuntime.runMain(program.pipe(Effect.provide(layer)))
