@@ -20,7 +20,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import { execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import { tmpdir } from "node:os"
+import { loadavg, tmpdir } from "node:os"
 import * as path from "node:path"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
@@ -74,6 +74,8 @@ const sshOptions = (server: Server) => [
   "-o",
   "BatchMode=yes"
 ]
+
+const loadText = () => loadavg().slice(0, 2).map((x) => fmt(x)).join(" / ")
 
 const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
 
@@ -184,11 +186,24 @@ const main = async () => {
       const up = stats(samples.get(c.name)!.ups).median
       const down = stats(samples.get(c.name)!.downs).median
       bigResults.set(c.name, { up, down })
+    }
+    // Throughput relative to scp's, from the same rounds (so under the same load).
+    const scpBig = bigResults.get("scp")!
+    for (const [name, { up, down }] of bigResults) {
       const rate = (ms: number) => `${fmt(FILE_MIB / (ms / 1000))} MiB/s`
-      bigRows.push([c.name, fmtMs(up), rate(up), fmtMs(down), rate(down)])
+      bigRows.push([
+        name,
+        fmtMs(up),
+        rate(up),
+        fmtRatio(scpBig.up, up),
+        fmtMs(down),
+        rate(down),
+        fmtRatio(scpBig.down, down)
+      ])
     }
     console.log(`\n### One ${FILE_MIB} MiB file (median of ${N})\n`)
-    console.log(table(["tool", "upload", "rate", "download", "rate"], bigRows))
+    console.log(table(["tool", "upload", "rate", "vs scp", "download", "rate", "vs scp"], bigRows))
+    console.log(`\nload average ${loadText()} (1/5 min) after the ${FILE_MIB} MiB rounds`)
 
     // -- 2. many small files -----------------------------------------------------------------------
     const tree = path.join(local, "tree")

@@ -177,6 +177,11 @@ export interface Settings {
 
   /** Replace files that exist at the destination of a transfer. Default: `true`. */
   readonly overwrite: boolean
+  /**
+   * The remote directory where sudo and directory uploads stage their content (in a private
+   * mode-700 directory of the login user) before it is moved into place. Default: `/tmp`.
+   */
+  readonly remoteTempDir: string
 
   // -- execution --------------------------------------------------------------------------------
 
@@ -231,6 +236,7 @@ export const defaults: Settings = {
   warnOnly: false,
   displayAborts: true,
   overwrite: true,
+  remoteTempDir: "/tmp",
   hosts: []
 }
 
@@ -341,7 +347,9 @@ export const rcd: {
   locally(self, (current) => ({
     ...current,
     remoteWorkingDir:
-      current.remoteWorkingDir === undefined || path.posix.isAbsolute(dir) || dir.startsWith("~")
+      // Only `~` and `~/...` mean the home directory (as for `cd`); `~x` is a name like any other.
+      current.remoteWorkingDir === undefined || path.posix.isAbsolute(dir) || dir === "~" ||
+        dir.startsWith("~/")
         ? dir
         : path.posix.join(current.remoteWorkingDir, dir)
   })))

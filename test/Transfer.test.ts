@@ -13,13 +13,13 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError, TransferError } from "../src/Errors.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
+import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
 
 const server = readServerFromEnv()
@@ -87,38 +87,12 @@ const leftovers = (dir: string): Array<string> =>
 
 const stagingLeftovers = (): Array<string> => fs.readdirSync("/tmp").filter((name) => name.startsWith(".tb-"))
 
-/** A TCP proxy in front of sshd that cuts every connection once `limit` bytes went either way. */
+/** A proxy in front of sshd that cuts every connection once `limit` bytes went either way. */
 const cuttingProxy = (limit: number) =>
   Effect.acquireRelease(
-    Effect.callback<{ port: number; server: net.Server }>((resume) => {
-      const proxy = net.createServer((client) => {
-        const upstream = net.connect(server.port, "127.0.0.1")
-        let seen = 0
-        const cut = () => {
-          client.destroy()
-          upstream.destroy()
-        }
-        const relay = (from: net.Socket, to: net.Socket) =>
-          from.on("data", (data: Buffer) => {
-            seen += data.length
-            if (seen > limit) return cut()
-            to.write(data)
-          })
-        relay(client, upstream)
-        relay(upstream, client)
-        client.on("error", cut)
-        upstream.on("error", cut)
-        client.on("close", cut)
-        upstream.on("close", cut)
-      })
-      proxy.listen(0, "127.0.0.1", () =>
-        resume(Effect.succeed({ port: (proxy.address() as net.AddressInfo).port, server: proxy })))
-    }),
-    ({ server: proxy }) =>
-      Effect.callback<void>((resume) =>
-        void proxy.close(() => resume(Effect.void))
-      )
-  )
+    Effect.promise(() => FaultProxy.start({ port: server.port })),
+    (proxy) => Effect.promise(() => proxy.close())
+  ).pipe(Effect.map((proxy) => proxy.cutAfter(limit, "total")))
 
 const odd = [
   "with space",
@@ -578,6 +552,24 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           )
           assert.strictEqual((noServer as TransferError).reason, "rsync")
           assert.include((noServer as TransferError).message, "255")
+        }))
+    })
+
+    describe("large files", () => {
+      // Downloads read in requests as long as the server takes (255 KiB from OpenSSH), many blocks
+      // at once, each written at its own offset: a size that fits neither must still come back
+      // byte for byte, to a file and into memory.
+      it.effect("a download of many requests and blocks, of an unaligned size, is identical by sha256", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const bytes = patterned((21 << 20) + 12_345)
+          const source = path.join(remote, "large.bin")
+          fs.writeFileSync(source, bytes)
+          const saved = yield* Transfer.download(source, path.join(local, "large.bin"))
+          assert.strictEqual(fs.statSync(saved).size, bytes.length)
+          assert.strictEqual(sha(fs.readFileSync(saved)), sha(bytes))
+          assert.strictEqual(sha(yield* Transfer.download(source)), sha(bytes))
+          assert.deepStrictEqual(leftovers(local), [])
         }))
     })
   }

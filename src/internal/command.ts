@@ -2,9 +2,10 @@
  * What local and remote commands share once a command has ended: turning a result into
  * success or `CommandFailed` under `warnOnly` and `displayAborts`.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { CommandResult } from "../CommandResult.ts"
-import { CommandFailed } from "../Errors.ts"
+import { CommandFailed, SettingsError } from "../Errors.ts"
 import { Settings } from "../Settings.ts"
 
 /**
@@ -24,6 +25,19 @@ export const finish = Effect.fnUntraced(function*(result: CommandResult) {
   if (current.displayAborts) yield* Effect.logError(failure.message)
   return yield* failure
 })
+
+/** Refuses a negative `timeout` before anything runs (it would stop every command at once). */
+export const checkTimeout = (timeout: Duration.Duration | undefined): Effect.Effect<void, SettingsError> =>
+  timeout === undefined || Duration.toMillis(timeout) >= 0
+    ? Effect.void
+    : Effect.fail(
+      new SettingsError({
+        setting: "timeout",
+        value: `${Duration.toMillis(timeout)} millis`,
+        detail:
+          "a command time limit cannot be negative; give one such as \"5 minutes\", or none for no limit"
+      })
+    )
 
 /** The result of a command that `dryRun` did not run. */
 export const dryRunResult = (host: string, command: string, realCommand: string): CommandResult =>

@@ -4,6 +4,7 @@
  * host without a port, since its colons cannot be told apart from a port separator otherwise.
  */
 import * as Result from "effect/Result"
+import { isIPv6 } from "node:net"
 import { SettingsError } from "../Errors.ts"
 
 /** The parts of a host string; `user` and `port` are `undefined` when not written. */
@@ -17,7 +18,13 @@ export interface HostString {
 // anything else (spaces, slashes, quotes) is a typo or an injection attempt.
 const hostName = /^[A-Za-z0-9_.-]+$/
 const ipv6 = /^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$/
+// The characters alone let through `a:b:c`, which is no address (and would be looked up in DNS).
+const isIpv6 = (text: string): boolean => ipv6.test(text) && isIPv6(text)
 const userName = /^[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?$/
+const userAdvice = "a user name is letters, digits, `.`, `_`, `-` and `@`, not starting with `-` or `@`"
+
+/** Whether `text` is a user name as host strings (and the `user` setting) accept them. */
+export const isUserName = (text: string): boolean => userName.test(text)
 
 const invalid = (setting: string, value: string, detail: string) =>
   Result.fail(new SettingsError({ setting, value, detail }))
@@ -30,6 +37,11 @@ export const parsePort = (text: string, setting = "port"): Result.Result<number,
   return Result.succeed(port)
 }
 
+// Every remote command parses its host string, and a program uses a handful of them: the
+// parts of each valid one are kept (failures are not, so each gets an error of its own).
+const parsed = new Map<string, Result.Result<HostString, SettingsError>>()
+const maxParsed = 1024
+
 /**
  * Parses a host string. Fails with a `SettingsError` naming `setting` (`host` by default, or
  * `port` for a bad port) when it is empty or malformed.
@@ -38,6 +50,18 @@ export const parseHostString = (
   text: string,
   setting = "host"
 ): Result.Result<HostString, SettingsError> => {
+  const key = `${setting}:${text}`
+  const known = parsed.get(key)
+  if (known !== undefined) return known
+  const result = parse(text, setting)
+  if (Result.isSuccess(result)) {
+    if (parsed.size >= maxParsed) parsed.clear()
+    parsed.set(key, result)
+  }
+  return result
+}
+
+const parse = (text: string, setting: string): Result.Result<HostString, SettingsError> => {
   const trimmed = text.trim()
   if (trimmed === "") {
     return invalid(setting, text, "no host given; set it to `host`, `user@host` or `user@host:port`")
@@ -50,30 +74,42 @@ export const parseHostString = (
   if (at !== -1) {
     user = trimmed.slice(0, at)
     rest = trimmed.slice(at + 1)
-    if (!userName.test(user)) return invalid(setting, text, `\`${user}\` is not a user name`)
+    if (!userName.test(user)) return invalid(setting, text, `\`${user}\` is not a user name; ${userAdvice}`)
   }
   if (rest.startsWith("[")) {
     const close = rest.indexOf("]")
     if (close === -1) return invalid(setting, text, "an IPv6 address opened with `[` needs a closing `]`")
     const host = rest.slice(1, close)
-    if (host === "" || !ipv6.test(host) || !host.includes(":")) {
-      return invalid(setting, text, `\`${host}\` is not an IPv6 address`)
+    if (host === "" || !isIpv6(host)) {
+      return invalid(
+        setting,
+        text,
+        `\`${host}\` is not an IPv6 address; write \`[v6addr]\` or \`[v6addr]:port\``
+      )
     }
     const after = rest.slice(close + 1)
     if (after === "") return Result.succeed({ user, host, port: undefined })
-    if (!after.startsWith(":")) return invalid(setting, text, "only `:port` may follow `]`")
+    if (!after.startsWith(":")) {
+      return invalid(setting, text, "only `:port` may follow `]`; write `[v6addr]:port`")
+    }
     const port = parsePort(after.slice(1), "port")
     return Result.map(port, (p) => ({ user, host, port: p }))
   }
   const colons = rest.split(":").length - 1
   if (colons > 1) {
-    if (ipv6.test(rest)) return Result.succeed({ user, host: rest, port: undefined })
+    if (isIpv6(rest)) return Result.succeed({ user, host: rest, port: undefined })
     return invalid(setting, text, "write an IPv6 address with a port as `[addr]:port`")
   }
   const [host = "", portText] = rest.split(":")
-  if (host === "") return invalid(setting, text, "the host name is empty")
+  if (host === "") {
+    return invalid(setting, text, "the host name is empty; write `host`, `user@host` or `host:port`")
+  }
   if (!hostName.test(host) || host.startsWith("-")) {
-    return invalid(setting, text, `\`${host}\` is not a host name`)
+    return invalid(
+      setting,
+      text,
+      `\`${host}\` is not a host name; give a DNS name, an IPv4 address or an ssh_config alias (letters, digits, \`.\`, \`-\`, \`_\`), or \`[v6addr]\``
+    )
   }
   if (portText === undefined) return Result.succeed({ user, host, port: undefined })
   return Result.map(parsePort(portText, "port"), (port) => ({ user, host, port }))

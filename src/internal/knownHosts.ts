@@ -4,6 +4,7 @@
  * `@revoked` keys. `@cert-authority` lines are skipped (certificates are not supported).
  */
 import { createHmac } from "node:crypto"
+import type { ServerHostKeyAlgorithm } from "ssh2"
 import { hostPort } from "./hostString.ts"
 
 /** One key line of a known_hosts file. */
@@ -97,6 +98,7 @@ export const check = (
   const encoded = Buffer.from(blob).toString("base64")
   let known = false
   let changed: Verdict | undefined
+  let otherType: Verdict | undefined
   for (const entry of entries) {
     if (!entry.matches(name)) continue
     if (entry.marker === "revoked") {
@@ -104,13 +106,50 @@ export const check = (
       continue
     }
     if (entry.key === encoded) known = true
-    else if (entry.keyType === type && changed === undefined) {
-      changed = { _tag: "Changed", line: entry.line, keyType: type }
-    }
+    else if (entry.keyType === type) changed ??= { _tag: "Changed", line: entry.line, keyType: type }
+    else otherType ??= { _tag: "Changed", line: entry.line, keyType: type }
   }
   // A matching line anywhere wins: OpenSSH accepts a host listed with several keys of one type.
   if (known) return { _tag: "Known" }
-  return changed ?? { _tag: "Unknown" }
+  // A host known only by keys of other types is not new: like OpenSSH, refuse the key rather
+  // than let whoever answers pick a type we have no record of (the connection first asks for
+  // the recorded types, see hostKeyAlgorithms, so a genuine server presents one of them).
+  return changed ?? otherType ?? { _tag: "Unknown" }
+}
+
+// ssh2's host key algorithms in its default order of preference; RSA keys serve three of them.
+const defaultAlgorithms: ReadonlyArray<ServerHostKeyAlgorithm> = [
+  "ssh-ed25519",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "rsa-sha2-512",
+  "rsa-sha2-256",
+  "ssh-rsa"
+]
+
+const algorithmsOf = (keyType: string): ReadonlyArray<string> =>
+  keyType === "ssh-rsa" ? ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] : [keyType]
+
+/**
+ * The host key algorithms to offer for `host` and `port`: those of its recorded keys first,
+ * as OpenSSH orders them, so that a server with several host keys presents one we can check.
+ * `undefined` (ssh2's defaults) for a host with no recorded key.
+ */
+export const hostKeyAlgorithms = (
+  entries: ReadonlyArray<Entry>,
+  host: string,
+  port: number
+): Array<ServerHostKeyAlgorithm> | undefined => {
+  const name = hostPort(host, port)
+  const recorded = new Set<string>()
+  for (const entry of entries) {
+    if (entry.marker === undefined && entry.matches(name)) {
+      for (const algorithm of algorithmsOf(entry.keyType)) recorded.add(algorithm)
+    }
+  }
+  const first = defaultAlgorithms.filter((a) => recorded.has(a))
+  return first.length === 0 ? undefined : [...first, ...defaultAlgorithms.filter((a) => !recorded.has(a))]
 }
 
 /** The line to append for a newly accepted key. */

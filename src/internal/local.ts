@@ -14,7 +14,7 @@ import { CommandResult } from "../CommandResult.ts"
 import { CommandTimeout, SettingsError } from "../Errors.ts"
 import * as Output from "../Output.ts"
 import { apply, type Patch, requireDirectory, resolveLocal, Settings } from "../Settings.ts"
-import { finish } from "./command.ts"
+import { checkTimeout, finish } from "./command.ts"
 import { dryRunResult } from "./command.ts"
 import { LineBuffer } from "./lines.ts"
 import * as Shell from "./shell.ts"
@@ -133,6 +133,7 @@ const runLocal = Effect.fnUntraced(function*(
   current: Settings,
   options: LocalOptions
 ) {
+  yield* checkTimeout(current.timeout)
   if (!current.useShell && typeof command === "string") {
     return yield* new SettingsError({
       setting: "useShell",

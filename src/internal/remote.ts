@@ -15,6 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
 import { randomBytes } from "node:crypto"
 import { TextDecoder } from "node:util"
 import { CommandResult } from "../CommandResult.ts"
@@ -22,7 +23,7 @@ import { CommandTimeout, ConnectionError, SettingsError } from "../Errors.ts"
 import * as Output from "../Output.ts"
 import { apply, type Patch, Settings } from "../Settings.ts"
 import { type Connection, type RemoteChannel, SshConnections } from "../Ssh.ts"
-import { dryRunResult, finish } from "./command.ts"
+import { checkTimeout, dryRunResult, finish } from "./command.ts"
 import { parseHostString } from "./hostString.ts"
 import { LineBuffer } from "./lines.ts"
 import { build, type BuiltCommand, quote } from "./shell.ts"
@@ -67,7 +68,15 @@ const withOptions = (current: Settings, options: RemoteOptions | undefined): Set
 const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
   Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)
 
+/** An unguessable nonce, for the sudo prompt: output that shows it gets the password written back. */
 const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
+
+// The process id marker need not be secret: only the first one of a command counts, and the
+// login shell prints it before the command starts. It must only never occur in real output, so
+// one random part per process and a counter do, without the cost of randomness per command.
+const pidMarkerBase = `__threadbare_pid_${randomBytes(6).toString("hex")}`
+let pidMarkers = 0
+const nextPidMarker = (): string => `${pidMarkerBase}${(pidMarkers++).toString(36)}=`
 
 // -- output scanning ------------------------------------------------------------------------------
 
@@ -91,6 +100,8 @@ interface Run {
   readonly prompt: string | undefined
   readonly password: string | undefined
   readonly pty: boolean
+  /** Whether output lines are printed (`quiet` is off); otherwise they are only kept. */
+  readonly printing: boolean
   readonly channel: RemoteChannel
   readonly out: Stream
   readonly err: Stream
@@ -110,7 +121,14 @@ const makeStream = (pipe: "out" | "err", keep: boolean): Stream => ({
 const mask = (run: Run, text: string): string =>
   run.password === undefined || run.password === "" ? text : text.replaceAll(run.password, "********")
 
-const release = Effect.fnUntraced(function*(run: Run, stream: Stream, text: string) {
+/** What one chunk of output comes to: lines completed by it, and sudo prompts found in it. */
+interface Scanned {
+  readonly lines: Array<string>
+  prompts: number
+}
+
+/** Passes scanned text on to the line buffer, collecting the lines it completes. */
+const release = (stream: Stream, text: string, into: Scanned): void => {
   let rest = text
   if (stream.skipNewline && rest !== "") {
     stream.skipNewline = false
@@ -118,16 +136,23 @@ const release = Effect.fnUntraced(function*(run: Run, stream: Stream, text: stri
     else if (rest.startsWith("\n")) rest = rest.slice(1)
   }
   if (rest === "") return
-  for (const line of stream.lines.push(rest)) yield* Output.printLine(run.label, stream.pipe, mask(run, line))
-})
+  for (const line of stream.lines.push(rest)) into.lines.push(line)
+}
+
+/** The markers still looked for: the process id only until it has been seen. */
+const markers = (run: Run): ReadonlyArray<string> => {
+  const pid = run.pid === undefined ? [run.pidMarker] : []
+  return run.prompt === undefined ? pid : [...pid, run.prompt]
+}
 
 /** How much of the end of `pending` could be the beginning of a marker. */
 const holdBack = (run: Run, pending: string): number => {
   let hold = 0
-  const partialPid = pending.indexOf(run.pidMarker)
-  if (partialPid !== -1) hold = pending.length - partialPid
-  for (const marker of [run.pidMarker, run.prompt]) {
-    if (marker === undefined) continue
+  if (run.pid === undefined) {
+    const partialPid = pending.indexOf(run.pidMarker)
+    if (partialPid !== -1) hold = pending.length - partialPid
+  }
+  for (const marker of markers(run)) {
     for (let k = Math.min(marker.length - 1, pending.length); k > hold; k--) {
       if (pending.endsWith(marker.slice(0, k))) {
         hold = k
@@ -138,6 +163,49 @@ const holdBack = (run: Run, pending: string): number => {
   return hold
 }
 
+/**
+ * Scans a chunk of output, synchronously: the common chunk holds neither marker, and a
+ * command that prints a lot should not pay for an effect per line when nothing is printed.
+ */
+const scan = (run: Run, stream: Stream, text: string): Scanned => {
+  const scanned: Scanned = { lines: [], prompts: 0 }
+  stream.pending += text
+  for (;;) {
+    const pending = stream.pending
+    const promptAt = run.prompt === undefined ? -1 : pending.indexOf(run.prompt)
+    const pidAt = run.pid === undefined ? pending.indexOf(run.pidMarker) : -1
+    const pidEnd = pidAt === -1 ? -1 : pending.indexOf("\n", pidAt)
+    if (promptAt !== -1 && (pidEnd === -1 || promptAt < pidAt)) {
+      release(stream, pending.slice(0, promptAt), scanned)
+      stream.pending = pending.slice(promptAt + (run.prompt?.length ?? 0))
+      stream.skipNewline = true
+      scanned.prompts++
+    } else if (pidEnd !== -1) {
+      const pid = pending.slice(pidAt + run.pidMarker.length, pidEnd).replace(/\r$/, "")
+      if (/^\d+$/.test(pid)) run.pid = pid
+      release(stream, pending.slice(0, pidAt), scanned)
+      stream.pending = pending.slice(pidEnd + 1)
+    } else {
+      break
+    }
+  }
+  const hold = holdBack(run, stream.pending)
+  if (hold === 0) {
+    release(stream, stream.pending, scanned)
+    stream.pending = ""
+  } else {
+    const ready = stream.pending.slice(0, stream.pending.length - hold)
+    stream.pending = stream.pending.slice(stream.pending.length - hold)
+    release(stream, ready, scanned)
+  }
+  return scanned
+}
+
+const print = (run: Run, stream: Stream, lines: ReadonlyArray<string>): Effect.Effect<void> =>
+  !run.printing || lines.length === 0
+    ? Effect.void
+    : Effect.forEach(lines, (line) => Output.printLine(run.label, stream.pipe, mask(run, line)), { discard: true })
+
 const answerSudo = (run: Run): Effect.Effect<void> => {
   run.prompts++
   if (run.prompts === 1 && run.password !== undefined) return run.channel.write(`${run.password}\n`)
@@ -145,39 +213,13 @@ const answerSudo = (run: Run): Effect.Effect<void> => {
   return Effect.andThen(run.pty ? run.channel.write("\x04") : Effect.void, run.channel.endInput)
 }
 
-const scan = Effect.fnUntraced(function*(run: Run, stream: Stream, text: string) {
-  stream.pending += text
-  for (;;) {
-    const pending = stream.pending
-    const promptAt = run.prompt === undefined ? -1 : pending.indexOf(run.prompt)
-    const pidAt = pending.indexOf(run.pidMarker)
-    const pidEnd = pidAt === -1 ? -1 : pending.indexOf("\n", pidAt)
-    if (promptAt !== -1 && (pidEnd === -1 || promptAt < pidAt)) {
-      yield* release(run, stream, pending.slice(0, promptAt))
-      stream.pending = pending.slice(promptAt + (run.prompt?.length ?? 0))
-      stream.skipNewline = true
-      yield* answerSudo(run)
-    } else if (pidEnd !== -1) {
-      const pid = pending.slice(pidAt + run.pidMarker.length, pidEnd).replace(/\r$/, "")
-      if (/^\d+$/.test(pid)) run.pid = pid
-      yield* release(run, stream, pending.slice(0, pidAt))
-      stream.pending = pending.slice(pidEnd + 1)
-    } else {
-      break
-    }
-  }
-  const hold = holdBack(run, stream.pending)
-  const ready = stream.pending.slice(0, stream.pending.length - hold)
-  stream.pending = stream.pending.slice(stream.pending.length - hold)
-  yield* release(run, stream, ready)
-})
-
-const flush = Effect.fnUntraced(function*(run: Run, stream: Stream) {
-  const rest = stream.pending + stream.decoder.decode()
+const flush = (run: Run, stream: Stream): Effect.Effect<void> => {
+  const scanned: Scanned = { lines: [], prompts: 0 }
+  release(stream, stream.pending + stream.decoder.decode(), scanned)
   stream.pending = ""
-  yield* release(run, stream, rest)
-  for (const line of stream.lines.end()) yield* Output.printLine(run.label, stream.pipe, mask(run, line))
-})
+  for (const line of stream.lines.end()) scanned.lines.push(line)
+  return print(run, stream, scanned.lines)
+}
 
 interface Ending {
   readonly exitCode: number | null
@@ -197,7 +239,9 @@ const consume = (run: Run, untilPid = false): Effect.Effect<Ending, ConnectionEr
         return { exitCode: event.exitCode, signal: event.signal }
       }
       const stream = event._tag === "Stdout" ? run.out : run.err
-      yield* scan(run, stream, stream.decoder.decode(event.data, { stream: true }))
+      const { lines, prompts } = scan(run, stream, stream.decoder.decode(event.data, { stream: true }))
+      yield* print(run, stream, lines)
+      for (let i = 0; i < prompts; i++) yield* answerSudo(run)
     }
   })
 
@@ -255,6 +299,23 @@ const stopRemote = (connection: Connection, run: Run, settings: Settings): Effec
     Effect.withSpan("Operations.remote.stop")
   )
 
+/**
+ * Stops a command whose connection dropped while it ran, over a fresh connection. Best effort
+ * and bounded: the host may be unreachable, and the command's outcome is already decided.
+ */
+const stopAfterDrop = (
+  reconnect: Effect.Effect<Connection, ConnectionError | SettingsError, Scope.Scope>,
+  run: Run,
+  settings: Settings
+): Effect.Effect<void> =>
+  run.pid === undefined
+    ? Effect.void
+    : Effect.scoped(Effect.flatMap(reconnect, (connection) => stopRemote(connection, run, settings))).pipe(
+      Effect.timeoutOption(Duration.seconds(15)),
+      Effect.ignore,
+      Effect.withSpan("Operations.remote.stopAfterDrop")
+    )
+
 // -- running --------------------------------------------------------------------------------------
 
 const hostLabel = (settings: Settings): Effect.Effect<string, SettingsError> =>
@@ -291,6 +352,7 @@ const execute = Effect.fnUntraced(function*(
   settings: Settings
 ) {
   const label = yield* hostLabel(settings)
+  yield* checkTimeout(settings.timeout)
   const { built, prompt } = yield* buildFor(command, settings)
   yield* Effect.annotateCurrentSpan({ host: label, command: built.display })
   yield* Output.printRunning(label, settings.useSudo ? "sudo" : "run", built.display)
@@ -299,32 +361,34 @@ const execute = Effect.fnUntraced(function*(
   const ssh = yield* SshConnections
   const started = yield* Clock.currentTimeMillis
   return yield* Effect.scoped(Effect.gen(function*() {
-    const pidMarker = `__threadbare_pid_${yield* nonce}=`
+    const pidMarker = nextPidMarker()
     // `exec` keeps the login shell's process id for the command itself, so that a signal that
     // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
     // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
     // command and tens of milliseconds on a connection's first one.
     const merge = settings.combineStderr && !settings.pty ? "exec 2>&1; " : ""
     const line = `echo ${pidMarker}$$ >&2; ${merge}${settings.useShell ? "exec " : ""}${built.line}`
-    const start = Effect.gen(function*() {
-      const connection = yield* ssh.connect(settings)
-      const channel = yield* connection.exec(line, { pty: settings.pty })
-      return { connection, channel }
-    })
     // A cached connection may turn out dead only when used. The command has not started then,
-    // so it is safe to start it once more on a fresh connection.
-    const { channel, connection } = yield* start.pipe(
-      Effect.catchIf(
-        (error) => error._tag === "ConnectionError" && error.reason === "disconnected",
-        () => start
-      )
-    )
+    // so it is safe to start it once more on a fresh connection. A connection that could not be
+    // opened is not tried again here: `connectAttempts` has had its say.
+    const start = (first: boolean): Effect.Effect<
+      { readonly connection: Connection; readonly channel: RemoteChannel },
+      ConnectionError | SettingsError,
+      Scope.Scope
+    > =>
+      Effect.flatMap(ssh.connect(settings), (connection) =>
+        connection.exec(line, { pty: settings.pty }).pipe(
+          Effect.map((channel) => ({ connection, channel })),
+          Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
+        ))
+    const { channel, connection } = yield* start(true)
     const run: Run = {
       label,
       pidMarker,
       prompt,
       password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
       pty: settings.pty,
+      printing: !settings.quiet,
       channel,
       out: makeStream("out", !settings.discardOutput),
       err: makeStream("err", !settings.discardOutput),
@@ -334,7 +398,10 @@ const execute = Effect.fnUntraced(function*(
     const ending = yield* (settings.timeout === undefined
       ? Effect.asSome(consume(run))
       : Effect.timeoutOption(consume(run), settings.timeout)).pipe(
-        Effect.onInterrupt(() => stopRemote(connection, run, settings))
+        Effect.onInterrupt(() => stopRemote(connection, run, settings)),
+        // sshd hangs up only on a command with a pty: one without runs on after its connection
+        // dropped. Stop it over a fresh connection, as an interruption would.
+        Effect.tapError(() => stopAfterDrop(ssh.connect({ ...settings, connectAttempts: 1 }), run, settings))
       )
     if (Option.isNone(ending)) {
       yield* stopRemote(connection, run, settings)

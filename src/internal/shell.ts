@@ -110,13 +110,21 @@ const validate = (spec: CommandSpec): SettingsError | undefined => {
     }
   }
   if (spec.sudoUser !== undefined && (spec.sudoUser === "" || spec.sudoUser.startsWith("-"))) {
-    return new SettingsError({ setting: "sudoUser", value: spec.sudoUser, detail: "not a user name" })
+    return new SettingsError({
+      setting: "sudoUser",
+      value: spec.sudoUser,
+      detail: "not a user name; give the user to run as, or leave sudoUser unset for root"
+    })
   }
   if (typeof spec.command !== "string" && spec.command.length === 0) {
     return new SettingsError({ setting: "command", value: "", detail: "an argument list needs a program" })
   }
   if (spec.cwd === "") {
-    return new SettingsError({ setting: "remoteWorkingDir", value: "", detail: "an empty directory name" })
+    return new SettingsError({
+      setting: "remoteWorkingDir",
+      value: "",
+      detail: "an empty directory name; give a directory, or leave it unset for the login directory"
+    })
   }
   return undefined
 }

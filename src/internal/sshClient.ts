@@ -77,8 +77,11 @@ interface Credentials {
   readonly passphrase: string | undefined
 }
 
-/** Reads and checks the private key now, so that a bad file is a setting error, not a failed login. */
-const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
+/**
+ * Reads and checks the private key now, so that a bad file is a setting error, not a failed login
+ * (rsync, which hands the key to the system ssh, checks it here too).
+ */
+export const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
   const file = target.keyFile
   if (file === undefined) return Effect.succeed({ privateKey: undefined, passphrase: undefined })
   const passphrase = target.keyPassphrase === undefined ? undefined : Redacted.value(target.keyPassphrase)
@@ -86,7 +89,11 @@ const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
     const privateKey = yield* Effect.try({
       try: () => readFileSync(file),
       catch: (cause) =>
-        new SettingsError({ setting: "keyFile", value: file, detail: `cannot read it: ${String(cause)}` })
+        new SettingsError({
+          setting: "keyFile",
+          value: file,
+          detail: `cannot read it (${String(cause)}); give the path of a readable private key file`
+        })
     })
     const parsed = ssh2.utils.parseKey(privateKey, passphrase)
     if (parsed instanceof Error) {
@@ -96,7 +103,7 @@ const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
         value: encrypted ? "<redacted>" : file,
         detail: encrypted
           ? `the key ${file} is encrypted and the passphrase is missing or wrong`
-          : `not a private key that can be used: ${parsed.message}`
+          : `not a private key that can be used (${parsed.message}); give an OpenSSH or PEM private key file`
       })
     }
     return { privateKey, passphrase }
@@ -237,6 +244,7 @@ const handshake = (
     if (credentials.privateKey !== undefined) methods.push("publickey")
     if (target.agent !== undefined) methods.push("agent")
     if (target.password !== undefined) methods.push("password")
+    const serverHostKey = KnownHosts.hostKeyAlgorithms(knownHosts, target.host, target.port)
     client.connect({
       sock,
       username: target.user,
@@ -245,6 +253,7 @@ const handshake = (
       ...(target.agent !== undefined ? { agent: target.agent } : {}),
       ...(target.password !== undefined ? { password: Redacted.value(target.password) } : {}),
       authHandler: methods,
+      ...(serverHostKey !== undefined ? { algorithms: { serverHostKey } } : {}),
       hostVerifier: (key: Buffer) => {
         hostKey = key
         verdict = KnownHosts.check(knownHosts, target.host, target.port, key)
@@ -325,7 +334,7 @@ const openChannel = (
         resume(Effect.succeed(channel))
       })
     })
-    const close = Effect.callback<void>((resume) => {
+    const closing = Effect.callback<void>((resume) => {
       if (closed) return resume(Effect.void)
       stream.once("close", () => resume(Effect.void))
       stream.close()
@@ -334,23 +343,42 @@ const openChannel = (
       Effect.timeoutOption(Duration.seconds(2)),
       Effect.ensuring(Effect.sync(() => void (closed = true)))
     )
+    // A command that ended has closed its channel already: no time-out (two fibers and a timer)
+    // to set up for nothing.
+    const close = Effect.suspend(() => closed ? Effect.void : Effect.asVoid(closing))
     yield* Effect.addFinalizer(() => close)
     let last: ChannelEvent | undefined
+    const remember = (event: ChannelEvent): ChannelEvent => {
+      if (event._tag === "Closed") last = event
+      return event
+    }
+    const next = Effect.map(Queue.take(events), remember)
     return {
-      take: Effect.suspend(() =>
-        last !== undefined ? Effect.succeed(last) : Queue.take(events).pipe(
-          Effect.tap((event) =>
-            Effect.sync(() => {
-              if (event._tag === "Closed") last = event
-            })
-          )
-        )
-      ),
+      take: Effect.suspend(() => last !== undefined ? Effect.succeed(last) : next),
       write: (data: string) => Effect.sync(() => void (stream.writable && stream.write(data))),
       endInput: Effect.sync(() => void (stream.writable && stream.end())),
-      close: Effect.asVoid(close)
+      close
     }
   })
+
+// sshd frees a session slot a moment after the client sees its channel close, so a refusal on a
+// live connection means "busy", not "gone": wait and try again, 5 ms, then 10, 20... 8 times.
+// The retry is set up only once a refusal has happened: its schedule costs every command else.
+const isBusy = (state: ConnectionState, error: ConnectionError): boolean =>
+  state.open && /open failure/i.test(error.detail)
+
+const retryBusy = <A>(
+  state: ConnectionState,
+  open: Effect.Effect<A, ConnectionError, Scope.Scope>
+): Effect.Effect<A, ConnectionError, Scope.Scope> =>
+  Effect.andThen(
+    Effect.sleep(Duration.millis(5)),
+    Effect.retry(open, {
+      schedule: Schedule.exponential(Duration.millis(10)),
+      times: 7,
+      while: (error) => isBusy(state, error)
+    })
+  )
 
 // -- the service ----------------------------------------------------------------------------------
 
@@ -375,7 +403,9 @@ export const make = Effect.gen(function*() {
         const state: ConnectionState = { open: false, lastError: undefined }
         const { client, hostKey, verdict } = yield* Effect.acquireRelease(
           handshake(target, sock, credentials, knownHosts, state),
-          ({ client }) => closeClient(client)
+          // A connection that already closed has nothing to wait for: `end` would never see
+          // another `close`, and the next operation would wait out closeClient's time limit.
+          ({ client }) => state.open ? closeClient(client) : Effect.sync(() => client.destroy())
         )
         if (verdict?._tag === "Unknown" && hostKey !== undefined) {
           yield* recordHostKey(hostKeyLock, target, hostKey)
@@ -398,19 +428,16 @@ export const make = Effect.gen(function*() {
           Effect.gen(function*() {
             yield* (options?.reserved === true ? reserve : permits).takeScoped(1)
             const channel = yield* openChannel(target, client, state, command, options?.pty === true).pipe(
-              // sshd frees a session slot a moment after the client sees its channel close, so
-              // a refusal on a live connection means "busy", not "gone": wait and try again.
-              Effect.retry({
-                schedule: Schedule.exponential(Duration.millis(5)),
-                times: 8,
-                while: (error) => state.open && /open failure/i.test(error.detail)
-              })
+              Effect.catchIf(
+                (error) => isBusy(state, error),
+                () => retryBusy(state, openChannel(target, client, state, command, options?.pty === true))
+              )
             )
             return { take: channel.take, write: channel.write, endInput: channel.endInput }
           }),
         sftp: Effect.gen(function*() {
           yield* permits.takeScoped(1)
-          return yield* Effect.acquireRelease(
+          const open = Effect.acquireRelease(
             Effect.callback<SFTPWrapper, ConnectionError>((resume) => {
               client.sftp((error, sftp) => {
                 if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
@@ -419,6 +446,8 @@ export const make = Effect.gen(function*() {
             }),
             (sftp) => Effect.sync(() => sftp.end())
           )
+          // A session slot freed a moment ago may still be taken on the server, as for commands.
+          return yield* open.pipe(Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open)))
         }),
         forwardOut: (host, port) =>
           Effect.callback<Duplex, ConnectionError>((resume) => {

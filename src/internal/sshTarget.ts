@@ -2,48 +2,68 @@
  * Resolves the connection settings of an operation into a {@link Target}: host string, settings
  * and `~/.ssh/config`, with the precedence host string > settings > ssh_config > default.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readFileSync, statSync } from "node:fs"
 import { userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../Errors.ts"
 import { defaults, expandHome, type Settings } from "../Settings.ts"
 import type { Target } from "../Ssh.ts"
-import { parseHostString, parsePort } from "./hostString.ts"
+import { isUserName, parseHostString, parsePort } from "./hostString.ts"
 import * as SshConfig from "./sshConfig.ts"
 
 const defaultKeys = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
 
-const localUser = (): string => process.env["USER"] ?? userInfo().username
+// `os.userInfo()` reads the password database on every call; the process's user never changes.
+let account: { readonly username: string; readonly homedir: string } | undefined
+const processAccount = () => account ??= userInfo()
 
-const home = (): string => process.env["HOME"] ?? userInfo().homedir
+const localUser = (): string => process.env["USER"] ?? processAccount().username
+
+const home = (): string => process.env["HOME"] ?? processAccount().homedir
 
 const absolute = (p: string): string => path.resolve(expandHome(p))
 
 const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
   Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)
 
+// Parsed config files, by path, while unchanged: a fan-out to many hosts resolves each of them.
+const configCache = new Map<string, { readonly stamp: string; readonly config: SshConfig.SshConfig }>()
+
 const readConfig = (settings: Settings): Effect.Effect<SshConfig.SshConfig, SettingsError> => {
-  if (settings.sshConfigFile === false) return Effect.succeed({ blocks: [] })
-  const file = absolute(settings.sshConfigFile)
-  // The default file is optional, as for OpenSSH; a file named on purpose must exist.
-  if (!existsSync(file)) {
-    return settings.sshConfigFile === defaults.sshConfigFile
-      ? Effect.succeed({ blocks: [] })
-      : Effect.fail(
-        new SettingsError({ setting: "sshConfigFile", value: settings.sshConfigFile, detail: "no such file" })
-      )
-  }
+  const setting = settings.sshConfigFile
+  if (setting === false) return Effect.succeed({ blocks: [] })
+  const file = absolute(setting)
   return Effect.try({
-    try: () => SshConfig.parse(readFileSync(file, "utf8")),
-    catch: (cause) =>
-      new SettingsError({
-        setting: "sshConfigFile",
-        value: settings.sshConfigFile as string,
-        detail: String(cause)
-      })
-  })
+    try: () => {
+      const stat = statSync(file, { throwIfNoEntry: false })
+      if (stat === undefined) return undefined
+      const stamp = `${stat.mtimeMs}:${stat.size}:${stat.ino}`
+      const cached = configCache.get(file)
+      if (cached?.stamp === stamp) return cached.config
+      const config = SshConfig.parse(readFileSync(file, "utf8"))
+      configCache.set(file, { stamp, config })
+      return config
+    },
+    catch: (cause) => new SettingsError({ setting: "sshConfigFile", value: setting, detail: String(cause) })
+  }).pipe(
+    Effect.flatMap((config) =>
+      config !== undefined
+        ? Effect.succeed(config)
+        // The default file is optional, as for OpenSSH; a file named on purpose must exist.
+        : setting === defaults.sshConfigFile
+        ? Effect.succeed({ blocks: [] })
+        : Effect.fail(
+          new SettingsError({
+            setting: "sshConfigFile",
+            value: setting,
+            detail: "no such file; fix the path, or set sshConfigFile to false to read none"
+          })
+        )
+    )
+  )
 }
 
 const keyFileFor = (
@@ -78,6 +98,39 @@ const checkPortSetting = (port: number | undefined): Effect.Effect<number | unde
         detail: "a port is a number from 1 to 65535"
       })
     )
+
+// Counts and durations that cannot work: refused here, before any connection is tried, rather
+// than quietly clamped or left to fail in the middle of a run.
+const checkConnectionSettings = (settings: Settings): Effect.Effect<void, SettingsError> => {
+  const whole = (key: "connectAttempts" | "maxChannels", detail: string) =>
+    Number.isInteger(settings[key]) && settings[key] >= 1
+      ? undefined
+      : new SettingsError({ setting: key, value: String(settings[key]), detail })
+  const duration = (key: "connectTimeout" | "connectRetryDelay" | "keepaliveInterval") =>
+    Duration.toMillis(settings[key]) >= 0
+      ? undefined
+      : new SettingsError({
+        setting: key,
+        value: `${Duration.toMillis(settings[key])} millis`,
+        detail: "a duration cannot be negative; give one such as \"10 seconds\""
+      })
+  const user = settings.user === undefined || isUserName(settings.user)
+    ? undefined
+    : new SettingsError({
+      setting: "user",
+      value: settings.user,
+      detail: "not a user name: letters, digits, `.`, `_`, `-` and `@`, not starting with `-` or `@`"
+    })
+  const error = [
+    user,
+    whole("connectAttempts", "the number of tries to connect: a whole number, 1 or more (1: no retry)"),
+    whole("maxChannels", "a whole number, 1 or more, below the server's MaxSessions (OpenSSH: 10)"),
+    duration("connectTimeout"),
+    duration("connectRetryDelay"),
+    duration("keepaliveInterval")
+  ].find((e) => e !== undefined)
+  return error === undefined ? Effect.void : Effect.fail(error)
+}
 
 const common = (settings: Settings) => ({
   keyPassphrase: settings.keyPassphrase,
@@ -118,11 +171,7 @@ const resolveHop = Effect.fnUntraced(function*(
   return target
 })
 
-/**
- * The target of an operation under `settings`. Fails with `SettingsError` when no host is set,
- * a host string or port is malformed, an explicit key file or ssh config file is missing.
- */
-export const resolveTarget = Effect.fnUntraced(function*(settings: Settings) {
+const resolveUncached = Effect.fnUntraced(function*(settings: Settings) {
   if (settings.host === undefined) {
     return yield* new SettingsError({
       setting: "host",
@@ -132,6 +181,7 @@ export const resolveTarget = Effect.fnUntraced(function*(settings: Settings) {
   }
   const parsed = yield* fromResult(parseHostString(settings.host))
   const port = yield* checkPortSetting(settings.port)
+  yield* checkConnectionSettings(settings)
   const config = yield* readConfig(settings)
   const hostConfig = SshConfig.resolve(config, parsed.host, { localUser: localUser(), home: home() })
   const configPort = hostConfig.port === undefined
@@ -157,8 +207,106 @@ export const resolveTarget = Effect.fnUntraced(function*(settings: Settings) {
   return target
 })
 
+// -- caching --------------------------------------------------------------------------------------
+
+/** Every setting `resolveUncached` reads. */
+const connectionSettings = [
+  "host",
+  "user",
+  "port",
+  "keyFile",
+  "keyPassphrase",
+  "password",
+  "useAgent",
+  "sshConfigFile",
+  "knownHostsFile",
+  "hostKeyPolicy",
+  "gateway",
+  "connectAttempts",
+  "keepaliveCountMax",
+  "maxChannels"
+] as const satisfies ReadonlyArray<keyof Settings>
+const connectionDurations = [
+  "connectTimeout",
+  "connectRetryDelay",
+  "keepaliveInterval"
+] as const satisfies ReadonlyArray<keyof Settings>
+
+/** What else `resolveUncached` depends on: the environment and the directory relative paths start from. */
+interface Surroundings {
+  readonly user: string | undefined
+  readonly home: string | undefined
+  readonly agent: string | undefined
+  readonly cwd: string
+}
+
+const surroundings = (): Surroundings => ({
+  user: process.env["USER"],
+  home: process.env["HOME"],
+  agent: process.env["SSH_AUTH_SOCK"],
+  cwd: process.cwd()
+})
+
+const sameSurroundings = (a: Surroundings, b: Surroundings): boolean =>
+  a.user === b.user && a.home === b.home && a.agent === b.agent && a.cwd === b.cwd
+
+const sameConnection = (a: Settings, b: Settings): boolean =>
+  a === b || (
+    connectionSettings.every((key) => a[key] === b[key]) &&
+    connectionDurations.every((key) => Duration.equals(a[key], b[key]))
+  )
+
+interface Resolved {
+  readonly settings: Settings
+  readonly around: Surroundings
+  readonly target: Target
+}
+
+// The last target resolved for each host string. Resolving reads ssh_config and looks for key
+// files, tens of microseconds that every command on a warm connection would otherwise pay
+// again; the settings of consecutive commands differ (per-call options make a new object) but
+// rarely in what a connection needs. So ssh_config and the key files are read once for the
+// same connection settings, as one OpenSSH ControlMaster reads them once for its connections.
+const resolved = new Map<string, Resolved>()
+const maxResolved = 1024
+
+/**
+ * The target of an operation under `settings`. Fails with `SettingsError` when no host is set,
+ * a host string or port is malformed, an explicit key file or ssh config file is missing.
+ */
+export const resolveTarget = (settings: Settings): Effect.Effect<Target, SettingsError> =>
+  Effect.suspend(() => {
+    const host = settings.host
+    if (host === undefined) return resolveUncached(settings)
+    const around = surroundings()
+    const cached = resolved.get(host)
+    if (
+      cached !== undefined && sameConnection(cached.settings, settings) && sameSurroundings(cached.around, around)
+    ) {
+      return Effect.succeed(cached.target)
+    }
+    return Effect.tap(resolveUncached(settings), (target) =>
+      Effect.sync(() => {
+        // A bound for programs that make up host strings without end.
+        if (resolved.size >= maxResolved) resolved.clear()
+        resolved.set(host, { settings, around, target })
+      }))
+  })
+
+// Targets are reused (see above), so their keys are worth keeping.
+const keys = new WeakMap<Target, string>()
+
 /** A string that identifies the connection a target needs: equal keys share one connection. */
-export const targetKey = (target: Target): string =>
+export const targetKey = (target: Target): string => {
+  let key = keys.get(target)
+  if (key === undefined) {
+    key = keyOf(target)
+    keys.set(target, key)
+  }
+  return key
+}
+
+const keyOf = (target: Target): string =>
   JSON.stringify([
     target.user,
     target.host,

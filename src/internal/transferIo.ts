@@ -288,6 +288,16 @@ export const pipelinedWrite = (
   )
 
 /**
+ * The longest read ssh2 sends as one request on this session: what the server announced in
+ * `limits@openssh.com` (255 KiB for OpenSSH), else ssh2's own guess for the server. A longer
+ * read would be split by ssh2 into requests sent one after another.
+ */
+export const maxReadLength = (sftp: SFTPWrapper): number | undefined => {
+  const length = (sftp as unknown as { _maxReadLen?: unknown })._maxReadLen
+  return typeof length === "number" && length > 0 ? length : undefined
+}
+
+/**
  * Reads `length` bytes at `offset` into one buffer, as `chunkSize` requests sent at once. A
  * server may answer a read with fewer bytes than asked: the rest is asked for again.
  */

@@ -116,11 +116,17 @@ export const feedThroughSudo = (
 const skipToMarker = (marker: string): string =>
   `while IFS= read -r tbline; do [ "$tbline" = ${quote(marker)} ] && break; done`
 
+/**
+ * The part of a temporary name taken from the file it stands for: the name itself, or nothing
+ * when a suffix could take it past NAME_MAX (255 bytes). The scripts below do the same.
+ */
+export const tempBase = (name: string): string => Buffer.byteLength(name) > 200 ? "" : name
+
 /** The temporary name beside `target` that the scripts below use for transfer `id`. */
 export const tempBeside = (target: string, id: string): string => {
   const slash = target.lastIndexOf("/")
   const dir = slash === -1 ? "." : slash === 0 ? "/" : target.slice(0, slash)
-  return `${dir === "/" ? "" : dir}/.${target.slice(slash + 1)}.tb-${id}.part`
+  return `${dir === "/" ? "" : dir}/.${tempBase(target.slice(slash + 1))}.tb-${id}.part`
 }
 
 /** Reasons a script reports on standard error as `tb:<reason> <detail>`. */
@@ -138,30 +144,33 @@ const placeTarget = `set -e
 target=$1 name=$2 id=$3 owner=$4 overwrite=$5
 if [ -n "$name" ] && [ -d "$target" ]; then target=\${target%/}/$name; echo into; fi
 case $target in */*) dir=\${target%/*}; [ -n "$dir" ] || dir=/ ;; *) dir=. ;; esac
-tmp=\${dir%/}/.\${target##*/}.tb-$id.part
+base=\${target##*/}; [ "$(printf %s "$base" | wc -c)" -gt 200 ] && base=
+tmp=\${dir%/}/.$base.tb-$id.part
 mkdir -p -- "$dir" 2>/dev/null || { echo "tb:permission cannot create directory $dir" >&2; exit 3; }
 `
 
 /**
- * Puts standard input in place as the running user: a temporary file beside the target, its
- * size checked, mode and owner set, then renamed over the target, so that the target is either
- * the old file or the whole new one. Arguments: target, local name (or empty), transfer id,
- * owner (or empty), overwrite (1/0), size, mode (octal, or empty: keep the old file's, else 644).
+ * Puts standard input in place as the running user: a file in a new private directory beside
+ * the target (`mkdir` fails on anything already there, so a name planted by someone who can
+ * write in the target's directory is never followed), its size checked, mode and owner set,
+ * then renamed over the target, so that the target is either the old file or the whole new one.
+ * Arguments: target, local name (or empty), transfer id, owner (or empty), overwrite (1/0), size,
+ * mode (octal, or empty: keep the old file's, else 644).
  */
 export const putFileScript = `${placeTarget}size=$6 mode=$7
 if [ -d "$target" ]; then echo "tb:is-directory the target is a directory; name the file to write" >&2; exit 3; fi
 if [ "$overwrite" = 0 ] && { [ -e "$target" ] || [ -L "$target" ]; }; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
-trap 'rm -f -- "$tmp"' EXIT
-( umask 077; cat > "$tmp" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
-got=$(wc -c < "$tmp")
+mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
+trap 'rm -rf -- "$tmp"' EXIT
+( umask 077; cat > "$tmp/f" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
+got=$(wc -c < "$tmp/f")
 if [ "$got" -ne "$size" ]; then echo "tb:verify received $got bytes of $size" >&2; exit 3; fi
-if [ -n "$mode" ]; then chmod "$mode" "$tmp"
-elif [ -e "$target" ]; then chmod "$(stat -L -c %a -- "$target")" "$tmp"
-else chmod 644 "$tmp"; fi
-if [ -n "$owner" ]; then chown -- "$owner" "$tmp"
-elif [ -e "$target" ] && [ "$(id -u)" = 0 ]; then chown "$(stat -L -c %u:%g -- "$target")" "$tmp"; fi
-mv -f -- "$tmp" "$target"
-trap - EXIT`
+if [ -n "$mode" ]; then chmod "$mode" "$tmp/f"
+elif [ -e "$target" ]; then chmod "$(stat -L -c %a -- "$target")" "$tmp/f"
+else chmod 644 "$tmp/f"; fi
+if [ -n "$owner" ]; then chown -- "$owner" "$tmp/f"
+elif [ -e "$target" ] && [ "$(id -u)" = 0 ]; then chown "$(stat -L -c %u:%g -- "$target")" "$tmp/f"; fi
+mv -f -- "$tmp/f" "$target"`
 
 /**
  * Unpacks a tar stream from standard input (our own archive, whose root is `t`) into a private

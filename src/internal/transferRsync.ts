@@ -74,6 +74,14 @@ export const sshCommand = (target: Target, connectTimeoutSeconds: number): strin
   return words.map(quote).join(" ")
 }
 
+/**
+ * A remote source path as rsync's remote side must get it: with `--protect-args` the remote rsync
+ * still expands a path holding `*`, `?` or `[` as a pattern, so in such a path they (and `\\`)
+ * are escaped to name only that path. A path without them is taken as it is.
+ */
+export const literalSource = (path: string): string =>
+  /[*?[]/.test(path) ? path.replace(/[*?[\\]/g, "\\$&") : path
+
 /** `user@host:path` for rsync's remote side (the path is sent as is with `--protect-args`). */
 export const remoteSpec = (target: Target, path: string): string =>
   `${target.user}@${bracketHost(target.host)}:${path}`

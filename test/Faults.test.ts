@@ -1,0 +1,668 @@
+/**
+ * Fault injection: the library against a link that breaks, stalls or crawls, and a server that
+ * restarts or kills its commands. Connections go through `tests-remote/faultProxy.ts` in front
+ * of a throwaway sshd of this file's own (never the shared one of test/globalSetup, which other
+ * files use at the same time), so that it can be restarted at will.
+ *
+ * After every scenario: no partial or temporary file on either side, no proxied connection left
+ * once the library's layer scope closed, no socket, timer or child process more than before, no
+ * worker process and no remote command still running. The figures measured (detection times,
+ * reconnect time, slow-link throughput) are printed at the end.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import { AsyncResource, createHook } from "node:async_hooks"
+import { spawnSync } from "node:child_process"
+import { createHash, randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { CommandFailed, ConnectionError } from "../src/Errors.ts"
+import * as Execute from "../src/Execute.ts"
+import * as Operations from "../src/Operations.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
+import { FaultProxy } from "../tests-remote/faultProxy.ts"
+import { remoteProcesses, type Server, startServer } from "../tests-remote/server.ts"
+import { sleepThenEcho } from "./fixtures/faults-tasks.ts"
+
+// -- the server, known hosts, settings ----------------------------------------------------------
+
+let server: Server
+let temp: string
+let knownHosts: string
+let hostKey: string
+let userUid: number
+
+beforeAll(async () => {
+  server = await startServer({ hostCount: 2 })
+  temp = fs.mkdtempSync(path.join(tmpdir(), "tb-faults-"))
+  knownHosts = path.join(temp, "known_hosts")
+  // "[127.0.0.1]:port ssh-ed25519 AAAA...": the key part, to record under the proxies' ports.
+  hostKey = fs.readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ").slice(1).join(" ")
+  fs.copyFileSync(server.knownHostsPath, knownHosts)
+  const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${server.user}:`))
+  userUid = Number(passwd?.split(":")[2] ?? -1)
+})
+
+afterAll(async () => {
+  await server?.stop()
+  if (temp !== undefined) fs.rmSync(temp, { recursive: true, force: true })
+  const width = Math.max(...Object.keys(figures).map((k) => k.length))
+  console.log(
+    "\nFault-injection figures (test/Faults.test.ts)\n" +
+      Object.entries(figures).map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join("\n")
+  )
+})
+
+/** What the scenarios measured, printed in afterAll. */
+const figures: Record<string, string> = {}
+const record = (name: string, value: string) => {
+  figures[name] = value
+}
+
+const KEEPALIVE_MS = 500
+const KEEPALIVE_COUNT = 3
+
+/** Connection settings for the host behind `port` (a proxy's, or the server's own). */
+const via = (port: number): Settings.Patch => ({
+  host: `${server.user}@127.0.0.1:${port}`,
+  user: server.user,
+  keyFile: server.keyPath,
+  knownHostsFile: knownHosts,
+  hostKeyPolicy: "strict",
+  sshConfigFile: false,
+  useAgent: false,
+  quiet: true,
+  connectAttempts: 1,
+  connectTimeout: "3 seconds",
+  connectRetryDelay: "100 millis",
+  keepaliveInterval: `${KEEPALIVE_MS} millis`,
+  keepaliveCountMax: KEEPALIVE_COUNT
+})
+
+// -- leak checks ----------------------------------------------------------------------------------
+
+// Sockets, listeners and child processes, by count. Pipes and timers are left out of the counts:
+// vitest's own IPC channel and test deadline come and go with its reporting. Child processes'
+// pipes are covered by the process table, timers by `timersSince`.
+const WATCHED = ["TCPSocketWrap", "TCPServerWrap", "ProcessWrap"] as const
+
+/** Every live timer with where it was made, to tell the library's from vitest's. */
+const liveTimers = new Map<number, { readonly timer: NodeJS.Timeout; readonly stack: string }>()
+createHook({
+  init(id, type, _trigger, resource) {
+    if (type === "Timeout") liveTimers.set(id, { timer: resource as NodeJS.Timeout, stack: new Error().stack ?? "" })
+  },
+  destroy(id) {
+    liveTimers.delete(id)
+  }
+}).enable()
+/** An async id: everything made after this call has a higher one. */
+const timerMark = (): number => new AsyncResource("tb-faults-mark").asyncId()
+
+/**
+ * Timers made between two marks that still hold the process open: not vitest's, not a
+ * scheduler's zero-delay tick.
+ */
+const timersBetween = (mark: number, end: number): Array<string> =>
+  [...liveTimers.entries()].filter(([id, { timer, stack }]) =>
+    id > mark && id < end && timer.hasRef() && !stack.includes("/vitest/") &&
+    (timer as unknown as { _idleTimeout: number })._idleTimeout > 1
+  ).map(([, { timer, stack }]) =>
+    `${(timer as unknown as { _idleTimeout: number })._idleTimeout} ms timer from ${
+      stack.split("\n").slice(6, 9).map((l) => l.trim()).join(" < ")
+    }`
+  )
+
+const resources = (): Record<string, number> => {
+  const counts: Record<string, number> = {}
+  for (const name of process.getActiveResourcesInfo()) counts[name] = (counts[name] ?? 0) + 1
+  return counts
+}
+
+const grown = (before: Record<string, number>, now: Record<string, number>): Array<string> =>
+  WATCHED.filter((k) => (now[k] ?? 0) > (before[k] ?? 0)).map((k) => `${k} ${before[k] ?? 0} -> ${now[k]}`)
+
+/** Child processes of this process (workers, ssh, anything forked). */
+const children = (): Array<string> => {
+  const ps = spawnSync("ps", ["--ppid", String(process.pid), "-o", "pid=,args="], { encoding: "utf8" })
+  return ps.stdout.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !/\bps --ppid\b/.test(l))
+}
+
+/** Polls `check` (which answers what is wrong, or nothing) until it is satisfied or time is up. */
+const settle = (what: string, check: () => ReadonlyArray<string>, millis = 4_000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + millis
+    for (;;) {
+      const wrong = check()
+      if (wrong.length === 0) return
+      if (Date.now() > deadline) return assert.fail(`${what}: ${wrong.join(", ")}`)
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** Temporary names the library uses (`.<name>.tb-<nonce>.part`, `/tmp/.tb-<nonce>`). */
+const leftovers = (dir: string): Array<string> =>
+  fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
+
+/** The staging directories of sudo uploads now in /tmp (`/tmp/.tb-<nonce>`). */
+const stagingDirs = (): Set<string> => new Set(fs.readdirSync("/tmp").filter((name) => name.startsWith(".tb-")))
+
+const layer = Layer.mergeAll(Ssh.layer, NodeServices.layer)
+
+/**
+ * Runs `body` with a fresh proxy in front of the server and the library's connection settings
+ * pointed at it, under an `Ssh.layer` of its own; once that layer's scope has closed, checks
+ * that every proxied connection is gone, then that nothing leaked (sockets, timers, children,
+ * remote processes carrying `markers`, staging directories).
+ */
+const withProxy = <A, E>(
+  body: (proxy: FaultProxy) => Effect.Effect<A, E, Ssh.SshConnections>,
+  options: { readonly markers?: ReadonlyArray<string>; readonly settings?: Settings.Patch } = {}
+): Effect.Effect<A, E> =>
+  Effect.gen(function*() {
+    const before = resources()
+    const mark = timerMark()
+    const exit = yield* Effect.acquireUseRelease(
+      Effect.promise(() => FaultProxy.start({ port: server.port })),
+      (proxy) =>
+        Effect.gen(function*() {
+          fs.appendFileSync(knownHosts, `[127.0.0.1]:${proxy.port} ${hostKey}\n`)
+          const exit = yield* Effect.exit(
+            body(proxy).pipe(
+              Settings.settings({ ...via(proxy.port), ...options.settings }),
+              Effect.provide(layer)
+            )
+          )
+          // The layer's scope is closed: its connections must be too.
+          yield* settle("proxied connections still open", () =>
+            proxy.openConnections === 0 ? [] : [`${proxy.openConnections}`])
+          return exit
+        }),
+      (proxy) => Effect.promise(() => proxy.close())
+    )
+    yield* settle("resources left behind", () => grown(before, resources()))
+    const end = timerMark()
+    yield* settle("timers left behind", () => timersBetween(mark, end))
+    yield* settle("child processes left behind", children)
+    for (const marker of options.markers ?? []) {
+      yield* settle(`remote processes of ${marker} left running`, () =>
+        remoteProcesses(marker).map((p) => `${p.pid} ${p.args}`))
+    }
+    return yield* exit
+  })
+
+// -- helpers --------------------------------------------------------------------------------------
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  if (Exit.isSuccess(exit)) return assert.fail(`expected a failure, got ${String(exit.value)}`)
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "None") return assert.fail(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
+  return error.value
+}
+
+const connectionFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError => {
+  const error = failureOf(exit)
+  assert.instanceOf(error, ConnectionError, String(error))
+  return error as ConnectionError
+}
+
+const marker = (name: string) => `tb-fault-${name}-${process.pid}-${randomBytes(4).toString("hex")}`
+
+/** Waits until `count` remote processes carry `mark` (bounded). */
+const waitForRemote = (mark: string, count = 1) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 400 && remoteProcesses(mark).length < count; i++) yield* Effect.sleep("25 millis")
+    assert.isAtLeast(remoteProcesses(mark).length, count, `remote processes of ${mark}`)
+  })
+
+const sha = (data: Uint8Array) => createHash("sha256").update(data).digest("hex")
+
+/** A local and a remote directory (owned by the login user) for transfers. */
+const dirs = () => {
+  const local = fs.mkdtempSync(path.join(temp, "local-"))
+  const remote = fs.mkdtempSync(path.join(temp, "remote-"))
+  fs.chmodSync(temp, 0o755)
+  fs.chownSync(remote, userUid, userUid)
+  return { local, remote }
+}
+
+const since = (start: number) => Date.now() - start
+
+const MiB = 1 << 20
+
+// -- scenarios ------------------------------------------------------------------------------------
+
+describe("Faults", () => {
+  describe("cut connections", () => {
+    it.live("cut during the handshake: ConnectionError, retried per connectAttempts, no hang", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          // The server's banner and key exchange offer are ~1.1 KB: cut in the middle of them,
+          // then (a second attempt) in the client's key exchange, going up.
+          proxy.cutAfter(600, "down")
+          let start = Date.now()
+          const down = connectionFailure(
+            yield* Effect.exit(Operations.remote("true").pipe(Settings.settings({ connectAttempts: 3 })))
+          )
+          const downMillis = since(start)
+          assert.strictEqual(down.reason, "disconnected")
+          assert.strictEqual(proxy.statistics.accepted, 3, "three attempts")
+          assert.strictEqual(proxy.statistics.cut, 3)
+
+          proxy.cutAfter(1500, "up")
+          start = Date.now()
+          const up = connectionFailure(yield* Effect.exit(Operations.remote("true")))
+          assert.strictEqual(up.reason, "disconnected")
+          assert.isBelow(since(start), 2_000)
+          assert.include(up.message, "127.0.0.1")
+          record("cut in handshake -> ConnectionError", `${downMillis} ms for 3 attempts (retry delay 100 ms)`)
+
+          // The link healed: the same layer connects.
+          proxy.clearCut()
+          const ok = yield* Operations.remote("echo fine")
+          assert.strictEqual(ok.stdout.trim(), "fine")
+        })
+      ))
+
+    it.live("cut during a command: ConnectionError disconnected at once; the next command reconnects", () => {
+      const mark = marker("cmd")
+      return withProxy(
+        (proxy) =>
+          Effect.gen(function*() {
+            const fiber = yield* Effect.forkChild(Operations.remote(`sleep 20; echo ${mark}`))
+            yield* waitForRemote(mark)
+            const start = Date.now()
+            assert.strictEqual(proxy.cutNow(), 1)
+            // The library notices at once and connects again to stop the command it left.
+            let noticed = 0
+            const watch = yield* Effect.forkChild(Effect.gen(function*() {
+              while (proxy.statistics.accepted < 2) yield* Effect.sleep("2 millis")
+              noticed = since(start)
+            }))
+            const error = connectionFailure(yield* Effect.exit(Fiber.join(fiber)))
+            const failed = since(start)
+            yield* Fiber.join(watch)
+            assert.strictEqual(error.reason, "disconnected")
+            assert.isBelow(noticed, 500)
+            // Stopping the command takes up to 3 s more where orphans linger as zombies (the
+            // stop script waits for them to go); never more than that.
+            assert.isBelow(failed, 5_000)
+            record(
+              "cut mid-command -> ConnectionError",
+              `drop noticed after ${noticed} ms; error after ${failed} ms, once the command was stopped`
+            )
+
+            const again = yield* Operations.remote("echo back")
+            assert.strictEqual(again.stdout.trim(), "back")
+            assert.strictEqual(proxy.statistics.accepted, 2)
+          }),
+        { markers: [mark] }
+      )
+    })
+
+    it.live("cut during an upload (4 MiB): ConnectionError, the target unchanged, no temporary file", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          const { local, remote } = dirs()
+          const source = path.join(local, "four.bin")
+          fs.writeFileSync(source, randomBytes(4 * MiB))
+          const existing = path.join(remote, "existing.bin")
+          fs.writeFileSync(existing, "old")
+          const fresh = path.join(remote, "sub", "fresh.bin")
+          // Each connection is cut after 2 MiB up; the cleanup's new connection stays below that.
+          proxy.cutAfter(2 * MiB, "up")
+          for (const target of [existing, fresh]) {
+            const start = Date.now()
+            const error = failureOf(yield* Effect.exit(Transfer.upload(source, target)))
+            assert.instanceOf(error, ConnectionError, String(error))
+            assert.strictEqual((error as ConnectionError).reason, "disconnected")
+            assert.include((error as ConnectionError).message, "left as it was")
+            assert.isBelow(since(start), 10_000)
+          }
+          assert.strictEqual(fs.readFileSync(existing, "utf8"), "old")
+          assert.isFalse(fs.existsSync(fresh))
+          assert.deepStrictEqual(leftovers(remote), [])
+          assert.deepStrictEqual(leftovers(path.join(remote, "sub")), [])
+          assert.deepStrictEqual(leftovers(local), [])
+          assert.isAtLeast(proxy.statistics.cut, 2)
+
+          // With sudo (staged in /tmp, moved by a script): the same, and no staging directory.
+          // Other test files may stage their own uploads in /tmp meanwhile: only directories that
+          // appeared during this upload count, and theirs go once their uploads end.
+          const staging = stagingDirs()
+          const start = Date.now()
+          const sudo = failureOf(yield* Effect.exit(Transfer.upload(source, existing, { useSudo: true })))
+          const appeared = [...stagingDirs()].filter((d) => !staging.has(d))
+          assert.isTrue(sudo instanceof ConnectionError, String(sudo))
+          assert.isBelow(since(start), 10_000)
+          assert.strictEqual(fs.readFileSync(existing, "utf8"), "old")
+          assert.deepStrictEqual(leftovers(remote), [])
+          yield* settle("staging directories left in /tmp", () => appeared.filter((d) => fs.existsSync(`/tmp/${d}`)))
+        })
+      ))
+
+    it.live("cut during a download (4 MiB): ConnectionError, the local target unchanged, no temporary file", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          const { local, remote } = dirs()
+          const source = path.join(remote, "four.bin")
+          fs.writeFileSync(source, randomBytes(4 * MiB))
+          const existing = path.join(local, "existing.bin")
+          fs.writeFileSync(existing, "old local")
+          const fresh = path.join(local, "sub", "fresh.bin")
+          proxy.cutAfter(2 * MiB, "down")
+          for (const target of [existing, fresh]) {
+            const error = failureOf(yield* Effect.exit(Transfer.download(source, target)))
+            assert.instanceOf(error, ConnectionError, String(error))
+            assert.strictEqual((error as ConnectionError).reason, "disconnected")
+          }
+          const memory = failureOf(yield* Effect.exit(Transfer.download(source)))
+          assert.instanceOf(memory, ConnectionError, String(memory))
+          // Through `sudo cat` as well.
+          const sudo = failureOf(yield* Effect.exit(Transfer.download(source, existing, { useSudo: true })))
+          assert.isTrue(sudo instanceof ConnectionError, String(sudo))
+          assert.strictEqual(fs.readFileSync(existing, "utf8"), "old local")
+          assert.isFalse(fs.existsSync(fresh))
+          assert.deepStrictEqual(leftovers(local), [])
+          assert.deepStrictEqual(leftovers(path.join(local, "sub")), [])
+          assert.deepStrictEqual(leftovers(remote), [])
+        })
+      ))
+
+    it.live("cut during an Execute run: that run fails with ConnectionError; no worker is left", () => {
+      const mark = marker("exec")
+      return withProxy(
+        (proxy) =>
+          Effect.gen(function*() {
+            const hosts = [`127.0.0.1:${proxy.port}`, `127.0.0.2:${server.port}`]
+            const fiber = yield* Effect.forkChild(
+              Execute.withHosts(sleepThenEcho, hosts, { poolSize: 2, input: { marker: mark, seconds: 4 } })
+            )
+            yield* waitForRemote(mark, 2)
+            const start = Date.now()
+            assert.strictEqual(proxy.cutNow(), 1)
+            const outcomes = yield* Fiber.join(fiber)
+            const error = connectionFailure(outcomes[0]!.exit)
+            assert.strictEqual(error.reason, "disconnected")
+            assert.strictEqual(error.port, proxy.port)
+            // The other host, not behind the proxy, finished its run.
+            assert.deepStrictEqual(outcomes[1]!.exit, Exit.succeed(mark))
+            record(
+              "cut of a worker's connection",
+              `that host: ConnectionError (disconnected), the other host: success; all done ${since(start)} ms after the cut`
+            )
+          }),
+        { markers: [mark] }
+      )
+    })
+  })
+
+  describe("stalled links", () => {
+    it.live("a stall mid-command is detected by keepalives within interval x countMax", () => {
+      const mark = marker("stall")
+      return withProxy(
+        (proxy) =>
+          Effect.gen(function*() {
+            const fiber = yield* Effect.forkChild(Operations.remote(`sleep 20; echo ${mark}`))
+            yield* waitForRemote(mark)
+            const start = Date.now()
+            proxy.stall()
+            // The library gives the connection up once keepalives go unanswered, and connects
+            // again to stop the command it left; the link then comes back, so that it can.
+            let detected = 0
+            const healer = yield* Effect.forkChild(Effect.gen(function*() {
+              while (proxy.statistics.accepted < 2) yield* Effect.sleep("5 millis")
+              detected = since(start)
+              proxy.resume()
+            }))
+            const error = connectionFailure(yield* Effect.exit(Fiber.join(fiber)))
+            const failed = since(start)
+            yield* Fiber.join(healer)
+            assert.strictEqual(error.reason, "timeout")
+            assert.include(error.message, "Keepalive")
+            // Documented bound: interval x countMax, plus the interval in progress.
+            const bound = KEEPALIVE_MS * (KEEPALIVE_COUNT + 1) + 300
+            assert.isAtMost(detected, bound)
+            assert.isAtLeast(detected, KEEPALIVE_MS * KEEPALIVE_COUNT)
+            assert.isBelow(failed, detected + 5_000)
+            record(
+              "stall mid-command -> ConnectionError timeout",
+              `link declared dead after ${detected} ms (keepalive ${KEEPALIVE_MS} ms x ${KEEPALIVE_COUNT}, ` +
+                `bound ${bound} ms); error after ${failed} ms, once the command was stopped`
+            )
+          }),
+        { markers: [mark] }
+      )
+    })
+
+    it.live("a stall during connect fails with ConnectionError timeout after connectTimeout", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          proxy.stall()
+          let start = Date.now()
+          const once = connectionFailure(
+            yield* Effect.exit(Operations.remote("true").pipe(Settings.settings({ connectTimeout: "1 second" })))
+          )
+          const single = since(start)
+          assert.strictEqual(once.reason, "timeout")
+          assert.isAtLeast(single, 950)
+          assert.isBelow(single, 2_500)
+
+          start = Date.now()
+          const twice = connectionFailure(
+            yield* Effect.exit(
+              Operations.remote("true").pipe(Settings.settings({ connectTimeout: "1 second", connectAttempts: 2 }))
+            )
+          )
+          const double = since(start)
+          assert.strictEqual(twice.reason, "timeout")
+          assert.isAtLeast(double, 2_000)
+          assert.isBelow(double, 4_000)
+          assert.strictEqual(proxy.statistics.accepted, 3)
+          record("stall in connect -> timeout", `${single} ms (connectTimeout 1 s); ${double} ms for 2 attempts`)
+
+          // Refused on accept: retried, then ConnectionError, never a hang.
+          proxy.resume().refuse(true)
+          start = Date.now()
+          const refused = connectionFailure(
+            yield* Effect.exit(Operations.remote("true").pipe(Settings.settings({ connectAttempts: 2 })))
+          )
+          assert.strictEqual(refused.reason, "disconnected")
+          assert.isBelow(since(start), 2_000)
+          assert.strictEqual(proxy.statistics.refused, 2)
+          record("closed on accept -> ConnectionError", `${since(start)} ms for 2 attempts (${refused.reason})`)
+        })
+      ))
+  })
+
+  describe("server restarts", () => {
+    it.live("sshd restarted between two commands: the next command reconnects and succeeds", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          yield* Operations.remote("true")
+          let start = Date.now()
+          yield* Operations.remote("true")
+          const warm = since(start)
+          yield* Effect.promise(() => server.restart())
+          start = Date.now()
+          const after = yield* Operations.remote("echo again")
+          const reconnect = since(start)
+          assert.strictEqual(after.stdout.trim(), "again")
+          assert.strictEqual(proxy.statistics.accepted, 2, "a new connection")
+          record("restart between commands", `next command ${reconnect} ms (warm command ${warm} ms)`)
+          // A new connection costs tens of milliseconds here; the dead one must not hold it up.
+          assert.isBelow(reconnect, 1_000)
+        })
+      ))
+
+    it.live("sshd restarted during a parallel run: only its hosts fail, with ConnectionError", () => {
+      const mark = marker("restart")
+      return Effect.gen(function*() {
+        const other = yield* Effect.acquireRelease(
+          Effect.promise(() => startServer({ hostCount: 2 })),
+          (s) => Effect.promise(() => s.stop())
+        )
+        const bothKnown = path.join(temp, "known_hosts_both")
+        fs.writeFileSync(
+          bothKnown,
+          fs.readFileSync(server.knownHostsPath, "utf8") + fs.readFileSync(other.knownHostsPath, "utf8")
+        )
+        // Each server has its own client key: ssh_config aliases say which host takes which.
+        const sshConfig = path.join(temp, "ssh_config_both")
+        const alias = (name: string, address: string, s: Server) =>
+          `Host ${name}\n  HostName ${address}\n  Port ${s.port}\n  IdentityFile ${s.keyPath}\n`
+        fs.writeFileSync(
+          sshConfig,
+          alias("restarted-1", "127.0.0.1", server) + alias("steady-1", "127.0.0.1", other) +
+            alias("restarted-2", "127.0.0.2", server) + alias("steady-2", "127.0.0.2", other)
+        )
+        const hosts = ["restarted-1", "steady-1", "restarted-2", "steady-2"]
+        return yield* withProxy(
+          () =>
+            Effect.gen(function*() {
+              const fiber = yield* Effect.forkChild(
+                Execute.withHosts(sleepThenEcho, hosts, { poolSize: 4, input: { marker: mark, seconds: 6 } })
+              )
+              yield* waitForRemote(mark, 4)
+              const start = Date.now()
+              yield* Effect.promise(() => server.restart())
+              const outcomes = yield* Fiber.join(fiber)
+              const failedAfter = since(start)
+              for (const index of [0, 2]) {
+                const error = connectionFailure(outcomes[index]!.exit)
+                assert.strictEqual(error.reason, "disconnected")
+                assert.strictEqual(error.port, server.port)
+              }
+              for (const index of [1, 3]) assert.deepStrictEqual(outcomes[index]!.exit, Exit.succeed(mark))
+              record(
+                "restart during a 4-host run",
+                `the restarted server's 2 hosts: ConnectionError (disconnected); the other 2: success ` +
+                  `(run ended ${failedAfter} ms after the restart, with their 6 s commands)`
+              )
+
+              // The restarted server's hosts work again.
+              const again = yield* Execute.withHosts(sleepThenEcho, [hosts[0]!, hosts[2]!], {
+                input: { marker: mark, seconds: 0 }
+              })
+              assert.deepStrictEqual(again.map((o) => o.exit), [Exit.succeed(mark), Exit.succeed(mark)])
+            }),
+          { markers: [mark], settings: { knownHostsFile: bothKnown, sshConfigFile: sshConfig, keyFile: undefined } }
+        )
+      }).pipe(Effect.scoped)
+    })
+  })
+
+  describe("slow links", () => {
+    it.live("200 ms latency each way and 1 MiB/s: a command and a 2 MiB transfer both ways stay exact", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          proxy.setLatency(200).setBandwidth(MiB)
+          // Keepalive replies queue behind bulk data here (ssh2 counts only replies as signs of
+          // life), so the aggressive keepalive of the other scenarios would call this link dead.
+          let start = Date.now()
+          const listed = yield* Operations.remote("seq 1 20000")
+          const commandMillis = since(start)
+          assert.strictEqual(listed.stdoutLines.length, 20000)
+          assert.strictEqual(listed.stdoutLines[19999], "20000")
+
+          start = Date.now()
+          yield* Operations.remote("true")
+          const roundTrip = since(start)
+
+          const { local, remote } = dirs()
+          const content = randomBytes(2 * MiB)
+          const source = path.join(local, "two.bin")
+          fs.writeFileSync(source, content)
+          start = Date.now()
+          const written = yield* Transfer.upload(source, path.join(remote, "two.bin"))
+          const upMillis = since(start)
+          assert.strictEqual(sha(fs.readFileSync(written)), sha(content))
+          start = Date.now()
+          const back = yield* Transfer.download(written, path.join(local, "back.bin"))
+          const downMillis = since(start)
+          assert.strictEqual(sha(fs.readFileSync(back)), sha(content))
+          assert.deepStrictEqual(leftovers(remote), [])
+          assert.deepStrictEqual(leftovers(local), [])
+          const rate = (millis: number) => `${((2 * MiB) / MiB / (millis / 1000)).toFixed(2)} MiB/s`
+          record(
+            "slow link (200 ms each way, 1 MiB/s)",
+            `connect + seq 1 20000: ${commandMillis} ms; warm 'true': ${roundTrip} ms; ` +
+              `2 MiB up ${upMillis} ms (${rate(upMillis)}), down ${downMillis} ms (${rate(downMillis)})`
+          )
+        }), { settings: { keepaliveInterval: "5 seconds" } }))
+  })
+
+  describe("killed commands", () => {
+    it.live("a command killed with SIGKILL on the server: CommandFailed with signal SIGKILL", () => {
+      const mark = marker("kill")
+      return withProxy(
+        () =>
+          Effect.gen(function*() {
+            // `exec -a` names the sleep itself after the marker: one process to find and kill.
+            const fiber = yield* Effect.forkChild(Operations.remote(`exec -a ${mark} sleep 20`))
+            yield* waitForRemote(mark)
+            const [target] = remoteProcesses(mark)
+            process.kill(target!.pid, "SIGKILL")
+            const error = failureOf(yield* Effect.exit(Fiber.join(fiber)))
+            assert.instanceOf(error, CommandFailed, String(error))
+            const result = (error as CommandFailed).result
+            assert.strictEqual(result.signal, "SIGKILL")
+            assert.isNull(result.exitCode)
+            assert.isTrue(result.failed)
+            // warnOnly keeps the result instead.
+            const kept = yield* Effect.forkChild(Operations.warnOnly(Operations.remote(`exec -a ${mark} sleep 20`)))
+            yield* waitForRemote(mark)
+            process.kill(remoteProcesses(mark)[0]!.pid, "SIGKILL")
+            const warned = yield* Fiber.join(kept)
+            assert.strictEqual(warned.signal, "SIGKILL")
+          }),
+        { markers: [mark] }
+      )
+    })
+  })
+
+  it("the proxy forwards byte-exact under every fault, and closes every socket", async () => {
+    // The harness itself: an echo of 1 MiB through latency, a bandwidth cap and a stall.
+    const net = await import("node:net")
+    const echo = net.createServer((s) => s.pipe(s))
+    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve))
+    const proxy = await FaultProxy.start({ port: (echo.address() as { port: number }).port })
+    proxy.setLatency({ up: 50, down: 20 }).setBandwidth(4 * MiB)
+    const data = randomBytes(MiB)
+    const socket = net.connect(proxy.port, "127.0.0.1")
+    const received: Array<Buffer> = []
+    const start = Date.now()
+    const done = new Promise<void>((resolve) => {
+      let got = 0
+      socket.on("data", (chunk: Buffer) => {
+        received.push(chunk)
+        got += chunk.length
+        if (got >= data.length) resolve()
+      })
+    })
+    socket.write(data)
+    setTimeout(() => proxy.stall(), 50)
+    setTimeout(() => proxy.resume(), 250)
+    await done
+    const millis = Date.now() - start
+    assert.strictEqual(sha(Buffer.concat(received)), sha(data))
+    // 1 MiB each way at 4 MiB/s, plus the stall and latency: at least ~450 ms.
+    assert.isAtLeast(millis, 400)
+    assert.strictEqual(proxy.openConnections, 1)
+    proxy.cutAfter(10, "up")
+    socket.write(Buffer.alloc(100))
+    await new Promise((resolve) => socket.once("close", resolve))
+    await proxy.waitForNoConnections(2_000)
+    assert.strictEqual(proxy.statistics.cut, 1)
+    await proxy.close()
+    await new Promise((resolve) => echo.close(resolve))
+  })
+})
