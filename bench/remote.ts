@@ -99,7 +99,7 @@ const rawConnect = (target: Target, noDelay = true): Promise<ssh2.Client> =>
     })
   })
 
-// What the library asks for with `combineStderr` (its default): a pty without echo.
+// What the library asks for with `pty: true`: a pty without echo.
 const PTY: ssh2.PseudoTtyOptions = { term: "dumb", cols: 200, rows: 50, modes: { ECHO: 0, ONLCR: 0 } }
 
 const rawExec = (client: ssh2.Client, command: string, pty = false): Promise<void> =>
@@ -166,13 +166,10 @@ interface Variant {
 const headline: Variant = { name: "effect-threadbare remote (quiet)", options: {} }
 const variantsFor = (server: Server): ReadonlyArray<Variant> => [
   { name: "  quiet: false, lines to a no-op Output", options: { quiet: false }, printing: true },
-  { name: "  combineStderr: false (no pty)", options: { combineStderr: false } },
-  { name: "  shell: \"/bin/bash -c\" (not a login shell)", options: { shell: "/bin/bash -c" } },
-  {
-    name: "  shell: \"/bin/bash -c\", combineStderr: false",
-    options: { shell: "/bin/bash -c", combineStderr: false }
-  },
-  { name: "  useShell: false, combineStderr: false", options: { useShell: false, combineStderr: false } },
+  { name: "  pty: true", options: { pty: true } },
+  { name: "  shell: \"/bin/bash -l -c\" (login)", options: { shell: "/bin/bash -l -c" } },
+  { name: "  combineStderr: false (no `exec 2>&1`)", options: { combineStderr: false } },
+  { name: "  useShell: false (no `exec /bin/bash -c`)", options: { useShell: false } },
   {
     name: `  sshConfigFile: one of ${server.hosts.length} Host blocks`,
     options: {},
@@ -196,7 +193,9 @@ interface Timed {
 
 /**
  * Times each task `n` times after `warmup` rounds. The tasks take turns (one of each per round),
- * so a change of load on this shared machine hits them all alike.
+ * so a change of load on this shared machine hits them all alike. Each round takes them in a
+ * shuffled order: work a task leaves behind (a child process's exit and stdio to reap, garbage)
+ * lands in the next task's time, which would otherwise always be the same one.
  */
 const interleaved = async (
   tasks: ReadonlyArray<() => Promise<unknown>>,
@@ -206,8 +205,16 @@ const interleaved = async (
   for (let i = 0; i < warmup; i++) for (const task of tasks) await task()
   const samples = tasks.map(() => [] as Array<number>)
   const cpu = tasks.map(() => 0)
+  // A fixed seed, so that runs are comparable.
+  let seed = 1
+  const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647
+  const order = tasks.map((_, t) => t)
   for (let i = 0; i < n; i++) {
-    for (let t = 0; t < tasks.length; t++) {
+    for (let k = order.length - 1; k > 0; k--) {
+      const j = Math.floor(random() * (k + 1))
+      ;[order[k], order[j]] = [order[j]!, order[k]!]
+    }
+    for (const t of order) {
       const cpuStart = process.cpuUsage()
       const start = now()
       await tasks[t]!()
@@ -481,7 +488,7 @@ const main = async (): Promise<void> => {
     try {
       // What the library sends for "true": its wrapper around the built command (see remote.ts).
       const built = (await runtime.runPromise(remote("true"))).realCommand
-      libraryLine = `echo __threadbare_pid_${"0".repeat(18)}=$$ >&2; exec ${built}`
+      libraryLine = `echo __threadbare_pid_${"0".repeat(13)}=$$ >&2; exec 2>&1; exec ${built}`
       timed = await interleaved(
         [
           ...[headline, ...variants].map((variant) => () => runtime.runPromise(remoteTrue(variant))),
@@ -538,7 +545,7 @@ const main = async (): Promise<void> => {
         line("raw ssh2 exec `true`, TCP_NODELAY (floor)", rawTimed),
         line("  + pty", rawPty),
         line("raw ssh2 exec of the library's line", rawLine, "the shell work the library asks for"),
-        line("  + pty", rawLinePty, "the same, with the default pty"),
+        line("  + pty", rawLinePty, "the same on a pty"),
         line("raw ssh2 exec `true`, Nagle on", nagle, "ssh2 without setNoDelay"),
         line("spawn /bin/true from Node", spawnTimed, "process cost inside the ssh figure")
       ], ours)
@@ -586,7 +593,7 @@ const main = async (): Promise<void> => {
     const freshTimed = await interleaved(
       [
         () => libraryFresh(server),
-        () => libraryFresh(server, { combineStderr: false }),
+        () => libraryFresh(server, { pty: true }),
         () => runProcess("ssh", [...fresh, ...ssh, server.host, "true"]),
         rawFirst(false),
         rawFirst(true)
@@ -594,7 +601,7 @@ const main = async (): Promise<void> => {
       CONNECT_N,
       1
     )
-    const [oursFreshTimed, oursFreshNoPty, sshFreshTimed, rawFreshTimed, rawFreshPty] = freshTimed
+    const [oursFreshTimed, oursFreshPty, sshFreshTimed, rawFreshTimed, rawFreshPty] = freshTimed
     const oursFresh = stats(oursFreshTimed!.samples)
     const sshFresh = stats(sshFreshTimed!.samples)
     const fabricFresh = python
@@ -607,7 +614,7 @@ const main = async (): Promise<void> => {
       STAT_HEADER,
       statRows([
         { who: "effect-threadbare (fresh layer)", stats: oursFresh },
-        { who: "  combineStderr: false (no pty)", stats: stats(oursFreshNoPty!.samples) },
+        { who: "  pty: true", stats: stats(oursFreshPty!.samples) },
         { who: "OpenSSH ssh, new connection", stats: sshFresh },
         { who: "Fabric 2 new Connection + run", stats: fabricFresh },
         { who: "raw ssh2 connect + exec (floor)", stats: stats(rawFreshTimed!.samples) },

@@ -204,7 +204,9 @@ const scan = (run: Run, stream: Stream, text: string): Scanned => {
 const print = (run: Run, stream: Stream, lines: ReadonlyArray<string>): Effect.Effect<void> =>
   !run.printing || lines.length === 0
     ? Effect.void
-    : Effect.forEach(lines, (line) => Output.printLine(run.label, stream.pipe, mask(run, line)), { discard: true })
+    : Effect.forEach(lines, (line) => Output.printLine(run.label, stream.pipe, mask(run, line)), {
+      discard: true
+    })
 
 const answerSudo = (run: Run): Effect.Effect<void> => {
   run.prompts++

@@ -447,7 +447,9 @@ export const make = Effect.gen(function*() {
             (sftp) => Effect.sync(() => sftp.end())
           )
           // A session slot freed a moment ago may still be taken on the server, as for commands.
-          return yield* open.pipe(Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open)))
+          return yield* open.pipe(
+            Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open))
+          )
         }),
         forwardOut: (host, port) =>
           Effect.callback<Duplex, ConnectionError>((resume) => {

@@ -281,7 +281,8 @@ export const resolveTarget = (settings: Settings): Effect.Effect<Target, Setting
     const around = surroundings()
     const cached = resolved.get(host)
     if (
-      cached !== undefined && sameConnection(cached.settings, settings) && sameSurroundings(cached.around, around)
+      cached !== undefined && sameConnection(cached.settings, settings) &&
+      sameSurroundings(cached.around, around)
     ) {
       return Effect.succeed(cached.target)
     }
