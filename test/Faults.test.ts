@@ -47,7 +47,9 @@ beforeAll(async () => {
   // "[127.0.0.1]:port ssh-ed25519 AAAA...": the key part, to record under the proxies' ports.
   hostKey = fs.readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ").slice(1).join(" ")
   fs.copyFileSync(server.knownHostsPath, knownHosts)
-  const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${server.user}:`))
+  const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) =>
+    l.startsWith(`${server.user}:`)
+  )
   userUid = Number(passwd?.split(":")[2] ?? -1)
 })
 
@@ -98,7 +100,9 @@ const WATCHED = ["TCPSocketWrap", "TCPServerWrap", "ProcessWrap"] as const
 const liveTimers = new Map<number, { readonly timer: NodeJS.Timeout; readonly stack: string }>()
 createHook({
   init(id, type, _trigger, resource) {
-    if (type === "Timeout") liveTimers.set(id, { timer: resource as NodeJS.Timeout, stack: new Error().stack ?? "" })
+    if (type === "Timeout") {
+      liveTimers.set(id, { timer: resource as NodeJS.Timeout, stack: new Error().stack ?? "" })
+    }
   },
   destroy(id) {
     liveTimers.delete(id)
@@ -153,9 +157,10 @@ const leftovers = (dir: string): Array<string> =>
   fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
 
 /** The staging directories of sudo uploads now in /tmp (`/tmp/.tb-<nonce>`). */
-const stagingDirs = (): Set<string> => new Set(fs.readdirSync("/tmp").filter((name) => name.startsWith(".tb-")))
+const stagingDirs = (): Set<string> =>
+  new Set(fs.readdirSync("/tmp").filter((name) => name.startsWith(".tb-")))
 
-const layer = Layer.mergeAll(Ssh.layer, NodeServices.layer)
+const layer = Layer.mergeAll(Layer.fresh(Ssh.layer), NodeServices.layer)
 
 /**
  * Runs `body` with a fresh proxy in front of the server and the library's connection settings
@@ -182,19 +187,24 @@ const withProxy = <A, E>(
             )
           )
           // The layer's scope is closed: its connections must be too.
-          yield* settle("proxied connections still open", () =>
-            proxy.openConnections === 0 ? [] : [`${proxy.openConnections}`])
+          yield* settle(
+            "proxied connections still open",
+            () => proxy.openConnections === 0 ? [] : [`${proxy.openConnections}`]
+          )
           return exit
         }),
       (proxy) => Effect.promise(() => proxy.close())
     )
-    yield* settle("resources left behind", () => grown(before, resources()))
     const end = timerMark()
     yield* settle("timers left behind", () => timersBetween(mark, end))
-    yield* settle("child processes left behind", children)
+    // Workers and sockets go within moments; the margin is for a loaded machine.
+    yield* settle("child processes left behind", children, 8_000)
+    yield* settle("resources left behind", () => grown(before, resources()), 8_000)
     for (const marker of options.markers ?? []) {
-      yield* settle(`remote processes of ${marker} left running`, () =>
-        remoteProcesses(marker).map((p) => `${p.pid} ${p.args}`))
+      yield* settle(
+        `remote processes of ${marker} left running`,
+        () => remoteProcesses(marker).map((p) => `${p.pid} ${p.args}`)
+      )
     }
     return yield* exit
   })
@@ -263,7 +273,10 @@ describe("Faults", () => {
           assert.strictEqual(up.reason, "disconnected")
           assert.isBelow(since(start), 2_000)
           assert.include(up.message, "127.0.0.1")
-          record("cut in handshake -> ConnectionError", `${downMillis} ms for 3 attempts (retry delay 100 ms)`)
+          record(
+            "cut in handshake -> ConnectionError",
+            `${downMillis} ms for 3 attempts (retry delay 100 ms)`
+          )
 
           // The link healed: the same layer connects.
           proxy.clearCut()
@@ -345,7 +358,8 @@ describe("Faults", () => {
           assert.isBelow(since(start), 10_000)
           assert.strictEqual(fs.readFileSync(existing, "utf8"), "old")
           assert.deepStrictEqual(leftovers(remote), [])
-          yield* settle("staging directories left in /tmp", () => appeared.filter((d) => fs.existsSync(`/tmp/${d}`)))
+          yield* settle("staging directories left in /tmp", () =>
+            appeared.filter((d) => fs.existsSync(`/tmp/${d}`)))
         })
       ))
 
@@ -397,7 +411,9 @@ describe("Faults", () => {
             assert.deepStrictEqual(outcomes[1]!.exit, Exit.succeed(mark))
             record(
               "cut of a worker's connection",
-              `that host: ConnectionError (disconnected), the other host: success; all done ${since(start)} ms after the cut`
+              `that host: ConnectionError (disconnected), the other host: success; all done ${
+                since(start)
+              } ms after the cut`
             )
           }),
         { markers: [mark] }
@@ -449,7 +465,9 @@ describe("Faults", () => {
           proxy.stall()
           let start = Date.now()
           const once = connectionFailure(
-            yield* Effect.exit(Operations.remote("true").pipe(Settings.settings({ connectTimeout: "1 second" })))
+            yield* Effect.exit(
+              Operations.remote("true").pipe(Settings.settings({ connectTimeout: "1 second" }))
+            )
           )
           const single = since(start)
           assert.strictEqual(once.reason, "timeout")
@@ -459,7 +477,9 @@ describe("Faults", () => {
           start = Date.now()
           const twice = connectionFailure(
             yield* Effect.exit(
-              Operations.remote("true").pipe(Settings.settings({ connectTimeout: "1 second", connectAttempts: 2 }))
+              Operations.remote("true").pipe(
+                Settings.settings({ connectTimeout: "1 second", connectAttempts: 2 })
+              )
             )
           )
           const double = since(start)
@@ -467,7 +487,10 @@ describe("Faults", () => {
           assert.isAtLeast(double, 2_000)
           assert.isBelow(double, 4_000)
           assert.strictEqual(proxy.statistics.accepted, 3)
-          record("stall in connect -> timeout", `${single} ms (connectTimeout 1 s); ${double} ms for 2 attempts`)
+          record(
+            "stall in connect -> timeout",
+            `${single} ms (connectTimeout 1 s); ${double} ms for 2 attempts`
+          )
 
           // Refused on accept: retried, then ConnectionError, never a hang.
           proxy.resume().refuse(true)
@@ -478,7 +501,10 @@ describe("Faults", () => {
           assert.strictEqual(refused.reason, "disconnected")
           assert.isBelow(since(start), 2_000)
           assert.strictEqual(proxy.statistics.refused, 2)
-          record("closed on accept -> ConnectionError", `${since(start)} ms for 2 attempts (${refused.reason})`)
+          record(
+            "closed on accept -> ConnectionError",
+            `${since(start)} ms for 2 attempts (${refused.reason})`
+          )
         })
       ))
   })
@@ -536,15 +562,25 @@ describe("Faults", () => {
               yield* Effect.promise(() => server.restart())
               const outcomes = yield* Fiber.join(fiber)
               const failedAfter = since(start)
+              // The restart signals sshd and the commands at once: a session may still report
+              // its command's death (SIGTERM) before it goes, else the connection just drops.
+              const seen: Array<string> = []
               for (const index of [0, 2]) {
-                const error = connectionFailure(outcomes[index]!.exit)
-                assert.strictEqual(error.reason, "disconnected")
-                assert.strictEqual(error.port, server.port)
+                const error = failureOf(outcomes[index]!.exit)
+                if (error instanceof CommandFailed) {
+                  assert.strictEqual(error.result.signal, "SIGTERM")
+                  seen.push("CommandFailed (SIGTERM)")
+                } else {
+                  assert.instanceOf(error, ConnectionError, String(error))
+                  assert.strictEqual((error as ConnectionError).reason, "disconnected")
+                  assert.strictEqual((error as ConnectionError).port, server.port)
+                  seen.push("ConnectionError (disconnected)")
+                }
               }
               for (const index of [1, 3]) assert.deepStrictEqual(outcomes[index]!.exit, Exit.succeed(mark))
               record(
                 "restart during a 4-host run",
-                `the restarted server's 2 hosts: ConnectionError (disconnected); the other 2: success ` +
+                `the restarted server's 2 hosts: ${seen.join(", ")}; the other 2: success ` +
                   `(run ended ${failedAfter} ms after the restart, with their 6 s commands)`
               )
 
@@ -554,7 +590,10 @@ describe("Faults", () => {
               })
               assert.deepStrictEqual(again.map((o) => o.exit), [Exit.succeed(mark), Exit.succeed(mark)])
             }),
-          { markers: [mark], settings: { knownHostsFile: bothKnown, sshConfigFile: sshConfig, keyFile: undefined } }
+          {
+            markers: [mark],
+            settings: { knownHostsFile: bothKnown, sshConfigFile: sshConfig, keyFile: undefined }
+          }
         )
       }).pipe(Effect.scoped)
     })
@@ -591,7 +630,11 @@ describe("Faults", () => {
           assert.strictEqual(sha(fs.readFileSync(back)), sha(content))
           assert.deepStrictEqual(leftovers(remote), [])
           assert.deepStrictEqual(leftovers(local), [])
-          const rate = (millis: number) => `${((2 * MiB) / MiB / (millis / 1000)).toFixed(2)} MiB/s`
+          // The data alone takes 2 s at 1 MiB/s; the rest is round trips of 400 ms.
+          const rate = (millis: number) =>
+            `${(2 / (millis / 1000)).toFixed(2)} MiB/s, ~${
+              Math.round((millis - 2000) / 400)
+            } round trips besides the data`
           record(
             "slow link (200 ms each way, 1 MiB/s)",
             `connect + seq 1 20000: ${commandMillis} ms; warm 'true': ${roundTrip} ms; ` +
@@ -618,7 +661,9 @@ describe("Faults", () => {
             assert.isNull(result.exitCode)
             assert.isTrue(result.failed)
             // warnOnly keeps the result instead.
-            const kept = yield* Effect.forkChild(Operations.warnOnly(Operations.remote(`exec -a ${mark} sleep 20`)))
+            const kept = yield* Effect.forkChild(
+              Operations.warnOnly(Operations.remote(`exec -a ${mark} sleep 20`))
+            )
             yield* waitForRemote(mark)
             process.kill(remoteProcesses(mark)[0]!.pid, "SIGKILL")
             const warned = yield* Fiber.join(kept)

@@ -272,8 +272,26 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
   "hostile input",
   (it) => {
     describe("variables", () => {
+      /**
+       * A command line travels as one argument of `bash -c` (and of sudo's), which Linux limits to
+       * 128 KiB: values go in commands of at most 25 KB of them (quoting can make that 100 KB).
+       */
+      const checkEnv = (values: ReadonlyArray<string>, how: "withEnv" | "env option" | "through sudo") => {
+        const chunks: Array<Array<string>> = [[]]
+        let size = 0
+        for (const value of values) {
+          if (size + Buffer.byteLength(value) > 25_000 && chunks.at(-1)!.length > 0) {
+            chunks.push([])
+            size = 0
+          }
+          chunks.at(-1)!.push(value)
+          size += Buffer.byteLength(value)
+        }
+        return Effect.forEach(chunks, (chunk) => checkEnvChunk(chunk, how), { discard: true })
+      }
+
       /** One command prints every variable, each followed by a NUL; checked one by one. */
-      const checkEnv = (values: ReadonlyArray<string>, how: "withEnv" | "env option" | "through sudo") =>
+      const checkEnvChunk = (values: ReadonlyArray<string>, how: "withEnv" | "env option" | "through sudo") =>
         Effect.gen(function*() {
           const vars = Object.fromEntries(values.map((v, i) => [`TB_V${i}`, v]))
           const command = values.map((_, i) => `printf '%s\\0' "$TB_V${i}"`).join("; ")

@@ -285,7 +285,10 @@ export class FaultProxy {
 
   /** A cap in bytes per second, both directions or each one; `undefined` for none. */
   setBandwidth(
-    bytesPerSecond: number | undefined | { readonly up?: number | undefined; readonly down?: number | undefined }
+    bytesPerSecond: number | undefined | {
+      readonly up?: number | undefined
+      readonly down?: number | undefined
+    }
   ): this {
     this.bandwidth = typeof bytesPerSecond === "object"
       ? { up: bytesPerSecond.up, down: bytesPerSecond.down }
@@ -421,12 +424,4 @@ export class FaultProxy {
   private pumpAll(): void {
     for (const connection of this.connections) connection.pump()
   }
-}
-
-/** Starts a proxy, in an explicit-resource-management friendly shape: `await using`. */
-export const startFaultProxy = async (
-  options: FaultProxyOptions
-): Promise<FaultProxy & AsyncDisposable> => {
-  const proxy = await FaultProxy.start(options)
-  return Object.assign(proxy, { [Symbol.asyncDispose]: () => proxy.close() })
 }
