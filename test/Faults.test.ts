@@ -39,6 +39,8 @@ let temp: string
 let knownHosts: string
 let hostKey: string
 let userUid: number
+/** Where sudo uploads stage here (`remoteTempDir`): this file's own, so others' do not show. */
+let staging: string
 
 beforeAll(async () => {
   server = await startServer({ hostCount: 2 })
@@ -51,6 +53,9 @@ beforeAll(async () => {
     l.startsWith(`${server.user}:`)
   )
   userUid = Number(passwd?.split(":")[2] ?? -1)
+  staging = path.join(temp, "staging")
+  fs.mkdirSync(staging, { mode: 0o700 })
+  fs.chownSync(staging, userUid, userUid)
 })
 
 afterAll(async () => {
@@ -76,6 +81,7 @@ const KEEPALIVE_COUNT = 3
 const via = (port: number): Settings.Patch => ({
   host: `${server.user}@127.0.0.1:${port}`,
   user: server.user,
+  remoteTempDir: staging,
   keyFile: server.keyPath,
   knownHostsFile: knownHosts,
   hostKeyPolicy: "strict",
@@ -152,13 +158,13 @@ const settle = (what: string, check: () => ReadonlyArray<string>, millis = 4_000
     }
   })
 
-/** Temporary names the library uses (`.<name>.tb-<nonce>.part`, `/tmp/.tb-<nonce>`). */
+/** Temporary names the library uses (`.<name>.tb-<nonce>.part`, `<remoteTempDir>/.tb-<nonce>`). */
 const leftovers = (dir: string): Array<string> =>
   fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
 
-/** The staging directories of sudo uploads now in /tmp (`/tmp/.tb-<nonce>`). */
+/** The staging directories of sudo uploads now in `staging` (`.tb-<nonce>`). */
 const stagingDirs = (): Set<string> =>
-  new Set(fs.readdirSync("/tmp").filter((name) => name.startsWith(".tb-")))
+  new Set(fs.readdirSync(staging).filter((name) => name.startsWith(".tb-")))
 
 const layer = Layer.mergeAll(Layer.fresh(Ssh.layer), NodeServices.layer)
 

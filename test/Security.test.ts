@@ -5,7 +5,7 @@
  * host key options rsync's ssh gets. SECURITY.md cites these tests.
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -14,11 +14,13 @@ import * as Layer from "effect/Layer"
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   symlinkSync,
   writeFileSync
@@ -41,9 +43,23 @@ const serverKeyLine = readFileSync(server.knownHostsPath, "utf8").split("\n")[0]
   " "
 )
 
+const serverUid = Number(
+  readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${server.user}:`))?.split(
+    ":"
+  )[2] ?? -1
+)
+/** Where sudo uploads stage (`remoteTempDir`): this file's own, so others' transfers do not show. */
+const staging = mkdtempSync(path.join(tmpdir(), "threadbare-security-staging-"))
+chownSync(staging, serverUid, serverUid)
+
+afterAll(() => {
+  for (const dir of [temp, staging]) rmSync(dir, { recursive: true, force: true })
+})
+
 /** The settings of every test here: the server's user and key, strict about host keys. */
 const base = Settings.layer({
   user: server.user,
+  remoteTempDir: staging,
   port: server.port,
   keyFile: server.keyPath,
   knownHostsFile: server.knownHostsPath,
@@ -333,8 +349,8 @@ describe("temporary files of sudo transfers", () => {
       const source = path.join(temp, "big-upload.bin")
       writeFileSync(source, Buffer.alloc(big, 1))
       const watcher = yield* watch([
-        "/tmp/.tb-*",
-        "/tmp/.tb-*/data",
+        `${staging}/.tb-*`,
+        `${staging}/.tb-*/data`,
         `${dir}/.*.tb-*.part`,
         `${dir}/.*.tb-*.part/f`
       ])
@@ -383,13 +399,13 @@ describe("temporary files of sudo transfers", () => {
       writeFileSync(victim, "precious\n", { mode: 0o600 })
       const source = path.join(temp, "big-planted.bin")
       writeFileSync(source, Buffer.alloc(big, 4))
-      const before = new Set(readdirSync("/tmp").filter((n) => n.startsWith(".tb-")))
+      const before = new Set(readdirSync(staging).filter((n) => n.startsWith(".tb-")))
       const fiber = yield* Effect.forkChild(Effect.exit(Transfer.upload(source, `${dir}/big.bin`, sudoHost)))
       let planted = ""
       for (let i = 0; i < 1000 && planted === ""; i++) {
-        for (const name of readdirSync("/tmp")) {
+        for (const name of readdirSync(staging)) {
           if (!name.startsWith(".tb-") || before.has(name)) continue
-          const data = `/tmp/${name}/data`
+          const data = `${staging}/${name}/data`
           if (existsSync(data) && statSync(data).size > 1024 * 1024) {
             planted = `${dir}/.big.bin${name}.part`
             symlinkSync(victim, planted)
@@ -412,7 +428,10 @@ describe("temporary files of sudo transfers", () => {
       const source = path.join(dir, "secret.bin")
       writeFileSync(source, Buffer.alloc(big, 2), { mode: 0o600 })
       const local = mkdtempSync(path.join(temp, "download-"))
-      const watcher = yield* watch(["/tmp/.tb-*", "/tmp/.tb-*/data", `${local}/.*.tb-*.part`], source)
+      const watcher = yield* watch(
+        [`${staging}/.tb-*`, `${staging}/.tb-*/data`, `${local}/.*.tb-*.part`],
+        source
+      )
       yield* Effect.sleep("100 millis")
       const written = yield* Transfer.download(source, `${local}/secret.bin`, sudoHost)
       yield* Effect.sleep("100 millis")
@@ -424,7 +443,7 @@ describe("temporary files of sudo transfers", () => {
         `the file is read by root's cat: ${JSON.stringify(processes.slice(0, 5))}`
       )
       assert.isFalse(
-        files.some((s) => s.file.startsWith("/tmp/.tb-") && s.size > 64 * 1024 * 1024),
+        files.some((s) => s.file.startsWith(`${staging}/.tb-`) && s.size > 64 * 1024 * 1024),
         "no staged copy on the server"
       )
       const parts = files.filter((s) => s.file.startsWith(`${local}/`))
@@ -441,7 +460,7 @@ describe("temporary files of sudo transfers", () => {
       chmodSync(dir, 0o700)
       const source = path.join(temp, "big-interrupted.bin")
       writeFileSync(source, Buffer.alloc(big, 3))
-      const watcher = yield* watch(["/tmp/.tb-*/data", `${dir}/.*.tb-*.part`])
+      const watcher = yield* watch([`${staging}/.tb-*/data`, `${dir}/.*.tb-*.part`])
       const fiber = yield* Effect.forkChild(Transfer.upload(source, `${dir}/big.bin`, sudoHost))
       // Interrupt once the staged data is well on its way.
       for (let i = 0; i < 200; i++) {

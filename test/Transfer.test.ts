@@ -32,8 +32,15 @@ const uid = (name: string) =>
   )
 const userUid = uid(server.user)
 
+// Sudo and tree uploads stage in a directory of this file's own, so that the leftover checks
+// see only this file's transfers, not those of test files running alongside.
+const stagingDir = fs.mkdtempSync(path.join(tmpdir(), "tbxfer-staging-"))
+fs.chownSync(stagingDir, userUid, userUid)
+fs.chmodSync(stagingDir, 0o700)
+
 const base = Settings.layer({
   host,
+  remoteTempDir: stagingDir,
   keyFile: server.keyPath,
   knownHostsFile: server.knownHostsPath,
   hostKeyPolicy: "strict",
@@ -52,7 +59,7 @@ const tempDir = (prefix: string) => {
   return dir
 }
 afterAll(() => {
-  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true })
+  for (const dir of [...made, stagingDir]) fs.rmSync(dir, { recursive: true, force: true })
 })
 
 /** A directory the test user owns (the remote side) and one for the local side. */
@@ -85,7 +92,8 @@ const patterned = (size: number): Buffer => {
 const leftovers = (dir: string): Array<string> =>
   fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
 
-const stagingLeftovers = (): Array<string> => fs.readdirSync("/tmp").filter((name) => name.startsWith(".tb-"))
+const stagingLeftovers = (): Array<string> =>
+  fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
 
 /** A proxy in front of sshd that cuts every connection once `limit` bytes went either way. */
 const cuttingProxy = (limit: number) =>
