@@ -95,7 +95,8 @@ export interface Settings {
   readonly keepaliveCountMax: number
   /**
    * Channels (commands, SFTP sessions) open at once on one connection; more wait their turn.
-   * Keep it below the server's `MaxSessions` (OpenSSH: 10). Default: 8.
+   * A connection may open two more: one to stop interrupted commands, one for the commands of
+   * transfers. Keep it at most the server's `MaxSessions` (OpenSSH: 10) minus 2. Default: 8.
    */
   readonly maxChannels: number
 

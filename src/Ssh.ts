@@ -109,12 +109,20 @@ export interface Connection {
    * Starts `command` (a command line for the login shell) on a new channel, with a pty when
    * `pty` is true (standard error then arrives merged into standard output). Waits for one of
    * `maxChannels` slots, unless `reserved`: a single extra slot kept for short housekeeping
-   * commands (stopping an interrupted command), so they never wait behind long-running ones.
-   * The channel is closed, and its slot given back, when the scope closes.
+   * commands (stopping an interrupted command), so they never wait behind long-running ones;
+   * or `alongside`: a single extra slot for a command run by an operation that already holds a
+   * slot (a transfer's SFTP session), so that such operations never wait on each other's slots
+   * (with every slot held by one, none could get a second). So a connection opens at most
+   * `maxChannels + 2` channels. The channel is closed, and its slot given back, when the scope
+   * closes.
    */
   readonly exec: (
     command: string,
-    options?: { readonly pty?: boolean | undefined; readonly reserved?: boolean | undefined }
+    options?: {
+      readonly pty?: boolean | undefined
+      readonly reserved?: boolean | undefined
+      readonly alongside?: boolean | undefined
+    }
   ) => Effect.Effect<RemoteChannel, ConnectionError, Scope.Scope>
   /** Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes. */
   readonly sftp: Effect.Effect<SFTPWrapper, ConnectionError, Scope.Scope>

@@ -421,12 +421,14 @@ export const make = Effect.gen(function*() {
       )
       const permits = yield* Semaphore.make(target.maxChannels)
       const reserve = yield* Semaphore.make(1)
+      const alongside = yield* Semaphore.make(1)
       const connection: LiveConnection = {
         target,
         isOpen: () => state.open,
         exec: (command, options) =>
           Effect.gen(function*() {
-            yield* (options?.reserved === true ? reserve : permits).takeScoped(1)
+            yield* (options?.reserved === true ? reserve : options?.alongside === true ? alongside : permits)
+              .takeScoped(1)
             const channel = yield* openChannel(target, client, state, command, options?.pty === true).pipe(
               Effect.catchIf(
                 (error) => isBusy(state, error),

@@ -40,7 +40,13 @@ export const runCommand = <E = never>(
   } = {}
 ): Effect.Effect<Finished, ConnectionError | E> =>
   Effect.scoped(Effect.gen(function*() {
-    const channel = yield* connection.exec(line, { pty: false, reserved: options.reserved })
+    // Transfers run their commands while holding an SFTP session: a slot of their own keeps
+    // several transfers from each holding one slot and waiting forever for a second.
+    const channel = yield* connection.exec(line, {
+      pty: false,
+      reserved: options.reserved,
+      alongside: options.reserved !== true
+    })
     if (options.input !== undefined) yield* channel.write(options.input)
     yield* channel.endInput
     let stdout = ""
