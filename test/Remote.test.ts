@@ -264,6 +264,24 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
         }))
     })
 
+    describe("input", () => {
+      it.effect("a command that reads its input sees end of file at once, with or without sudo", () =>
+        Effect.gen(function*() {
+          const plain = yield* remote("cat; echo read-all", { quiet: true, timeout: "10 seconds" })
+          assert.strictEqual(plain.stdout, "read-all\n")
+          const sudo = yield* remoteSudo("cat; echo read-all", { quiet: true, timeout: "10 seconds" })
+          assert.strictEqual(sudo.stdout, "read-all\n")
+          // With a password, input ends once sudo has read it: the command gets nothing of it.
+          const withPassword = yield* remoteSudo("wc -c", {
+            host: `${server.passwordUser}@127.0.0.1:${server.port}`,
+            sudoPassword: Redacted.make(readServerFromEnv().passwordUserPassword!),
+            quiet: true,
+            timeout: "10 seconds"
+          })
+          assert.strictEqual(withPassword.stdout.trim(), "0")
+        }))
+    })
+
     describe("sudo", () => {
       it.effect("runs as root, or as another user", () =>
         Effect.gen(function*() {

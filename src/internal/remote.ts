@@ -210,7 +210,11 @@ const print = (run: Run, stream: Stream, lines: ReadonlyArray<string>): Effect.E
 
 const answerSudo = (run: Run): Effect.Effect<void> => {
   run.prompts++
-  if (run.prompts === 1 && run.password !== undefined) return run.channel.write(`${run.password}\n`)
+  if (run.prompts === 1 && run.password !== undefined) {
+    // The command gets no input of ours: end it once sudo has its password (see `execute`).
+    const answer = run.channel.write(`${run.password}\n`)
+    return run.pty ? answer : Effect.andThen(answer, run.channel.endInput)
+  }
   // sudo asks again after a wrong password: end its input so it gives up instead of waiting.
   return Effect.andThen(run.pty ? run.channel.write("\x04") : Effect.void, run.channel.endInput)
 }
@@ -397,6 +401,10 @@ const execute = Effect.fnUntraced(function*(
       pid: undefined,
       prompts: 0
     }
+    // A command gets no input from us, so it must see end of file rather than wait for input
+    // that never comes (`cat`, a prompt). With a sudo password, input ends once sudo has read it;
+    // on a pty, end of input would hang up the terminal, so there it stays open.
+    if (run.password === undefined && !run.pty) yield* channel.endInput
     const ending = yield* (settings.timeout === undefined
       ? Effect.asSome(consume(run))
       : Effect.timeoutOption(consume(run), settings.timeout)).pipe(
