@@ -249,6 +249,25 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           assert.isTrue(warned.failed)
         }))
 
+      it.effect("a command killed from outside reports the signal, also when run in the login bash", () =>
+        Effect.gen(function*() {
+          // The first command of a connection learns that its login shell is /bin/bash; later
+          // ones then run in it directly (their execution string is our whole line).
+          yield* remote("true", { quiet: true })
+          const inline = yield* remote("echo \"$BASH_EXECUTION_STRING\"", { quiet: true })
+          assert.include(inline.stdout, "__threadbare_pid_")
+          // A unique duration marks the process: bash runs the last command in its own place.
+          const marker = `sleep 30.${process.pid}${Math.floor(Math.random() * 1e6)}`
+          const fiber = yield* Effect.forkChild(Effect.exit(remote(marker, { quiet: true })))
+          assert.isTrue(yield* waitForProcesses(marker, true))
+          for (const p of remoteProcesses(marker)) process.kill(p.pid, "SIGKILL")
+          const error = failureOf(yield* Fiber.join(fiber))
+          assert.instanceOf(error, CommandFailed)
+          if (!(error instanceof CommandFailed)) return
+          assert.strictEqual(error.result.signal, "SIGKILL")
+          assert.isNull(error.result.exitCode)
+        }))
+
       it.effect("a command killed by a signal reports it (SIGKILL, no exit code)", () =>
         Effect.gen(function*() {
           for (const combineStderr of [false, true]) {

@@ -26,7 +26,7 @@ import { type Connection, type RemoteChannel, SshConnections } from "../Ssh.ts"
 import { checkTimeout, dryRunResult, finish } from "./command.ts"
 import { parseHostString } from "./hostString.ts"
 import { LineBuffer } from "./lines.ts"
-import { build, type BuiltCommand, quote } from "./shell.ts"
+import { build, type BuiltCommand, quote, splitShell } from "./shell.ts"
 
 /**
  * Per-call overrides of the settings a remote command reads; each wins over the current
@@ -74,6 +74,9 @@ const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
 // The process id marker need not be secret: only the first one of a command counts, and the
 // login shell prints it before the command starts. It must only never occur in real output, so
 // one random part per process and a counter do, without the cost of randomness per command.
+/** The bash each connection's login shell turned out to be (the same file as this path). */
+const loginBash = new WeakMap<Connection, string>()
+
 const pidMarkerBase = `__threadbare_pid_${randomBytes(6).toString("hex")}`
 let pidMarkers = 0
 const nextPidMarker = (): string => `${pidMarkerBase}${(pidMarkers++).toString(36)}=`
@@ -106,6 +109,8 @@ interface Run {
   readonly out: Stream
   readonly err: Stream
   pid: string | undefined
+  /** Whether the login shell is the bash of the `shell` setting (`"1"`), as reported with the pid. */
+  loginBash: string | undefined
   prompts: number
 }
 
@@ -139,20 +144,29 @@ const release = (stream: Stream, text: string, into: Scanned): void => {
   for (const line of stream.lines.push(rest)) into.lines.push(line)
 }
 
-/** The markers still looked for: the process id only until it has been seen. */
-const markers = (run: Run): ReadonlyArray<string> => {
-  const pid = run.pid === undefined ? [run.pidMarker] : []
+/**
+ * Whether `stream` may still carry the process id report: only until it has been seen, and only
+ * on standard error, where it is written before anything else (on a pty all is one stream). So a
+ * command that prints its own command line (`ps`, `$BASH_EXECUTION_STRING`) is never mistaken
+ * for the report.
+ */
+const awaitsPid = (run: Run, stream: Stream): boolean =>
+  run.pid === undefined && (run.pty || stream.pipe === "err")
+
+/** The markers still looked for on `stream`. */
+const markers = (run: Run, stream: Stream): ReadonlyArray<string> => {
+  const pid = awaitsPid(run, stream) ? [run.pidMarker] : []
   return run.prompt === undefined ? pid : [...pid, run.prompt]
 }
 
 /** How much of the end of `pending` could be the beginning of a marker. */
-const holdBack = (run: Run, pending: string): number => {
+const holdBack = (run: Run, stream: Stream, pending: string): number => {
   let hold = 0
-  if (run.pid === undefined) {
+  if (awaitsPid(run, stream)) {
     const partialPid = pending.indexOf(run.pidMarker)
     if (partialPid !== -1) hold = pending.length - partialPid
   }
-  for (const marker of markers(run)) {
+  for (const marker of markers(run, stream)) {
     for (let k = Math.min(marker.length - 1, pending.length); k > hold; k--) {
       if (pending.endsWith(marker.slice(0, k))) {
         hold = k
@@ -173,7 +187,7 @@ const scan = (run: Run, stream: Stream, text: string): Scanned => {
   for (;;) {
     const pending = stream.pending
     const promptAt = run.prompt === undefined ? -1 : pending.indexOf(run.prompt)
-    const pidAt = run.pid === undefined ? pending.indexOf(run.pidMarker) : -1
+    const pidAt = awaitsPid(run, stream) ? pending.indexOf(run.pidMarker) : -1
     const pidEnd = pidAt === -1 ? -1 : pending.indexOf("\n", pidAt)
     if (promptAt !== -1 && (pidEnd === -1 || promptAt < pidAt)) {
       release(stream, pending.slice(0, promptAt), scanned)
@@ -181,15 +195,20 @@ const scan = (run: Run, stream: Stream, text: string): Scanned => {
       stream.skipNewline = true
       scanned.prompts++
     } else if (pidEnd !== -1) {
-      const pid = pending.slice(pidAt + run.pidMarker.length, pidEnd).replace(/\r$/, "")
-      if (/^\d+$/.test(pid)) run.pid = pid
+      const report = /^(\d+):(.*)$/.exec(
+        pending.slice(pidAt + run.pidMarker.length, pidEnd).replace(/\r$/, "")
+      )
+      if (report !== null) {
+        run.pid = report[1]
+        run.loginBash = report[2]
+      }
       release(stream, pending.slice(0, pidAt), scanned)
       stream.pending = pending.slice(pidEnd + 1)
     } else {
       break
     }
   }
-  const hold = holdBack(run, stream.pending)
+  const hold = holdBack(run, stream, stream.pending)
   if (hold === 0) {
     release(stream, stream.pending, scanned)
     stream.pending = ""
@@ -373,7 +392,20 @@ const execute = Effect.fnUntraced(function*(
     // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
     // command and tens of milliseconds on a connection's first one.
     const merge = settings.combineStderr && !settings.pty ? "exec 2>&1; " : ""
-    const line = `echo ${pidMarker}$$ >&2; ${merge}${settings.useShell ? "exec " : ""}${built.line}`
+    // The login shell reports its pid and whether it is the bash of `shell`. A command meant for that
+    // very bash (`shell: "/bin/bash -c"`, no sudo) then runs in it directly on later commands of
+    // the connection, sparing the start of a second bash (about 1 ms a command). Bash runs the
+    // last command of `-c` in place of itself, as the `exec` of our second shell would.
+    const shellWords = splitShell(settings.shell)
+    const lineFor = (connection: Connection): string => {
+      const inline = built.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
+        loginBash.get(connection) === shellWords[0]
+      const command = inline ? built.script : `${settings.useShell ? "exec " : ""}${built.line}`
+      // `[` is a builtin in bash and dash alike: the check costs no process.
+      return `[ "$BASH" -ef ${
+        quote(shellWords[0] ?? "")
+      } ] && b=1 || b=0; echo ${pidMarker}$$:$b >&2; ${merge}${command}`
+    }
     // A cached connection may turn out dead only when used. The command has not started then,
     // so it is safe to start it once more on a fresh connection. A connection that could not be
     // opened is not tried again here: `connectAttempts` has had its say.
@@ -382,11 +414,14 @@ const execute = Effect.fnUntraced(function*(
       ConnectionError | SettingsError,
       Scope.Scope
     > =>
-      Effect.flatMap(ssh.connect(settings), (connection) =>
-        connection.exec(line, { pty: settings.pty }).pipe(
-          Effect.map((channel) => ({ connection, channel })),
-          Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
-        ))
+      Effect.flatMap(
+        ssh.connect(settings),
+        (connection) =>
+          connection.exec(lineFor(connection), { pty: settings.pty }).pipe(
+            Effect.map((channel) => ({ connection, channel })),
+            Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
+          )
+      )
     const { channel, connection } = yield* start(true)
     const run: Run = {
       label,
@@ -399,6 +434,7 @@ const execute = Effect.fnUntraced(function*(
       out: makeStream("out", !settings.discardOutput),
       err: makeStream("err", !settings.discardOutput),
       pid: undefined,
+      loginBash: undefined,
       prompts: 0
     }
     // A command gets no input from us, so it must see end of file rather than wait for input
@@ -413,6 +449,7 @@ const execute = Effect.fnUntraced(function*(
         // dropped. Stop it over a fresh connection, as an interruption would.
         Effect.tapError(() => stopAfterDrop(ssh.connect({ ...settings, connectAttempts: 1 }), run, settings))
       )
+    if (run.loginBash === "1" && shellWords[0] !== undefined) loginBash.set(connection, shellWords[0])
     if (Option.isNone(ending)) {
       yield* stopRemote(connection, run, settings)
       return yield* new CommandTimeout({

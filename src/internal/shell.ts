@@ -72,6 +72,11 @@ export interface BuiltCommand {
   readonly argv: ReadonlyArray<string>
   /** Whether `argv` already changes to `cwd` (shell wrapping); if not, spawn it in `cwd`. */
   readonly cwdInArgv: boolean
+  /**
+   * With a shell and no sudo: the script handed to the shell, for a caller that already runs in
+   * that very shell and can skip starting it again. `undefined` otherwise.
+   */
+  readonly script?: string | undefined
 }
 
 const sudoWords = (spec: CommandSpec): ReadonlyArray<string> => {
@@ -158,7 +163,8 @@ export const build = (spec: CommandSpec): Result.Result<BuiltCommand, SettingsEr
       display,
       line: [join(sudo), spec.shell.trim(), quote(script)].filter((s) => s !== "").join(" "),
       argv,
-      cwdInArgv: true
+      cwdInArgv: true,
+      script: sudo.length === 0 ? script : undefined
     })
   }
 
