@@ -53,6 +53,14 @@ describe("LineBuffer", () => {
     assert.strictEqual(b.text(), "hello\nworld\n\nx")
   })
 
+  it("a byte order mark at the start is output like any other character, not dropped", () => {
+    const b = new LineBuffer()
+    const bytes = new TextEncoder().encode("\uFEFFfirst\nsecond\n")
+    assert.deepStrictEqual(b.push(bytes.subarray(0, 2)), [])
+    assert.deepStrictEqual(b.push(bytes.subarray(2)), ["\uFEFFfirst", "second"])
+    assert.strictEqual(b.text(), "\uFEFFfirst\nsecond\n")
+  })
+
   it("a line split in the middle across byte chunks is joined", () => {
     const b = new LineBuffer()
     assert.deepStrictEqual(b.push(bytes("first li")), [])

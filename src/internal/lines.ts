@@ -4,7 +4,8 @@
  * characters split across chunks are decoded correctly.
  */
 export class LineBuffer {
-  private readonly decoder = new TextDecoder("utf-8")
+  // ignoreBOM: a U+FEFF at the start is part of the output, not a marker to drop.
+  private readonly decoder = new TextDecoder("utf-8", { ignoreBOM: true })
   private readonly kept: Array<string> = []
   private pending = ""
   private readonly keep: boolean

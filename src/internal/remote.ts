@@ -116,7 +116,8 @@ interface Run {
 
 const makeStream = (pipe: "out" | "err", keep: boolean): Stream => ({
   pipe,
-  decoder: new TextDecoder("utf-8"),
+  // ignoreBOM: a U+FEFF that a command prints first is part of its output, not a marker to drop.
+  decoder: new TextDecoder("utf-8", { ignoreBOM: true }),
   lines: new LineBuffer(keep),
   pending: "",
   skipNewline: false

@@ -23,8 +23,6 @@ export interface Finished {
   readonly stderr: string
 }
 
-const decoder = new TextDecoder()
-
 /**
  * Runs `line` on a channel of its own (no pty, so standard error stays apart and bytes pass
  * untouched), writes `input` to it and closes its input, and hands each piece of standard
@@ -51,15 +49,18 @@ export const runCommand = <E = never>(
     yield* channel.endInput
     let stdout = ""
     let stderr = ""
+    // A decoder per stream: a character split across chunks must not meet another stream's bytes.
+    const outDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
+    const errDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
     for (;;) {
       const event = yield* channel.take
       if (event._tag === "Closed") {
         if (event.error !== undefined) return yield* event.error
         return { exitCode: event.exitCode, signal: event.signal, stdout, stderr }
       }
-      if (event._tag === "Stderr") stderr += decoder.decode(event.data, { stream: true })
+      if (event._tag === "Stderr") stderr += errDecoder.decode(event.data, { stream: true })
       else if (options.onStdout !== undefined) yield* options.onStdout(event.data)
-      else stdout += decoder.decode(event.data, { stream: true })
+      else stdout += outDecoder.decode(event.data, { stream: true })
     }
   }))
 

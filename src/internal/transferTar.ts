@@ -28,7 +28,7 @@ export interface Entry {
 export const BLOCK = 512
 
 const encoder = new TextEncoder()
-const decoder = new TextDecoder("utf-8")
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true })
 
 /** The two zero blocks that end an archive. */
 export const endOfArchive = (): Uint8Array => new Uint8Array(BLOCK * 2)
