@@ -406,7 +406,7 @@ describe("Faults", () => {
           Effect.gen(function*() {
             const hosts = [`127.0.0.1:${proxy.port}`, `127.0.0.2:${server.port}`]
             const fiber = yield* Effect.forkChild(
-              Execute.withHosts(sleepThenEcho, hosts, { poolSize: 2, input: { marker: mark, seconds: 4 } })
+              Execute.withHosts(sleepThenEcho, hosts, { poolSize: 2, input: { marker: mark, seconds: 10 } })
             )
             yield* waitForRemote(mark, 2)
             const start = Date.now()
@@ -563,7 +563,7 @@ describe("Faults", () => {
           () =>
             Effect.gen(function*() {
               const fiber = yield* Effect.forkChild(
-                Execute.withHosts(sleepThenEcho, hosts, { poolSize: 4, input: { marker: mark, seconds: 6 } })
+                Execute.withHosts(sleepThenEcho, hosts, { poolSize: 4, input: { marker: mark, seconds: 10 } })
               )
               yield* waitForRemote(mark, 4)
               const start = Date.now()
@@ -594,7 +594,7 @@ describe("Faults", () => {
               record(
                 "restart during a 4-host run",
                 `the restarted server's 2 hosts: ${seen.join(", ")}; the other 2: success ` +
-                  `(run ended ${failedAfter} ms after the restart, with their 6 s commands)`
+                  `(run ended ${failedAfter} ms after the restart, with their 10 s commands)`
               )
 
               // The restarted server's hosts work again.
