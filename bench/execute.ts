@@ -36,10 +36,8 @@ import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import { join } from "node:path"
-import ssh2 from "ssh2"
 import * as Execute from "../src/Execute.ts"
 import * as Operations from "../src/Operations.ts"
 import { Output, type Writer } from "../src/Output.ts"
@@ -55,10 +53,14 @@ import {
   machineNote,
   metText,
   now,
+  rawConnect,
+  rawExec,
   stats,
   summary,
   type SummaryRow,
-  table
+  table,
+  type Target,
+  targetOf
 } from "./lib.ts"
 
 const N = envInt("BENCH_N", 3)
@@ -108,51 +110,15 @@ const runProcess = (file: string, args: ReadonlyArray<string>): Promise<string> 
         : reject(new Error(`${file} exited ${code}: ${(err + out).trim().slice(-2000)}`)))
   })
 
-interface Target {
-  readonly host: string
-  readonly port: number
-  readonly user: string
-  readonly privateKey: Buffer
-  readonly hostKey: Buffer
+/** Connect, run `true`, disconnect: one host's run on raw ssh2. */
+const rawTrue = async (target: Target): Promise<void> => {
+  const client = await rawConnect(target)
+  try {
+    await rawExec(client, "true")
+  } finally {
+    client.end()
+  }
 }
-
-const targetOf = (server: Server, host: string): Target => ({
-  host,
-  port: server.port,
-  user: server.user,
-  privateKey: readFileSync(server.keyPath),
-  // every alias has the same key: "[127.0.0.1]:port ssh-ed25519 AAAA..."
-  hostKey: Buffer.from(readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ")[2]!, "base64")
-})
-
-const rawTrue = (target: Target): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const client = new ssh2.Client()
-    const sock = net.connect({ host: target.host, port: target.port })
-    sock.setNoDelay(true)
-    client.on("error", reject)
-    client.once("ready", () => {
-      client.exec("true", (error, channel) => {
-        if (error) return reject(error)
-        let code: number | null = null
-        channel.on("exit", (c: number | null) => (code = c))
-        channel.on("data", () => {})
-        channel.stderr.on("data", () => {})
-        channel.on("close", () => {
-          client.end()
-          if (code === 0) resolve()
-          else reject(new Error(`true exited ${code} on ${target.host}`))
-        })
-      })
-    })
-    client.connect({
-      sock,
-      username: target.user,
-      privateKey: target.privateKey,
-      hostVerifier: (key: Buffer) => key.equals(target.hostKey),
-      readyTimeout: 30_000
-    })
-  })
 
 /** Runs `task` on every item, at most `limit` at once. */
 const eachLimited = async <A>(items: ReadonlyArray<A>, limit: number, task: (a: A) => Promise<void>) => {

@@ -5,7 +5,11 @@
  * Benchmarks are plain scripts run with Node 24 (`scripts/node.sh node bench/<name>.ts`); they print
  * a readable report and, for the summary, lines `BENCH_ROW {json}` made by {@link summary}.
  */
+import { readFileSync } from "node:fs"
+import * as net from "node:net"
 import { performance } from "node:perf_hooks"
+import ssh2 from "ssh2"
+import type { ServerDescription } from "../tests-remote/server.ts"
 
 /** Milliseconds from an arbitrary origin, sub-millisecond resolution. */
 export const now = (): number => performance.now()
@@ -160,3 +164,54 @@ export const machineNote = async (): Promise<string> => {
     `load average ${fmt(one)} / ${fmt(five)} (1/5 min) at start` +
     (one! > os.cpus().length * 0.5 ? " -- the machine is busy: expect noisy, slower numbers" : "")
 }
+
+// Raw ssh2: the floor. TCP_NODELAY on, host key checked against the server's known_hosts.
+
+export interface Target {
+  readonly host: string
+  readonly port: number
+  readonly user: string
+  readonly privateKey: Buffer
+  readonly hostKey: Buffer
+}
+
+export const targetOf = (server: ServerDescription, host: string): Target => ({
+  host,
+  port: server.port,
+  user: server.user,
+  privateKey: readFileSync(server.keyPath),
+  // every alias has the same key: "[127.0.0.1]:port ssh-ed25519 AAAA..."
+  hostKey: Buffer.from(readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ")[2]!, "base64")
+})
+
+export const rawConnect = (target: Target, noDelay = true): Promise<ssh2.Client> =>
+  new Promise((resolve, reject) => {
+    const client = new ssh2.Client()
+    const sock = net.connect({ host: target.host, port: target.port })
+    sock.setNoDelay(noDelay)
+    client.once("ready", () => resolve(client))
+    client.on("error", reject)
+    client.once("close", () => reject(new Error(`connection to ${target.host} closed`)))
+    client.connect({
+      sock,
+      username: target.user,
+      privateKey: target.privateKey,
+      hostVerifier: (key: Buffer) => key.equals(target.hostKey),
+      readyTimeout: 30_000
+    })
+  })
+
+// What the library asks for with `pty: true`: a pty without echo.
+export const PTY: ssh2.PseudoTtyOptions = { term: "dumb", cols: 200, rows: 50, modes: { ECHO: 0, ONLCR: 0 } }
+
+export const rawExec = (client: ssh2.Client, command: string, pty = false): Promise<void> =>
+  new Promise((resolve, reject) => {
+    client.exec(command, pty ? { pty: PTY } : {}, (error: Error | undefined, channel: ssh2.ClientChannel) => {
+      if (error) return reject(error)
+      let code: number | null = null
+      channel.on("exit", (c: number | null) => (code = c))
+      channel.on("data", () => {})
+      channel.stderr.on("data", () => {})
+      channel.on("close", () => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}`))))
+    })
+  })

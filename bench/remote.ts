@@ -27,12 +27,10 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import * as net from "node:net"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import ssh2 from "ssh2"
 import { remote, type RemoteOptions } from "../src/Operations.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
@@ -47,12 +45,15 @@ import {
   machineNote,
   metText,
   now,
+  rawConnect,
+  rawExec,
   sampleRss,
   type Stats,
   stats,
   summary,
   type SummaryRow,
-  table
+  table,
+  targetOf
 } from "./lib.ts"
 
 const N = envInt("BENCH_N", 200)
@@ -63,57 +64,6 @@ const IN_FLIGHT = 50
 const self = fileURLToPath(import.meta.url)
 
 // ---------------------------------------------------------------------------------------------------
-// Raw ssh2: the floor. TCP_NODELAY on, host key checked against the server's known_hosts.
-
-interface Target {
-  readonly host: string
-  readonly port: number
-  readonly user: string
-  readonly privateKey: Buffer
-  readonly hostKey: Buffer
-}
-
-const targetOf = (server: Server, host: string): Target => ({
-  host,
-  port: server.port,
-  user: server.user,
-  privateKey: readFileSync(server.keyPath),
-  // every alias has the same key: "[127.0.0.1]:port ssh-ed25519 AAAA..."
-  hostKey: Buffer.from(readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ")[2]!, "base64")
-})
-
-const rawConnect = (target: Target, noDelay = true): Promise<ssh2.Client> =>
-  new Promise((resolve, reject) => {
-    const client = new ssh2.Client()
-    const sock = net.connect({ host: target.host, port: target.port })
-    sock.setNoDelay(noDelay)
-    client.once("ready", () => resolve(client))
-    client.on("error", reject)
-    client.once("close", () => reject(new Error(`connection to ${target.host} closed`)))
-    client.connect({
-      sock,
-      username: target.user,
-      privateKey: target.privateKey,
-      hostVerifier: (key: Buffer) => key.equals(target.hostKey),
-      readyTimeout: 30_000
-    })
-  })
-
-// What the library asks for with `pty: true`: a pty without echo.
-const PTY: ssh2.PseudoTtyOptions = { term: "dumb", cols: 200, rows: 50, modes: { ECHO: 0, ONLCR: 0 } }
-
-const rawExec = (client: ssh2.Client, command: string, pty = false): Promise<void> =>
-  new Promise((resolve, reject) => {
-    client.exec(command, pty ? { pty: PTY } : {}, (error: Error | undefined, channel: ssh2.ClientChannel) => {
-      if (error) return reject(error)
-      let code: number | null = null
-      channel.on("exit", (c: number | null) => (code = c))
-      channel.on("data", () => {})
-      channel.stderr.on("data", () => {})
-      channel.on("close", () => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}`))))
-    })
-  })
-
 /**
  * At most `limit` tasks running at once. OpenSSH allows 10 sessions per connection, but frees a
  * session a little after the client sees its channel close: reopening at once with 6 or more in
