@@ -43,6 +43,74 @@ const textArb = Arbitrary.array(
   { maxLength: 40 }
 ).pipe(Arbitrary.map((parts) => parts.join("").replace(loneSurrogate, "\uFFFD")))
 
+/** CPU time (user + system) of this process so far, in milliseconds. */
+const cpuMillis = (): number => {
+  const usage = process.cpuUsage()
+  return (usage.user + usage.system) / 1000
+}
+
+/** `size` bytes of `x`, with a newline every `lineLength` bytes (and always at the end). */
+const output = (size: number, lineLength: number, fill = "x"): Uint8Array => {
+  const data = new Uint8Array(size).fill(fill.charCodeAt(0))
+  for (let i = lineLength - 1; i < size; i += lineLength) data[i] = 10
+  data[size - 1] = 10
+  return data
+}
+
+const chunked = (data: Uint8Array, size: number): Array<Uint8Array> => {
+  const chunks: Array<Uint8Array> = []
+  for (let i = 0; i < data.length; i += size) chunks.push(data.subarray(i, i + size))
+  return chunks
+}
+
+/**
+ * Feeds `chunks`, giving up as soon as it has used more than `budget` ms of CPU (so that a
+ * quadratic buffer fails in seconds rather than minutes); returns the CPU time used, the lines
+ * and whether every chunk went in.
+ */
+const timedFeed = (buffer: LineBuffer, chunks: ReadonlyArray<Uint8Array>, budget = Infinity) => {
+  const start = cpuMillis()
+  const lines: Array<string> = []
+  let fed = 0
+  for (const chunk of chunks) {
+    for (const line of buffer.push(chunk)) lines.push(line)
+    fed++
+    if ((fed & 63) === 0 && cpuMillis() - start > budget) break
+  }
+  if (fed === chunks.length) { for (const line of buffer.end()) lines.push(line) }
+  return { millis: cpuMillis() - start, lines, complete: fed === chunks.length }
+}
+
+/**
+ * The CPU cost of `long` must stay within 5 times that of `short` (the same bytes in 80-byte
+ * lines), plus 250 ms of slack for a loaded machine. Each is measured best of three; a
+ * quadratic buffer misses the bound by orders of magnitude.
+ */
+const assertLinear = (
+  keep: boolean,
+  short: ReadonlyArray<Uint8Array>,
+  long: ReadonlyArray<Uint8Array>,
+  check: (lines: ReadonlyArray<string>, buffer: LineBuffer) => void
+) => {
+  let baseline = Infinity
+  for (let i = 0; i < 3; i++) baseline = Math.min(baseline, timedFeed(new LineBuffer(keep), short).millis)
+  const budget = 5 * baseline + 250
+  let best = Infinity
+  for (let i = 0; i < 3 && best > budget; i++) {
+    const buffer = new LineBuffer(keep)
+    const run = timedFeed(buffer, long, budget)
+    assert.isTrue(
+      run.complete,
+      `gave up after ${run.millis.toFixed(0)} ms of CPU; the same bytes in short lines took ${
+        baseline.toFixed(0)
+      } ms`
+    )
+    check(run.lines, buffer)
+    best = Math.min(best, run.millis)
+  }
+  assert.isAtMost(best, budget, `short lines: ${baseline.toFixed(0)} ms of CPU`)
+}
+
 describe("LineBuffer", () => {
   it("returns lines as they complete, holding back a partial one", () => {
     const b = new LineBuffer()
@@ -138,6 +206,41 @@ describe("LineBuffer", () => {
     b.end()
     assert.strictEqual(b.text(), "one\n😀 two\r\nno newline")
   })
+
+  for (const keep of [true, false]) {
+    const mode = keep ? "" : " (discardOutput)"
+
+    it(`one 20 MB line costs about what the same bytes in short lines cost${mode}`, () => {
+      const size = 20 << 20
+      assertLinear(
+        keep,
+        chunked(output(size, 80), 16 << 10),
+        chunked(output(size, size), 16 << 10),
+        (lines, buffer) => {
+          assert.strictEqual(lines.length, 1)
+          assert.strictEqual(lines[0]!.length, size - 1)
+          assert.strictEqual(buffer.text().length, keep ? size : 0)
+        }
+      )
+    }, 60_000)
+
+    it(`a 3 MB progress bar of \\r without a newline, written 40 bytes at a time, is linear${mode}`, () => {
+      const size = 3 << 20
+      const bar = new TextEncoder().encode(" 42% [=================>           ] 1.2MB\r")
+      const data = new Uint8Array(size)
+      for (let i = 0; i < size; i += bar.length) data.set(bar.subarray(0, Math.min(bar.length, size - i)), i)
+      assertLinear(
+        keep,
+        chunked(output(size, 80), 40),
+        chunked(data, 40),
+        (lines, buffer) => {
+          assert.strictEqual(lines.length, 1)
+          assert.strictEqual(lines[0]!.length, data.at(-1) === 13 ? size - 1 : size)
+          assert.strictEqual(buffer.text().length, keep ? size : 0)
+        }
+      )
+    }, 60_000)
+  }
 
   it.prop(
     "any text cut into any byte chunks gives the same lines and text as the whole",
