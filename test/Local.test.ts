@@ -140,6 +140,7 @@ const runProgram = (program: string, args: ReadonlyArray<string>, input: string)
   })
 
 const childScript = path.join(import.meta.dirname, "fixtures", "local-child.ts")
+const hiddenChildScript = path.join(import.meta.dirname, "fixtures", "local-hidden-child.ts")
 
 /** Runs `local(command)` without capture in a child Node process (stdin from `input`). */
 const localInChild = (command: string, input: string) =>
@@ -331,6 +332,53 @@ describe("local", () => {
         })
     )
 
+    live(
+      "combined: lines keep the order in which the command wrote its two streams, 50 runs out of 50",
+      () =>
+        Effect.gen(function*() {
+          for (let run = 0; run < 50; run++) {
+            const result = yield* Operations.local("echo one; echo two >&2; echo three; echo four >&2", {
+              capture: true
+            })
+            assert.deepStrictEqual(result.stdoutLines, ["one", "two", "three", "four"], `run ${run + 1}`)
+            assert.strictEqual(result.stderr, "")
+          }
+        })
+    )
+
+    live(
+      "combined and streamed: printed lines keep the written order too, as `out` lines",
+      () =>
+        Effect.gen(function*() {
+          for (let run = 0; run < 10; run++) {
+            const { lines, value } = yield* collecting(
+              Operations.local("echo one; echo two >&2; echo three; echo four >&2", {
+                capture: true,
+                stream: true
+              })
+            )
+            assert.deepStrictEqual(value.stdoutLines, ["one", "two", "three", "four"])
+            assert.deepStrictEqual(
+              lines.slice(1),
+              ["one", "two", "three", "four"].map((l) => `[localhost] out: ${l}`)
+            )
+          }
+        })
+    )
+
+    live(
+      "combined: a missing program still exits 127 and says it was not found",
+      () =>
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(
+            Operations.local(["threadbare-no-such-program"], { useShell: false, capture: true })
+          )
+          assert.instanceOf(error, CommandFailed)
+          assert.strictEqual(error.result.exitCode, 127)
+          assert.include(error.message, "not found")
+        })
+    )
+
     live("separate: stdout and stderr are kept apart, in order", () =>
       Effect.gen(function*() {
         const result = yield* Operations.local(
@@ -466,6 +514,29 @@ describe("local", () => {
         assert.include(child.stderr, "to-stderr\n")
         assert.deepStrictEqual(childResult(child.stdout), { ok: { exitCode: 0, stdout: "", stderr: "" } })
       }))
+
+    live(
+      "Settings.hide (and the quiet option) sends an uncaptured command's output nowhere",
+      () =>
+        Effect.gen(function*() {
+          const fs = yield* FileSystem.FileSystem
+          const dir = yield* tempDir
+          for (const how of ["hide", "quiet"] as const) {
+            const ran = path.join(dir, `ran-${how}`)
+            const child = yield* runProgram(process.execPath, [
+              hiddenChildScript,
+              how,
+              `echo hidden-out; echo hidden-err >&2; touch ${quote(ran)}`
+            ], "")
+            assert.strictEqual(child.code, 0, child.stderr)
+            assert.notInclude(child.stdout, "hidden-out", how)
+            assert.notInclude(child.stderr, "hidden-err", how)
+            assert.notInclude(child.stdout, "local:", how)
+            assert.deepStrictEqual(childResult(child.stdout), { ok: { exitCode: 0, stdout: "", stderr: "" } })
+            assert.isTrue(yield* fs.exists(ran), `${how}: the command ran`)
+          }
+        })
+    )
 
     live("the command inherits stdin", () =>
       Effect.gen(function*() {

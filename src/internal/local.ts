@@ -57,6 +57,13 @@ export interface LocalOptions {
 /** The host name shown for local commands. */
 export const localHost = "localhost"
 
+// With `combineStderr`: `/bin/sh -c <script> sh <argv...>` runs argv with its fd 2 on its fd 1.
+// The shell's own fd 2 stays a pipe of its own, for one line only: a program that cannot be
+// found (the shell would otherwise print that into the combined output, as output).
+const combinedShell = "/bin/sh"
+const combinedScript = "command -v -- \"$1\" >/dev/null 2>&1 || { printf '%s\\n' \"$1\" >&2; exit 127; }; " +
+  "exec \"$@\" 2>&1"
+
 const signalOf = (error: PlatformError.PlatformError): string | undefined => {
   let current: unknown = error
   for (let depth = 0; depth < 5 && current !== undefined && current !== null; depth++) {
@@ -68,10 +75,12 @@ const signalOf = (error: PlatformError.PlatformError): string | undefined => {
   return undefined
 }
 
+const notFoundDetail = "program not found (check the name and PATH)"
+
 const spawnFailure = (error: PlatformError.PlatformError): { code: number; detail: string } | undefined => {
   const text = String(error.message)
   if (error.reason._tag === "NotFound" || text.includes("ENOENT")) {
-    return { code: 127, detail: "program not found (check the name and PATH)" }
+    return { code: 127, detail: notFoundDetail }
   }
   if (error.reason._tag === "PermissionDenied" || text.includes("EACCES")) {
     return { code: 126, detail: "permission denied (is the program executable?)" }
@@ -170,16 +179,28 @@ const runLocal = Effect.fnUntraced(function*(
   const keep = current.capture && !current.discardOutput
   const stdout = new LineBuffer(keep)
   const stderr = new LineBuffer(keep)
-  const [program, ...args] = argv as [string, ...Array<string>]
-  const spawned = ChildProcess.make(program, args, {
+  const program = argv[0]!
+  const combined = piped && current.combineStderr
+  // Combined output is one pipe for fd 1 and fd 2, so the kernel keeps the order in which the
+  // command wrote them; two pipes read separately cannot. The spawner only makes a pipe per
+  // stream, so a POSIX shell in front points fd 2 at fd 1 and `exec`s the command in its
+  // place (same pid and process group; a missing program exits 127, as a failed spawn does).
+  const [file, ...fileArgs] = combined ? [combinedShell, "-c", combinedScript, "sh", ...argv] : argv as [
+    string,
+    ...Array<string>
+  ]
+  // Uncaptured output goes to the terminal, unless `quiet` (`Settings.hide`): then nowhere, as
+  // the original sent it to /dev/null.
+  const unpiped = current.quiet ? "ignore" : "inherit"
+  const spawned = ChildProcess.make(file, fileArgs, {
     ...(cwd === undefined ? {} : { cwd }),
     // A command of its own process group can be stopped with everything it started. The one
     // exception: a command that shares our terminal must stay in our group, or reading from the
     // terminal would stop it (SIGTTIN); on timeout only it, not its children, is then killed.
     detached: piped || process.stdin.isTTY !== true,
     stdin: piped ? "ignore" : "inherit",
-    stdout: piped ? "pipe" : "inherit",
-    stderr: piped ? "pipe" : "inherit",
+    stdout: piped ? "pipe" : unpiped,
+    stderr: piped ? "pipe" : unpiped,
     killSignal: "SIGTERM",
     forceKillAfter: Duration.seconds(2)
   })
@@ -204,14 +225,19 @@ const runLocal = Effect.fnUntraced(function*(
     )
 
   let spawnError = ""
+  // Set by the combined-output shell when it cannot find the program.
+  let notFound = false
   const started = yield* Clock.currentTimeMillis
   const execution = Effect.scoped(Effect.gen(function*() {
     const spawner = yield* ChildProcessSpawner
     const handle = yield* spawner.spawn(spawned)
     if (piped) {
       yield* Effect.all(
-        current.combineStderr
-          ? [pump(handle.all, stdout, "out")]
+        combined
+          ? [
+            pump(handle.stdout, stdout, "out"),
+            Stream.runForEach(handle.stderr, () => Effect.sync(() => (notFound = true)))
+          ]
           : [pump(handle.stdout, stdout, "out"), pump(handle.stderr, stderr, "err")],
         { concurrency: "unbounded", discard: true }
       )
@@ -239,6 +265,7 @@ const runLocal = Effect.fnUntraced(function*(
     ? Option.some(yield* execution)
     : yield* Effect.timeoutOption(execution, timeout)
   const finished = yield* Clock.currentTimeMillis
+  if (notFound) spawnError = `${program}: ${notFoundDetail}\n`
   if (Option.isNone(outcome)) {
     return yield* new CommandTimeout({
       host: localHost,
