@@ -82,6 +82,8 @@ export class CommandTimeout extends Schema.TaggedError<CommandTimeout>()("Comman
  * - `host-key`: the server's host key changed, or is unknown and the policy is `strict`.
  * - `unknown-host`: the host name does not resolve.
  * - `disconnected`: the connection dropped while in use.
+ * - `channel-refused`: the connection is up but the server refused a new session on it: its
+ *   `MaxSessions` limit (OpenSSH: 10) was reached, which `maxChannels` should stay below.
  *
  * @since 0.1.0
  */
@@ -91,7 +93,8 @@ export const ConnectionErrorReason = Schema.Literals([
   "authentication",
   "host-key",
   "unknown-host",
-  "disconnected"
+  "disconnected",
+  "channel-refused"
 ])
 
 /** @since 0.1.0 */
@@ -105,7 +108,9 @@ const connectionAdvice: Record<ConnectionErrorReason, string> = {
   "host-key":
     "If the host was rebuilt, remove its old entry from the known_hosts file (ssh-keygen -R host); otherwise do not connect: someone may be in the middle.",
   "unknown-host": "Check the host name and DNS.",
-  disconnected: "The connection was lost; check the network and the server, then run the operation again."
+  disconnected: "The connection was lost; check the network and the server, then run the operation again.",
+  "channel-refused":
+    "The server's MaxSessions limit (sessions at once on one connection) was reached: lower `maxChannels` to at most MaxSessions - 2 (two more slots are kept for stopping commands and for transfers), or raise MaxSessions in the server's sshd_config."
 }
 
 /**
@@ -119,10 +124,17 @@ export class ConnectionError extends Schema.TaggedError<ConnectionError>()("Conn
   user: Schema.String,
   reason: ConnectionErrorReason,
   /** What the SSH library or the network said. */
-  detail: Schema.String
+  detail: Schema.String,
+  /**
+   * Through gateways, the link that failed when it was not the last one: `user@gateway:port`
+   * (the gateway itself could not be reached) or `gateway -> host:port` (the gateway could not
+   * open its forward to the next host). `host` is always the host the operation was for.
+   */
+  hop: Schema.optional(Schema.String)
 }) {
   override get message(): string {
-    return `[${this.host}] cannot connect as ${this.user} to port ${this.port} (${this.reason}): ${this.detail}\n` +
+    return `[${this.host}] cannot connect as ${this.user} to port ${this.port} (${this.reason})` +
+      `${this.hop === undefined ? "" : ` at hop ${this.hop}`}: ${this.detail}\n` +
       connectionAdvice[this.reason]
   }
 }

@@ -8,9 +8,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import { execFileSync, spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError, SettingsError } from "../src/Errors.ts"
@@ -269,6 +270,27 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
         }))
     })
 
+    it.effect("a session refused at the server's MaxSessions is channel-refused, saying to lower maxChannels", () =>
+      Effect.gen(function*() {
+        // The throwaway server keeps OpenSSH's MaxSessions 10; 12 commands at once on one
+        // connection leave 2 refused for longer than the library waits for a slot to free.
+        const exits = yield* Effect.all(
+          Array.from({ length: 12 }, () => Effect.exit(remote("sleep 4", { host: "127.0.0.15" }))),
+          { concurrency: "unbounded" }
+        ).pipe(Settings.settings({ maxChannels: 12 }))
+        const failures = exits.filter(Exit.isFailure).map(connectionFailure)
+        assert.isAtLeast(failures.length, 1)
+        assert.isAtLeast(exits.length - failures.length, 8)
+        for (const error of failures) {
+          assert.strictEqual(error.reason, "channel-refused")
+          assert.include(error.message, "MaxSessions")
+          assert.include(error.message, "lower `maxChannels`")
+        }
+        // the connection itself is fine
+        const after = yield* remote("echo ok", { host: "127.0.0.15" })
+        assert.strictEqual(after.stdout, "ok\n")
+      }))
+
     describe("host keys", () => {
       it.effect("a changed key is refused (host-key), naming the file and line, whatever the policy", () =>
         Effect.gen(function*() {
@@ -401,6 +423,90 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           )
           assert.strictEqual(result.stdout, `${server.user}\n`)
         }).pipe(Effect.scoped))
+    })
+
+    describe("an unusable ssh-agent", () => {
+      /** Runs `self` with SSH_AUTH_SOCK set to `socket` and HOME to an empty directory (no default keys). */
+      const withAgentSocket = <A, E, R>(socket: string, self: Effect.Effect<A, E, R>) =>
+        Effect.acquireUseRelease(
+          Effect.sync(() => {
+            const previous = { sock: process.env["SSH_AUTH_SOCK"], home: process.env["HOME"] }
+            process.env["SSH_AUTH_SOCK"] = socket
+            process.env["HOME"] = mkdtempSync(path.join(temp, "home-"))
+            return previous
+          }),
+          () => self,
+          (previous) =>
+            Effect.sync(() => {
+              for (
+                const [name, value] of [["SSH_AUTH_SOCK", previous.sock], ["HOME", previous.home]] as const
+              ) {
+                if (value === undefined) delete process.env[name]
+                else process.env[name] = value
+              }
+            })
+        )
+
+      /** A unix socket file whose listener is gone: connecting to it is refused. */
+      const staleSocket = (): string => {
+        const socket = path.join(temp, `stale-agent-${Date.now()}.sock`)
+        spawnSync(process.execPath, [
+          "-e",
+          "require('net').createServer().listen(process.argv[1], () => process.kill(process.pid, 'SIGKILL'))",
+          socket
+        ])
+        assert.isTrue(statSync(socket).isSocket())
+        return socket
+      }
+
+      const sockets = () =>
+        [
+          ["missing", path.join(temp, "no-such-agent.sock")],
+          ["stale", staleSocket()]
+        ] as const
+
+      it.effect("a missing or stale SSH_AUTH_SOCK does not stop a key file from being used", () =>
+        Effect.gen(function*() {
+          for (const [kind, socket] of sockets()) {
+            const result = yield* withAgentSocket(
+              socket,
+              remote("whoami", { host: "127.0.0.13" }).pipe(
+                Settings.settings({ useAgent: true, keyFile: server.keyPath, connectAttempts: 3 })
+              )
+            )
+            assert.strictEqual(result.stdout, `${server.user}\n`, kind)
+          }
+        }))
+
+      it.effect("a missing or stale SSH_AUTH_SOCK does not stop a password login", () =>
+        Effect.gen(function*() {
+          assert.isDefined(server.passwordUser, "the test server runs as root and has a password user")
+          for (const [kind, socket] of sockets()) {
+            const result = yield* withAgentSocket(
+              socket,
+              remote("whoami", { host: `${server.passwordUser}@127.0.0.13` }).pipe(
+                Settings.settings({
+                  useAgent: true,
+                  keyFile: undefined,
+                  password: Redacted.make(server.passwordUserPassword!),
+                  connectAttempts: 3
+                })
+              )
+            )
+            assert.strictEqual(result.stdout, `${server.passwordUser}\n`, kind)
+            // a wrong password is an authentication failure (not retried), not a lost connection
+            const wrong = connectionFailure(
+              yield* Effect.exit(withAgentSocket(
+                socket,
+                remote("true", { host: `${server.passwordUser}@127.0.0.14` }).pipe(
+                  Settings.settings({ useAgent: true, keyFile: undefined, password: Redacted.make("wrong") })
+                )
+              ))
+            )
+            assert.strictEqual(wrong.reason, "authentication", kind)
+            assert.include(wrong.detail, `the ssh-agent at ${socket} could not be used`, kind)
+          }
+        }))
     })
 
     describe("dropped connections", () => {

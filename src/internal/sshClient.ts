@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import * as RcMap from "effect/RcMap"
 import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
@@ -61,6 +62,15 @@ const classify = (target: Target, error: Error & { code?: unknown; level?: unkno
   }
   if (error.level === "client-authentication" || /authentication methods failed/i.test(message)) {
     return connectionError(target, "authentication", detail)
+  }
+  // A session (command, SFTP) refused on a live connection: OpenSSH answers "open failed" once
+  // MaxSessions sessions are open on it. The connection itself is fine.
+  if (/channel open failure/i.test(message)) {
+    return connectionError(
+      target,
+      "channel-refused",
+      `the server refused a new session on the connection (${message})${via(target)}`
+    )
   }
   return connectionError(target, "disconnected", detail)
 }
@@ -216,10 +226,24 @@ const handshake = (
       client.destroy()
       resume(Effect.fail(error))
     }
+    // An agent that cannot be reached (SSH_AUTH_SOCK missing or stale) or cannot sign is skipped,
+    // as OpenSSH does: ssh2 reports it and goes on with the next method (a key, a password).
+    let agentProblem: string | undefined
     client.on("error", (error: Error & { code?: unknown; level?: unknown }) => {
-      const mapped = refused() && verdict !== undefined
+      if (error.level === "agent" && !settled) {
+        agentProblem = error.message
+        return
+      }
+      let mapped = refused() && verdict !== undefined
         ? hostKeyError(target, verdict)
         : classify(target, error)
+      if (mapped.reason === "authentication" && agentProblem !== undefined) {
+        mapped = connectionError(
+          target,
+          "authentication",
+          `${mapped.detail}; the ssh-agent at ${target.agent} could not be used (${agentProblem})`
+        )
+      }
       state.lastError = mapped
       fail(mapped)
     })
@@ -285,6 +309,19 @@ const normaliseSignal = (signal: string): string => signal.startsWith("SIG") ? s
 // without \n -> \r\n translation (output keeps its own line ends).
 const ptyOptions = { term: "dumb", cols: 200, rows: 50, modes: { ECHO: 0, ONLCR: 0 } } as const
 
+// How many bytes of output a channel may hold for a consumer that has not taken them yet before
+// its streams are paused. Paused, ssh2 stops granting the server window, so a slow consumer slows
+// the remote command instead of growing memory: a channel holds at most this plus ssh2's own
+// buffers (its 2 MiB window and stream high-water mark per stream).
+const highWater = 1024 * 1024
+const lowWater = 256 * 1024
+
+/**
+ * Opens a channel running `command`. The open is interruptible: ssh2 cannot cancel a channel
+ * request in flight, so an interrupted open waits (bounded) for the answer and closes a channel
+ * that arrives late at once, before giving its slot back; the command's own guard (see
+ * `remote.ts`) stops it when its channel closes.
+ */
 const openChannel = (
   target: Target,
   client: Client,
@@ -295,69 +332,154 @@ const openChannel = (
   Effect.gen(function*() {
     const events = yield* Queue.unbounded<ChannelEvent>()
     let closed = false
-    const stream = yield* Effect.callback<ClientChannel, ConnectionError>((resume) => {
+    let discarding = false
+    let buffered = 0
+    let paused = false
+    const acquire = Effect.callback<ClientChannel, ConnectionError>((resume) => {
       if (!state.open) {
         return resume(
           Effect.fail(state.lastError ?? connectionError(target, "disconnected", "the connection is closed"))
         )
       }
-      client.exec(command, pty ? { pty: ptyOptions } : {}, (error, channel) => {
+      let abandoned = false
+      let whenSettled: (() => void) | undefined
+      const settle = () => {
+        const done = whenSettled
+        whenSettled = undefined
+        done?.()
+      }
+      const onOpen = (error: Error | undefined, channel: ClientChannel) => {
+        if (abandoned) {
+          // Its requester is gone: close it now; no event of it is wanted.
+          if (error === undefined || error === null) {
+            channel.on("error", () => {})
+            channel.resume()
+            channel.stderr.resume()
+            channel.close()
+          }
+          return settle()
+        }
         if (error !== undefined && error !== null) {
           return resume(Effect.fail(
             state.open ? classify(target, error) : state.lastError ?? classify(target, error)
           ))
         }
-        let exitCode: number | null = null
-        let signal: string | null = null
-        let exited = false
-        channel.once("close", () => void (closed = true))
-        channel.on("data", (data: Buffer) => Queue.offerUnsafe(events, { _tag: "Stdout", data }))
-        channel.stderr.on("data", (data: Buffer) => Queue.offerUnsafe(events, { _tag: "Stderr", data }))
-        channel.on("exit", (code: number | null, signalName?: string) => {
-          exited = true
-          exitCode = typeof code === "number" ? code : null
-          signal = typeof signalName === "string" ? normaliseSignal(signalName) : null
-        })
-        // Channel errors also end in `close`; the listener only keeps them from being thrown.
-        channel.on("error", () => {})
-        channel.on("close", () => {
-          const error = exited ? undefined : state.lastError ??
-            connectionError(
-              target,
-              "disconnected",
-              state.open
-                ? "the command's channel closed without an exit status (its session was killed on the server)"
-                : "the connection dropped while the command ran"
-            )
-          Queue.offerUnsafe(events, { _tag: "Closed", exitCode, signal, error })
-        })
         resume(Effect.succeed(channel))
+      }
+      const requested = Result.try({
+        try: () => client.exec(command, pty ? { pty: ptyOptions } : {}, onOpen),
+        catch: (cause) => cause
       })
+      if (Result.isFailure(requested)) {
+        // ssh2 throws when its socket is no longer writable: the connection is gone.
+        state.open = false
+        return resume(Effect.fail(
+          state.lastError ??
+            connectionError(target, "disconnected", `the connection is closed (${String(requested.failure)})`)
+        ))
+      }
+      return Effect.callback<void>((resumeCleanup) => {
+        abandoned = true
+        whenSettled = () => resumeCleanup(Effect.void)
+        if (!state.open) resumeCleanup(Effect.void)
+      }).pipe(Effect.timeoutOption(Duration.seconds(5)), Effect.asVoid)
     })
-    const closing = Effect.callback<void>((resume) => {
-      if (closed) return resume(Effect.void)
-      stream.once("close", () => resume(Effect.void))
-      stream.close()
-    }).pipe(
-      // A dead connection may never confirm; ssh2 cleans its channels up on its own then.
-      Effect.timeoutOption(Duration.seconds(2)),
-      Effect.ensuring(Effect.sync(() => void (closed = true)))
+    const stream = yield* Effect.uninterruptibleMask((restore) =>
+      Effect.tap(restore(acquire), (channel) => Effect.addFinalizer(() => closeChannel(channel)))
     )
-    // A command that ended has closed its channel already: no time-out (two fibers and a timer)
-    // to set up for nothing.
-    const close = Effect.suspend(() => closed ? Effect.void : Effect.asVoid(closing))
-    yield* Effect.addFinalizer(() => close)
-    let last: ChannelEvent | undefined
-    const remember = (event: ChannelEvent): ChannelEvent => {
-      if (event._tag === "Closed") last = event
-      return event
+    let exitCode: number | null = null
+    let signal: string | null = null
+    let exited = false
+    let outEnded = false
+    let errEnded = false
+    let channelClosed = false
+    const offer = (event: ChannelEvent) => {
+      if (discarding) return
+      if (event._tag !== "Closed") {
+        buffered += event.data.length
+        if (!paused && buffered > highWater) {
+          paused = true
+          stream.pause()
+          stream.stderr.pause()
+        }
+      }
+      Queue.offerUnsafe(events, event)
     }
-    const next = Effect.map(Queue.take(events), remember)
+    // `close` comes once standard output has ended; standard error may still hold data when the
+    // consumer is behind, so the end is reported only after both streams have delivered it all.
+    const maybeClosed = () => {
+      if (!(channelClosed && outEnded && errEnded)) return
+      const error = exited ? undefined : state.lastError ??
+        connectionError(
+          target,
+          "disconnected",
+          state.open
+            ? "the command's channel closed without an exit status (its session was killed on the server)"
+            : "the connection dropped while the command ran"
+        )
+      offer({ _tag: "Closed", exitCode, signal, error })
+    }
+    stream.on("data", (data: Buffer) => offer({ _tag: "Stdout", data }))
+    stream.stderr.on("data", (data: Buffer) => offer({ _tag: "Stderr", data }))
+    stream.once("end", () => {
+      outEnded = true
+      maybeClosed()
+    })
+    stream.stderr.once("end", () => {
+      errEnded = true
+      maybeClosed()
+    })
+    stream.on("exit", (code: number | null, signalName?: string) => {
+      exited = true
+      exitCode = typeof code === "number" ? code : null
+      signal = typeof signalName === "string" ? normaliseSignal(signalName) : null
+    })
+    // Channel errors also end in `close`; the listener only keeps them from being thrown.
+    stream.on("error", () => {})
+    stream.once("close", () => {
+      closed = true
+      channelClosed = true
+      // A stream that was destroyed rather than ended never reports its `end`.
+      if (!stream.readable) outEnded = true
+      if (!stream.stderr.readable) errEnded = true
+      maybeClosed()
+    })
+    let last: ChannelEvent | undefined
+    const next = Effect.map(Queue.take(events), (event) => {
+      if (event._tag === "Closed") {
+        last = event
+      } else {
+        buffered -= event.data.length
+        if (paused && buffered < lowWater) {
+          paused = false
+          stream.resume()
+          stream.stderr.resume()
+        }
+      }
+      return event
+    })
+    const closeChannel = (channel: ClientChannel) =>
+      Effect.suspend(() => {
+        // Buffered output is no longer wanted; flowing, the streams can end and `close` come.
+        discarding = true
+        if (closed) return Effect.void
+        return Effect.callback<void>((resume) => {
+          channel.once("close", () => resume(Effect.void))
+          channel.resume()
+          channel.stderr.resume()
+          channel.close()
+        }).pipe(
+          // A dead connection may never confirm; ssh2 cleans its channels up on its own then.
+          Effect.timeoutOption(Duration.seconds(2)),
+          Effect.ensuring(Effect.sync(() => void (closed = true))),
+          Effect.asVoid
+        )
+      })
     return {
       take: Effect.suspend(() => last !== undefined ? Effect.succeed(last) : next),
       write: (data: string) => Effect.sync(() => void (stream.writable && stream.write(data))),
       endInput: Effect.sync(() => void (stream.writable && stream.end())),
-      close
+      close: closeChannel(stream)
     }
   })
 
@@ -365,7 +487,7 @@ const openChannel = (
 // live connection means "busy", not "gone": wait and try again, 5 ms, then 10, 20... 8 times.
 // The retry is set up only once a refusal has happened: its schedule costs every command else.
 const isBusy = (state: ConnectionState, error: ConnectionError): boolean =>
-  state.open && /open failure/i.test(error.detail)
+  state.open && error.reason === "channel-refused"
 
 const retryBusy = <A>(
   state: ConnectionState,
