@@ -54,6 +54,7 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as NodeWorker from "@effect/platform-node/NodeWorker"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -363,6 +364,8 @@ const defaultCompileCache = (): string =>
 
 interface Slot {
   readonly client: RpcClient.FromGroup<typeof WorkerRpcs, RpcClientError.RpcClientError>
+  /** The slot's current worker process. */
+  child: ChildProcess.ChildProcess | undefined
   /** Runs in flight on the slot's worker. */
   inFlight: number
   /** How the slot's last worker process ended, read when a run fails with the protocol. */
@@ -381,7 +384,7 @@ const makeSlot = (
   compileCache: string
 ): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const state: { inFlight: number; ended: Slot["ended"] } = { inFlight: 0, ended: undefined }
+    const state: Omit<Slot, "client"> = { child: undefined, inFlight: 0, ended: undefined }
     const spawn = () => {
       state.ended = undefined
       // The cache directory is the entry's only argument ("" for none).
@@ -395,6 +398,7 @@ const makeSlot = (
       child.once("exit", (code, signal) => {
         state.ended = { code, signal, runsInFlight: state.inFlight }
       })
+      state.child = child
       return child
     }
     const protocol = yield* Layer.build(
@@ -402,6 +406,43 @@ const makeSlot = (
     ).pipe(Effect.orDie)
     const client = yield* RpcClient.make(WorkerRpcs).pipe(Effect.provide(protocol))
     return Object.assign(state, { client })
+  })
+
+/**
+ * After one of its runs is interrupted, a worker has `answerGrace` to answer a ping, then
+ * `killGrace` between SIGTERM and SIGKILL: RELIABILITY.md states the sum as the bound.
+ */
+const answerGrace = Duration.seconds(1)
+const killGrace = Duration.seconds(1)
+
+const awaitExit = (child: ChildProcess.ChildProcess): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    const onExit = () => resume(Effect.void)
+    child.once("exit", onExit)
+    return Effect.sync(() => child.off("exit", onExit))
+  })
+
+// An interrupted run stops in its worker only when the worker reads the interrupt. A task that
+// loops on the CPU never lets it, and would keep its worker (and, in a shared pool, its slot)
+// busy for ever: a worker that does not answer a ping in time is stopped from outside, SIGTERM
+// first (a worker whose loop turns again stops its tasks cleanly on it), SIGKILL after
+// `killGrace`. The slot's protocol starts a new worker for later runs.
+const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const child = slot.child
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    const answer = yield* slot.client.Ping().pipe(
+      Effect.ignore,
+      Effect.interruptible,
+      Effect.timeoutOption(answerGrace)
+    )
+    if (Option.isSome(answer)) return
+    yield* Effect.sync(() => child.kill("SIGTERM"))
+    const ended = yield* awaitExit(child).pipe(Effect.interruptible, Effect.timeoutOption(killGrace))
+    if (Option.isSome(ended)) return
+    yield* Effect.sync(() => child.kill("SIGKILL"))
+    yield* awaitExit(child)
   })
 
 const runInWorker = <I, A, E>(
@@ -442,7 +483,7 @@ const runInWorker = <I, A, E>(
           Effect.catchTag("RpcClientError", (error) => Effect.fail(crashed(error.message)))
         ),
       () => Effect.sync(() => slot.inFlight--)
-    )
+    ).pipe(Effect.onInterrupt(() => stopIfUnresponsive(slot)))
     if (done === undefined) return yield* crashed("the worker ended the run without an outcome")
     const exit = yield* Schema.decodeUnknownEffect(exitCodec(task.success, task.error))(done).pipe(
       Effect.orDie

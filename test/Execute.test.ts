@@ -9,13 +9,17 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as ChildProcess from "node:child_process"
+import * as fs from "node:fs"
 import * as os from "node:os"
+import * as path from "node:path"
+import { performance } from "node:perf_hooks"
 import { CommandFailed, ConnectionError, PromptAborted } from "../src/Errors.ts"
 import * as Execute from "../src/Execute.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 import { remoteSleep, serverAddress } from "./fixtures/execute-remote-tasks.ts"
+import { spinOrFail } from "./fixtures/execute-stop-tasks.ts"
 import {
   ask,
   chatty,
@@ -409,6 +413,100 @@ describe("Execute", () => {
       assert.deepStrictEqual(processesWith(mark), [])
       assert.deepStrictEqual(liveWorkers(), [])
     }))
+
+  describe("a worker busy on the CPU (a loop that never yields)", () => {
+    // Documented in RELIABILITY.md: a worker that does not answer within 1 s of an interruption
+    // gets SIGTERM, and SIGKILL 1 s later. The slack is for a loaded machine.
+    const grace = 2_000
+    const slack = 2_000
+
+    /** A fresh directory for the runs' pid files, removed at the end of the test. */
+    const pidDir = Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tb-exec-spin-"))),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    )
+
+    /** The pid a run wrote to its file, once it has. */
+    const pidOf = (dir: string, label: string) =>
+      Effect.gen(function*() {
+        const file = path.join(dir, `${label}.pid`)
+        for (let i = 0; i < 300 && !fs.existsSync(file); i++) yield* Effect.sleep(Duration.millis(50))
+        return Number(fs.readFileSync(file, "utf8"))
+      })
+
+    /** Whether a process with this pid exists (a zombie counts as gone). */
+    const alive = (pid: number): boolean => {
+      const stat = ChildProcess.spawnSync("ps", ["-o", "stat=", "-p", String(pid)], { encoding: "utf8" })
+      const state = stat.stdout.trim()
+      return state !== "" && !state.startsWith("Z")
+    }
+
+    const spin = (dir: string, label: string) => ({ mode: "spin" as const, label, dir, millis: 0 })
+
+    it.live("is killed when a timeout interrupts its run: the call returns within the timeout plus the grace", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* pidDir
+        const started = Date.now()
+        const result = yield* Execute.forEach(spinOrFail, [spin(dir, "a")], { poolSize: 1 }).pipe(
+          Effect.timeoutOption(Duration.seconds(4))
+        )
+        const elapsed = Date.now() - started
+        assert.isTrue(Option.isNone(result))
+        const pid = yield* pidOf(dir, "a")
+        assert.isFalse(alive(pid), `the busy worker ${pid} is gone`)
+        assert.deepStrictEqual(liveWorkers(), [])
+        assert.isBelow(elapsed, 4_000 + grace + slack)
+        console.log(`[measure] busy worker: timeout 4000 ms, call returned after ${elapsed} ms`)
+      })))
+
+    it.live("is killed when a sibling fails under failFast, and the failure comes back", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* pidDir
+        const inputs = [spin(dir, "a"), { mode: "fail" as const, label: "b", dir, millis: 2_500 }]
+        const outcomes = yield* Execute.forEach(spinOrFail, inputs, {
+          poolSize: 2,
+          workers: 2,
+          failFast: true
+        })
+          .pipe(Settings.hide)
+        const returned = performance.timeOrigin + performance.now()
+        const pid = yield* pidOf(dir, "a")
+        assert.isFalse(alive(pid), `the busy worker ${pid} is gone`)
+        assert.isTrue(Exit.isFailure(outcomes[0]!.exit) && Cause.hasInterruptsOnly(outcomes[0]!.exit.cause))
+        assert.instanceOf(errorOf(outcomes[1]!.exit), CommandFailed)
+        assert.deepStrictEqual(liveWorkers(), [])
+        const failed = Number(fs.readFileSync(path.join(dir, "b.failed"), "utf8"))
+        assert.isBelow(returned - failed, grace + slack)
+        console.log(
+          `[measure] busy worker under failFast: call returned ${
+            Math.round(returned - failed)
+          } ms after the sibling failed`
+        )
+      })))
+
+    it.live("in a shared pool, is killed and replaced when its run is interrupted; the pool serves on", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* pidDir
+        const program = Effect.gen(function*() {
+          const result = yield* Execute.forEach(spinOrFail, [spin(dir, "a")]).pipe(
+            Effect.timeoutOption(Duration.seconds(3))
+          )
+          assert.isTrue(Option.isNone(result))
+          const pid = yield* pidOf(dir, "a")
+          assert.isFalse(alive(pid), `the busy worker ${pid} is gone while the pool lives`)
+          const [after] = yield* Execute.forEach(spinOrFail, [{
+            mode: "sleep" as const,
+            label: "b",
+            dir,
+            millis: 10
+          }])
+          assert.strictEqual(valueOf(after!.exit), "slept b")
+          assert.notStrictEqual(yield* pidOf(dir, "b"), pid)
+        })
+        yield* program.pipe(Effect.provide(Layer.fresh(Execute.layerPool({ poolSize: 1, workers: 1 }))))
+        assert.deepStrictEqual(liveWorkers(), [])
+      })))
+  })
 
   describe("retries", () => {
     const retry = Schedule.recurs(2)

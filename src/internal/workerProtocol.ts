@@ -2,6 +2,7 @@
  * The one RPC between `Execute` and its worker processes.
  *
  * `Run` names a task by module and name and streams back the lines it prints, then its outcome.
+ * `Ping` only proves that the worker's event loop still turns.
  * Inputs, results and errors have a schema per task, which the RPC group cannot know, so they
  * travel as JSON already encoded by the task's own schemas; each end decodes with the task.
  */
@@ -30,7 +31,10 @@ export class WorkerRpcs extends RpcGroup.make(
     },
     success: RunEvent,
     stream: true
-  })
+  }),
+  // Answered at once by a worker whose event loop turns: `Execute` asks after interrupting a
+  // run, and kills a worker that does not answer (a task looping on the CPU never yields).
+  Rpc.make("Ping")
 ) {}
 
 /** The JSON codec of a task's outcome, used by both ends. */

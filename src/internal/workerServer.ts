@@ -51,7 +51,8 @@ const loadTask = Effect.fnUntraced(function*(module: string, name: string) {
 })
 
 type Payload = typeof WorkerRpcs.requests extends ReadonlyMap<string, infer R>
-  ? R extends { readonly payloadSchema: Schema.Top } ? R["payloadSchema"]["Type"] : never
+  ? R extends { readonly _tag: "Run"; readonly payloadSchema: Schema.Top } ? R["payloadSchema"]["Type"]
+  : never
   : never
 
 const runTask = Effect.fnUntraced(function*(payload: Payload) {
@@ -69,6 +70,7 @@ const runTask = Effect.fnUntraced(function*(payload: Payload) {
 })
 
 const handlers = WorkerRpcs.toLayer({
+  Ping: () => Effect.void,
   Run: (payload) =>
     Stream.callback<RunEvent>((queue) =>
       Effect.gen(function*() {
