@@ -77,9 +77,10 @@ const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
 /** The bash each connection's login shell turned out to be (the same file as this path). */
 const loginBash = new WeakMap<Connection, string>()
 
-const pidMarkerBase = `__threadbare_pid_${randomBytes(6).toString("hex")}`
-let pidMarkers = 0
-const nextPidMarker = (): string => `${pidMarkerBase}${(pidMarkers++).toString(36)}=`
+const markerBase = randomBytes(6).toString("hex")
+let markerCount = 0
+const nextMarker = (kind: "pid" | "start"): string =>
+  `__threadbare_${kind}_${markerBase}${(markerCount++).toString(36)}=`
 
 // -- output scanning ------------------------------------------------------------------------------
 
@@ -101,6 +102,16 @@ interface Run {
   readonly label: string
   readonly pidMarker: string
   readonly prompt: string | undefined
+  /**
+   * Printed under sudo once it has switched users, before the command starts (when sudo may
+   * prompt). Sudo's prompt counts only before it: whatever comes after is the command's output,
+   * and a command can print any text, the prompt included (it stands in sudo's command line).
+   */
+  readonly startMarker: string | undefined
+  /** The stream sudo's prompt and the start marker arrive on. */
+  readonly authPipe: "out" | "err"
+  /** Whether the command has started (the start marker was seen, or there is none to wait for). */
+  started: boolean
   readonly password: string | undefined
   readonly pty: boolean
   /** Whether output lines are printed (`quiet` is off); otherwise they are only kept. */
@@ -154,18 +165,30 @@ const release = (stream: Stream, text: string, into: Scanned): void => {
 const awaitsPid = (run: Run, stream: Stream): boolean =>
   run.pid === undefined && (run.pty || stream.pipe === "err")
 
+/** Whether `stream` may still carry sudo's prompt or the start marker. */
+const awaitsStart = (run: Run, stream: Stream): boolean => !run.started && stream.pipe === run.authPipe
+
 /** The markers still looked for on `stream`. */
 const markers = (run: Run, stream: Stream): ReadonlyArray<string> => {
-  const pid = awaitsPid(run, stream) ? [run.pidMarker] : []
-  return run.prompt === undefined ? pid : [...pid, run.prompt]
+  const found: Array<string> = awaitsPid(run, stream) ? [run.pidMarker] : []
+  if (awaitsStart(run, stream)) {
+    if (run.prompt !== undefined) found.push(run.prompt)
+    if (run.startMarker !== undefined) found.push(run.startMarker)
+  }
+  return found
 }
 
 /** How much of the end of `pending` could be the beginning of a marker. */
 const holdBack = (run: Run, stream: Stream, pending: string): number => {
   let hold = 0
-  if (awaitsPid(run, stream)) {
-    const partialPid = pending.indexOf(run.pidMarker)
-    if (partialPid !== -1) hold = pending.length - partialPid
+  // A marker line seen whole but not yet its end: keep all of it until the newline comes.
+  const lineMarkers = [
+    awaitsPid(run, stream) ? run.pidMarker : undefined,
+    awaitsStart(run, stream) ? run.startMarker : undefined
+  ]
+  for (const marker of lineMarkers) {
+    const at = marker === undefined ? -1 : pending.indexOf(marker)
+    if (at !== -1) hold = Math.max(hold, pending.length - at)
   }
   for (const marker of markers(run, stream)) {
     for (let k = Math.min(marker.length - 1, pending.length); k > hold; k--) {
@@ -187,15 +210,13 @@ const scan = (run: Run, stream: Stream, text: string): Scanned => {
   stream.pending += text
   for (;;) {
     const pending = stream.pending
-    const promptAt = run.prompt === undefined ? -1 : pending.indexOf(run.prompt)
+    const auth = awaitsStart(run, stream)
+    const promptAt = auth && run.prompt !== undefined ? pending.indexOf(run.prompt) : -1
+    const startAt = auth && run.startMarker !== undefined ? pending.indexOf(run.startMarker) : -1
+    const startEnd = startAt === -1 ? -1 : pending.indexOf("\n", startAt)
     const pidAt = awaitsPid(run, stream) ? pending.indexOf(run.pidMarker) : -1
     const pidEnd = pidAt === -1 ? -1 : pending.indexOf("\n", pidAt)
-    if (promptAt !== -1 && (pidEnd === -1 || promptAt < pidAt)) {
-      release(stream, pending.slice(0, promptAt), scanned)
-      stream.pending = pending.slice(promptAt + (run.prompt?.length ?? 0))
-      stream.skipNewline = true
-      scanned.prompts++
-    } else if (pidEnd !== -1) {
+    if (pidEnd !== -1 && (promptAt === -1 || pidAt < promptAt) && (startAt === -1 || pidAt < startAt)) {
       const report = /^(\d+):(.*)$/.exec(
         pending.slice(pidAt + run.pidMarker.length, pidEnd).replace(/\r$/, "")
       )
@@ -205,6 +226,16 @@ const scan = (run: Run, stream: Stream, text: string): Scanned => {
       }
       release(stream, pending.slice(0, pidAt), scanned)
       stream.pending = pending.slice(pidEnd + 1)
+    } else if (promptAt !== -1 && (startAt === -1 || promptAt < startAt)) {
+      release(stream, pending.slice(0, promptAt), scanned)
+      stream.pending = pending.slice(promptAt + (run.prompt?.length ?? 0))
+      stream.skipNewline = true
+      scanned.prompts++
+    } else if (startEnd !== -1) {
+      // The command runs now: from here on, nothing it prints is taken for sudo's prompt.
+      run.started = true
+      release(stream, pending.slice(0, startAt), scanned)
+      stream.pending = pending.slice(startEnd + 1)
     } else {
       break
     }
@@ -231,9 +262,9 @@ const print = (run: Run, stream: Stream, lines: ReadonlyArray<string>): Effect.E
 const answerSudo = (run: Run): Effect.Effect<void> => {
   run.prompts++
   if (run.prompts === 1 && run.password !== undefined) {
-    // The command gets no input of ours: end it once sudo has its password (see `execute`).
-    const answer = run.channel.write(`${run.password}\n`)
-    return run.pty ? answer : Effect.andThen(answer, run.channel.endInput)
+    // Only sudo reads it: the command's own input is /dev/null (see `guard`), and the channel's
+    // input stays open for the guard to watch.
+    return run.channel.write(`${run.password}\n`)
   }
   // sudo asks again after a wrong password: end its input so it gives up instead of waiting.
   return Effect.andThen(run.pty ? run.channel.write("\x04") : Effect.void, run.channel.endInput)
@@ -273,18 +304,46 @@ const consume = (run: Run, untilPid = false): Effect.Effect<Ending, ConnectionEr
 
 // -- stopping a remote command --------------------------------------------------------------------
 
-// The process group of the command, plus every descendant of its leader taken before anything
-// is signalled: `sudo` with `use_pty` (and anything calling setsid) moves the command into a
-// session of its own, outside the group, and once its parent dies it can no longer be found by
-// ancestry. TERM first so the command can clean up, KILL for whatever is left after 3 seconds.
-// No `--` before a negative id: dash's kill reads it as a process id.
-const killScript = (pgid: string): string =>
-  `t=$(ps -e -o pid= -o ppid= 2>/dev/null | awk -v r=${pgid} '{ p[$1] = $2 } END { k[r] = 1; ` +
-  `do { g = 0; for (x in p) if (!(x in k) && (p[x] in k)) { k[x] = 1; g = 1 } } while (g); ` +
+/**
+ * Shell text that stops the processes of group `group` and every descendant of `root`, all but
+ * `me`: TERM first so they can clean up, KILL for whatever is left after 3 seconds. Descendants
+ * are taken before anything is signalled: `sudo` with `use_pty` (and anything calling setsid)
+ * moves the command into a session of its own, outside the group, and once its parent dies it
+ * can no longer be found by ancestry. A zombie counts as gone: it has ended, and an init that
+ * reaps late (as in some containers) must not hold the stop up. No `--` before a negative id:
+ * dash's kill reads it as a process id.
+ */
+const stopProcesses = (root: string, group: string, me: string): string =>
+  `t=$(ps -e -o pid= -o ppid= -o pgid= -o stat= 2>/dev/null | awk -v r="${root}" -v g="${group}" -v me="${me}" ` +
+  `'$1 != me && $4 !~ /^Z/ { p[$1] = $2; if ($3 == g) k[$1] = 1 } END { k[r] = 1; ` +
+  `do { c = 0; for (x in p) if (!(x in k) && (p[x] in k)) { k[x] = 1; c = 1 } } while (c); ` +
   `for (x in k) printf "%s ", x }'); ` +
-  `kill -TERM -${pgid} $t 2>/dev/null; i=0; while [ $i -lt 30 ]; do sleep 0.1; a=0; ` +
-  `kill -0 -${pgid} 2>/dev/null && a=1; for x in $t; do kill -0 $x 2>/dev/null && a=1; done; ` +
-  `[ $a = 0 ] && exit 0; i=$((i+1)); done; kill -KILL -${pgid} $t 2>/dev/null; exit 0`
+  `kill -TERM $t 2>/dev/null; kill -TERM -${group} 2>/dev/null; i=0; while [ $i -lt 30 ]; do sleep 0.1; ` +
+  `ps -e -o pid= -o stat= 2>/dev/null | awk -v t=" $t " 'index(t, " " $1 " ") && $2 !~ /^Z/ { f = 1 } ` +
+  `END { exit !f }' || exit 0; i=$((i+1)); done; kill -KILL $t 2>/dev/null; kill -KILL -${group} 2>/dev/null; exit 0`
+
+/** Stops the command whose login shell, its process group leader, is `pgid`. */
+const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
+
+// What keeps a command from outliving its channel. sshd leaves a command without a pty running
+// when its session goes away (the controller killed, the network cut), so the command never
+// reads the channel: its input is /dev/null, and a watcher in the background holds the channel's
+// input instead. The library never ends that input, so the watcher reads end of file only once
+// the channel has closed; if the command (this shell's process id, which it `exec`s into) is
+// still running then, its controller is gone, and the watcher stops the command's process group
+// and every descendant, sparing only itself (it ignores the TERM it sends its own group). A
+// command that has ended leaves what it started in the background alone. The watcher finds its
+// own process id without bash's BASHPID: the parent of a `sh` it starts.
+const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
+  `me=$(exec sh -c 'echo $PPID'); g=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' '); ` +
+  stopProcesses("$$", "$g", "$me")
+
+/**
+ * Shell text that starts the watcher (with the channel's input) and leaves the shell's own input
+ * at /dev/null, for the command it `exec`s next. An explicit redirection: a background job's
+ * input would otherwise be /dev/null too.
+ */
+const guard = `exec 3<&0 </dev/null; (${watcher}) <&3 >/dev/null 2>&1 & exec 3<&-`
 
 /**
  * Stops the process group of an interrupted or timed-out command. Under sudo the kill runs
@@ -359,7 +418,8 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   const prompt = settings.useSudo && settings.sudoPassword !== undefined
     ? `[threadbare ${yield* nonce}] sudo password:`
     : undefined
-  const built: BuiltCommand = yield* fromResult(build({
+  const startMarker = prompt === undefined ? undefined : nextMarker("start")
+  const spec = {
     command,
     useShell: settings.useShell,
     shell: settings.shell,
@@ -368,8 +428,19 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
     sudoPrompt: prompt,
     cwd: settings.remoteWorkingDir,
     env: settings.env
-  }))
-  return { built, prompt }
+  }
+  // What the user asked for, for messages and `realCommand`.
+  const built: BuiltCommand = yield* fromResult(build(spec))
+  // What is sent: under sudo, the start marker and the guard run as the user sudo switched to
+  // (who alone may stop the command); without sudo the login shell sets the guard up itself.
+  const prelude = [
+    ...(startMarker === undefined ? [] : [`echo ${startMarker} >&2`]),
+    ...(settings.pty ? [] : [guard])
+  ]
+  const sent: BuiltCommand = settings.useSudo && prelude.length > 0
+    ? yield* fromResult(build({ ...spec, sudoPrelude: prelude.join("; ") }))
+    : built
+  return { built, sent, prompt, startMarker }
 })
 
 /** Runs a command under `settings` and returns its result, whatever its exit code. */
@@ -379,7 +450,7 @@ const execute = Effect.fnUntraced(function*(
 ) {
   const label = yield* hostLabel(settings)
   yield* checkTimeout(settings.timeout)
-  const { built, prompt } = yield* buildFor(command, settings)
+  const { built, sent, prompt, startMarker } = yield* buildFor(command, settings)
   yield* Effect.annotateCurrentSpan({ host: label, command: built.display })
   yield* Output.printRunning(label, settings.useSudo ? "sudo" : "run", built.display)
   if (settings.dryRun) return dryRunResult(label, built.display, built.line)
@@ -387,7 +458,7 @@ const execute = Effect.fnUntraced(function*(
   const ssh = yield* SshConnections
   const started = yield* Clock.currentTimeMillis
   return yield* Effect.scoped(Effect.gen(function*() {
-    const pidMarker = nextPidMarker()
+    const pidMarker = nextMarker("pid")
     // `exec` keeps the login shell's process id for the command itself, so that a signal that
     // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
     // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
@@ -398,14 +469,17 @@ const execute = Effect.fnUntraced(function*(
     // the connection, sparing the start of a second bash (about 1 ms a command). Bash runs the
     // last command of `-c` in place of itself, as the `exec` of our second shell would.
     const shellWords = splitShell(settings.shell)
+    // Under sudo the guard runs inside sudo (see `buildFor`); on a pty sshd hangs the command up
+    // itself when the channel goes, and the terminal stays its input.
+    const loginGuard = settings.useSudo || settings.pty ? "" : `${guard}; `
     const lineFor = (connection: Connection): string => {
-      const inline = built.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
+      const inline = sent.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
         loginBash.get(connection) === shellWords[0]
-      const command = inline ? built.script : `${settings.useShell ? "exec " : ""}${built.line}`
+      const command = inline ? sent.script : `${settings.useShell ? "exec " : ""}${sent.line}`
       // `[` is a builtin in bash and dash alike: the check costs no process.
       return `[ "$BASH" -ef ${
         quote(shellWords[0] ?? "")
-      } ] && b=1 || b=0; echo ${pidMarker}$$:$b >&2; ${merge}${command}`
+      } ] && b=1 || b=0; echo ${pidMarker}$$:$b >&2; ${loginGuard}${merge}${command}`
     }
     // A cached connection may turn out dead only when used. The command has not started then,
     // so it is safe to start it once more on a fresh connection. A connection that could not be
@@ -428,6 +502,9 @@ const execute = Effect.fnUntraced(function*(
       label,
       pidMarker,
       prompt,
+      startMarker,
+      authPipe: settings.pty || settings.combineStderr ? "out" : "err",
+      started: startMarker === undefined,
       password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
       pty: settings.pty,
       printing: !settings.quiet,
@@ -438,10 +515,10 @@ const execute = Effect.fnUntraced(function*(
       loginBash: undefined,
       prompts: 0
     }
-    // A command gets no input from us, so it must see end of file rather than wait for input
-    // that never comes (`cat`, a prompt). With a sudo password, input ends once sudo has read it;
-    // on a pty, end of input would hang up the terminal, so there it stays open.
-    if (run.password === undefined && !run.pty) yield* channel.endInput
+    // A command gets no input from us and sees end of file at once (`cat`, a prompt): its input
+    // is /dev/null, whatever sudo does. The channel's own input stays open, for sudo's password
+    // and then for the guard, which takes its end for the controller's. On a pty the terminal
+    // is the command's input and stays open: end of input there would hang it up.
     const ending = yield* (settings.timeout === undefined
       ? Effect.asSome(consume(run))
       : Effect.timeoutOption(consume(run), settings.timeout)).pipe(

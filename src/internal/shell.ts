@@ -54,6 +54,11 @@ export interface CommandSpec {
    * can answer it; otherwise sudo runs non-interactively (`-n`) and fails if it needs one.
    */
   readonly sudoPrompt: string | undefined
+  /**
+   * Shell text that `/bin/sh` runs right after sudo has switched users and before the command,
+   * which it then `exec`s in its own place (so the command keeps that process). Only with sudo.
+   */
+  readonly sudoPrelude?: string | undefined
   /** A directory to `cd` into first, or `undefined`. */
   readonly cwd: string | undefined
   readonly env: Readonly<Record<string, string>>
@@ -86,6 +91,7 @@ const sudoWords = (spec: CommandSpec): ReadonlyArray<string> => {
   else words.push("-S", "-p", spec.sudoPrompt)
   if (spec.sudoUser !== undefined) words.push("-u", spec.sudoUser)
   words.push("--")
+  if (spec.sudoPrelude !== undefined) words.push("/bin/sh", "-c", `${spec.sudoPrelude}; exec "$@"`, "sh")
   return words
 }
 

@@ -1,0 +1,211 @@
+/**
+ * Promises of remote commands that an attacker, an impatient user or a dying controller tries to
+ * break, against the throwaway OpenSSH server (this machine, so its process table is checked):
+ * the sudo password reaches sudo only, commands see end of input, an interruption at any moment
+ * stops the command and frees its channel, a command never outlives its controller, and a slow
+ * consumer bounds memory.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import { spawn } from "node:child_process"
+import * as path from "node:path"
+import { remote, remoteSudo } from "../src/internal/remote.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+
+const server = readServerFromEnv()
+const hostOn = (address: string, user = server.user) => `${user}@${address}:${server.port}`
+
+const connection = {
+  keyFile: server.keyPath,
+  knownHostsFile: server.knownHostsPath,
+  hostKeyPolicy: "strict",
+  sshConfigFile: false,
+  useAgent: false,
+  connectRetryDelay: "200 millis"
+} as const
+
+const base = Settings.layer({ host: hostOn("127.0.0.1"), ...connection })
+
+const uniqueMarker = (name: string) =>
+  `tbmark_${name}_${process.pid}_${Math.random().toString(36).slice(2, 10)}`
+
+/** Polls the process table until `pattern` shows up (or not), for at most `seconds`. */
+const waitForProcesses = (pattern: string, present: boolean, seconds = 10) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < seconds * 10; i++) {
+      if ((remoteProcesses(pattern).length > 0) === present) return true
+      yield* Effect.sleep("100 millis")
+    }
+    return false
+  })
+
+const hex = (text: string) => Buffer.from(text).toString("hex")
+
+// Prints every string of every process's command line (sudo's prompt among them) on both
+// streams, twice, then shows what its standard input holds, as hex so no masking can hide it.
+// On a pty the terminal stays open: `timeout` ends the read.
+const processTableReader = (pty: boolean) =>
+  `dump() { for f in /proc/[0-9]*/cmdline; do tr '\\000' '\\n' <"$f"; echo; done 2>/dev/null; }; ` +
+  `dump; dump >&2; sleep 0.3; dump; dump >&2; ` +
+  `printf 'got:'; ${pty ? "timeout 3 " : ""}od -An -tx1 | tr -d ' \\n'; echo`
+
+layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServices: true })(
+  "remote commands under attack",
+  (it) => {
+    describe("the sudo password reaches sudo and nothing else", () => {
+      it.effect("a command run as another user that prints the whole process table never receives it", () =>
+        Effect.gen(function*() {
+          const realPassword = readServerFromEnv().passwordUserPassword!
+          const cases = [
+            // tbtest's sudo never prompts: the password is set but never asked for.
+            { user: server.user, password: `decoy-${uniqueMarker("pw")}`, prompts: false },
+            // tbpass's sudo prompts every time.
+            { user: server.passwordUser!, password: realPassword, prompts: true }
+          ]
+          for (const { password, prompts, user } of cases) {
+            for (const pty of [false, true]) {
+              for (const combineStderr of [false, true]) {
+                const result = yield* remoteSudo(processTableReader(pty), {
+                  host: hostOn("127.0.0.1", user),
+                  sudoUser: server.otherUser!,
+                  sudoPassword: Redacted.make(password),
+                  pty,
+                  combineStderr,
+                  quiet: true,
+                  timeout: Duration.seconds(30)
+                })
+                const where = `(sudo prompts: ${prompts}, pty: ${pty}, combineStderr: ${combineStderr})`
+                const got = /got:([0-9a-f]*)/.exec(result.stdout)
+                assert.isNotNull(got, `no report of the input ${where}: ${result.stdout.slice(-300)}`)
+                assert.strictEqual(got?.[1], "", `the command read input ${where}`)
+                const everything = result.stdout + result.stderr
+                assert.notInclude(everything, hex(password), where)
+                assert.notInclude(everything, password, where)
+                // Masking would hide an echo of the password: there must be nothing to mask.
+                assert.notInclude(everything, "********", where)
+                // The command did see sudo's command line, prompt and all: the attack was real.
+                assert.include(everything, "sudo password:", where)
+              }
+            }
+          }
+        }))
+    })
+
+    describe("commands always see end of input", () => {
+      it.effect("cat and read return at once with a password that sudo never asks for, or with sudo off", () =>
+        Effect.gen(function*() {
+          const password = Redacted.make(`unused-${uniqueMarker("pw")}`)
+          const command = "cat; read x; echo ended:$?"
+          const runs = [
+            remoteSudo(command, { sudoPassword: password, quiet: true, timeout: Duration.seconds(20) }),
+            remote(command, { sudoPassword: password, quiet: true, timeout: Duration.seconds(20) }),
+            remote(command, { quiet: true, timeout: Duration.seconds(20) }),
+            remote(command, { quiet: true, timeout: Duration.seconds(20) }).pipe(
+              Settings.settings({ sudoPassword: password, useSudo: true })
+            ),
+            remote(command, { quiet: true, timeout: Duration.seconds(20), sudoUser: server.otherUser! }).pipe(
+              Settings.settings({ sudoPassword: password, useSudo: true, combineStderr: false })
+            )
+          ]
+          for (const run of runs) {
+            const result = yield* run
+            assert.strictEqual(result.stdout, "ended:1\n")
+          }
+        }))
+    })
+
+    describe("interrupting a remote command at any moment stops it and frees its channel", () => {
+      it.effect("100 interruptions from 0 to 15 ms after the start leave no process, and the connection works", () =>
+        Effect.gen(function*() {
+          const marker = uniqueMarker("early")
+          const host = hostOn("127.0.0.7")
+          for (let i = 0; i < 100; i++) {
+            const fiber = yield* Effect.forkChild(
+              remote(`sleep 300; echo ${marker}`, { host, quiet: true, useSudo: i % 4 === 3 })
+            )
+            yield* Effect.sleep(Duration.millis(i % 16))
+            yield* Fiber.interrupt(fiber)
+          }
+          // Siblings in Effect.all that fail at once interrupt the rest while they start.
+          for (let i = 0; i < 10; i++) {
+            const exit = yield* Effect.exit(Effect.all([
+              remote(`sleep 300; echo ${marker}`, { host, quiet: true }),
+              remote(`sleep 300; echo ${marker}`, { host, quiet: true, useSudo: true }),
+              Effect.fail("sibling failed")
+            ], { concurrency: "unbounded" }))
+            assert.isTrue(Exit.isFailure(exit))
+          }
+          assert.isTrue(
+            yield* waitForProcesses(marker, false, 10),
+            `left running: ${JSON.stringify(remoteProcesses(marker).slice(0, 5))}`
+          )
+          // Every channel is free again: more commands at once than the server's session limit.
+          const results = yield* Effect.all(
+            Array.from({ length: 12 }, (_, i) => remote(`echo ${i}`, { host, quiet: true })),
+            { concurrency: "unbounded" }
+          )
+          assert.deepStrictEqual(results.map((r) => r.stdout), Array.from({ length: 12 }, (_, i) => `${i}\n`))
+        }))
+    })
+
+    describe("a remote command never outlives what controls it", () => {
+      const controller = path.join(import.meta.dirname, "fixtures", "remote-controller.ts")
+
+      /** Starts the controller, waits until its command runs, kills it with SIGKILL. */
+      const killController = (patch: Record<string, unknown>, marker: string) =>
+        Effect.gen(function*() {
+          const child = spawn(process.execPath, [
+            controller,
+            JSON.stringify({ host: hostOn("127.0.0.8"), ...connection, ...patch }),
+            // Hex: the controller's own command line must not show the marker.
+            Buffer.from(`(trap '' TERM; sleep 300; echo ${marker}) & sleep 300; echo ${marker}`).toString(
+              "hex"
+            )
+          ], { stdio: "ignore" })
+          const started = yield* waitForProcesses(marker, true, 20)
+          child.kill("SIGKILL")
+          return started
+        })
+
+      it.effect("the controller killed with SIGKILL: the remote process group is gone within 5 s", () =>
+        Effect.gen(function*() {
+          for (
+            const patch of [
+              {},
+              { useSudo: true },
+              { useSudo: true, sudoUser: server.otherUser! },
+              { combineStderr: false }
+            ]
+          ) {
+            const marker = uniqueMarker("orphan")
+            assert.isTrue(yield* killController(patch, marker), "the command never started")
+            // RELIABILITY.md: gone within 3.5 s of the channel closing (TERM, then KILL after 3 s).
+            assert.isTrue(
+              yield* waitForProcesses(marker, false, 5),
+              `still running after its controller died (${JSON.stringify(patch)}): ${
+                JSON.stringify(remoteProcesses(marker))
+              }`
+            )
+          }
+        }))
+
+      it.effect("a command that ended leaves what it started in the background running", () =>
+        Effect.gen(function*() {
+          const marker = uniqueMarker("daemon")
+          yield* remote(`nohup sh -c 'sleep 30; echo ${marker}' >/dev/null 2>&1 &`, { quiet: true })
+          // The guard saw the channel close after the command had ended: nothing to stop.
+          yield* Effect.sleep("1 second")
+          assert.isTrue(remoteProcesses(marker).length > 0, "the background process was stopped")
+          // A bracket in the pattern keeps pkill from matching its own command line.
+          yield* remote(`pkill -f '[t]${marker.slice(1)}' || true`, { quiet: true })
+        }))
+    })
+  }
+)
