@@ -21,6 +21,7 @@ import { remote } from "../src/internal/remote.ts"
 import * as SshConfig from "../src/internal/sshConfig.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 
 const server = readServerFromEnv()
@@ -422,6 +423,80 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
             Settings.settings({ keyFile: undefined, useAgent: true })
           )
           assert.strictEqual(result.stdout, `${server.user}\n`)
+        }).pipe(Effect.scoped))
+    })
+
+    describe("through a gateway", () => {
+      const gatewayHop = `${server.user}@127.0.0.2:${server.port}`
+      const blackhole = Effect.acquireRelease(
+        Effect.promise(() => Blackhole.start()),
+        (hole) => Effect.promise(() => hole.close())
+      )
+
+      it.effect("connectTimeout bounds the gateway's forward to a target that never answers; the error names the target and the hop", () =>
+        Effect.gen(function*() {
+          const hole = yield* blackhole
+          const started = Date.now()
+          const error = connectionFailure(
+            yield* Effect.exit(
+              remote("true", { host: `127.0.0.1:${hole.port}`, gateway: gatewayHop }).pipe(
+                Settings.settings({ connectTimeout: "2 seconds", connectAttempts: 1 })
+              )
+            )
+          )
+          const elapsed = Date.now() - started
+          assert.strictEqual(error.reason, "timeout")
+          assert.strictEqual(error.host, "127.0.0.1")
+          assert.strictEqual(error.port, hole.port)
+          assert.strictEqual(error.hop, `${gatewayHop} -> 127.0.0.1:${hole.port}`)
+          assert.include(error.message, `[127.0.0.1] cannot connect`)
+          assert.include(error.message, `at hop ${gatewayHop} -> 127.0.0.1:${hole.port}`)
+          // the documented bound: connectTimeout (+ 2 s for the gateway's own connection)
+          assert.isBelow(elapsed, 4000)
+          // the gateway's connection is still good for other targets
+          const next = yield* remote("echo ok", { host: "127.0.0.3", gateway: gatewayHop })
+          assert.strictEqual(next.stdout, "ok\n")
+        }).pipe(Effect.scoped))
+
+      it.effect("a target the gateway cannot reach (refused) names the target and the hop, not the gateway", () =>
+        Effect.gen(function*() {
+          const error = connectionFailure(
+            yield* Effect.exit(remote("true", { host: "127.0.0.3:1", gateway: gatewayHop }))
+          )
+          assert.strictEqual(error.reason, "refused")
+          assert.strictEqual(error.host, "127.0.0.3")
+          assert.strictEqual(error.port, 1)
+          assert.strictEqual(error.hop, `${gatewayHop} -> 127.0.0.3:1`)
+        }))
+
+      it.effect("a gateway that never answers: the error names the target with the gateway as the hop, after the gateway's connectAttempts only", () =>
+        Effect.gen(function*() {
+          const proxy = yield* Effect.acquireRelease(
+            Effect.promise(() => FaultProxy.start({ host: "127.0.0.2", port: server.port })),
+            (proxy) => Effect.promise(() => proxy.close())
+          )
+          proxy.stall()
+          const started = Date.now()
+          const error = connectionFailure(
+            yield* Effect.exit(
+              remote("true", { host: "127.0.0.3", gateway: `${server.user}@127.0.0.1:${proxy.port}` }).pipe(
+                Settings.settings({
+                  connectTimeout: "1 second",
+                  connectAttempts: 2,
+                  connectRetryDelay: "100 millis"
+                })
+              )
+            )
+          )
+          const elapsed = Date.now() - started
+          assert.strictEqual(error.reason, "timeout")
+          assert.strictEqual(error.host, "127.0.0.3")
+          assert.strictEqual(error.hop, `${server.user}@127.0.0.1:${proxy.port}`)
+          assert.include(error.message, `at hop ${server.user}@127.0.0.1:${proxy.port}`)
+          // connectAttempts tries of the gateway, not connectAttempts x connectAttempts
+          assert.strictEqual(proxy.statistics.accepted, 2)
+          // the bound: connectAttempts x connectTimeout + the delays between them, + 2 s
+          assert.isBelow(elapsed, 2 * 1000 + 100 + 2000)
         }).pipe(Effect.scoped))
     })
 

@@ -13,11 +13,14 @@
  *   proxy.openConnections                 // connections not fully closed yet
  *   await proxy.close()                   // closes the listener and every socket
  *
+ * `Blackhole` (below) is a port that never answers at all: connecting to it hangs.
+ *
  * "up" is client -> target, "down" is target -> client. A cut destroys both sockets of the
  * connection (the client sees its socket close, as if a router dropped the flow or the peer
  * reset it). Plain TypeScript on purpose: test infrastructure should not depend on the library
  * it tests.
  */
+import { type ChildProcess, spawn } from "node:child_process"
 import * as net from "node:net"
 
 /** Which way bytes travel: `up` from the client to the target, `down` back. */
@@ -423,5 +426,65 @@ export class FaultProxy {
 
   private pumpAll(): void {
     for (const connection of this.connections) connection.pump()
+  }
+}
+
+/**
+ * A TCP port that never answers a connection: SYNs go unanswered, so a client's `connect` waits
+ * until its own time-out (about 2 minutes on Linux), like a host behind a firewall that drops
+ * packets. Made for real, without firewall rules: a listener in a child process whose event
+ * loop is blocked (it never accepts), with a backlog of 1 that this process fills, so that the
+ * kernel drops every further SYN.
+ *
+ *   const hole = await Blackhole.start()
+ *   // connect to 127.0.0.1:hole.port: it hangs
+ *   await hole.close()
+ */
+export class Blackhole {
+  /** The port (127.0.0.1) that does not answer. */
+  readonly port: number
+  private readonly child: ChildProcess
+  private readonly fillers: ReadonlyArray<net.Socket>
+
+  private constructor(port: number, child: ChildProcess, fillers: ReadonlyArray<net.Socket>) {
+    this.port = port
+    this.child = child
+    this.fillers = fillers
+  }
+
+  static async start(): Promise<Blackhole> {
+    const child = spawn(process.execPath, [
+      "-e",
+      `const s = require("node:net").createServer()
+       s.listen({ port: 0, host: "127.0.0.1", backlog: 1 }, () =>
+         process.stdout.write(s.address().port + "\\n", () =>
+           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)))`
+    ], { stdio: ["ignore", "pipe", "inherit"] })
+    const port = await new Promise<number>((resolve, reject) => {
+      child.once("error", reject)
+      child.once("exit", (code) => reject(new Error(`the blackhole listener exited (${code})`)))
+      child.stdout!.once("data", (data: Buffer) => resolve(Number(String(data).trim())))
+    })
+    // The accept queue holds backlog + 1 connections; once they are in, SYNs are dropped.
+    const fillers: Array<net.Socket> = []
+    for (let i = 0; i < 2; i++) {
+      fillers.push(
+        await new Promise<net.Socket>((resolve, reject) => {
+          const socket = net.connect({ port, host: "127.0.0.1" }, () => resolve(socket))
+          socket.once("error", reject)
+        })
+      )
+    }
+    return new Blackhole(port, child, fillers)
+  }
+
+  /** Stops the listener (the port refuses from then on) and closes the filler connections. */
+  close(): Promise<void> {
+    for (const socket of this.fillers) socket.destroy()
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.child.once("exit", () => resolve())
+      this.child.kill("SIGKILL")
+    })
   }
 }

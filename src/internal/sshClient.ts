@@ -3,6 +3,7 @@
  * host key checking, channels and their limits. Every ssh2 callback becomes an Effect here and
  * nowhere else.
  */
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
@@ -25,7 +26,11 @@ import { resolveTarget, targetKey } from "./sshTarget.ts"
 
 /** A connection as the adapter sees it: the public shape plus what jump hosts need. */
 interface LiveConnection extends Connection {
-  readonly forwardOut: (host: string, port: number) => Effect.Effect<Duplex, ConnectionError>
+  /**
+   * A TCP connection from this (gateway) host to `to`, within `to.connectTimeout`. Its errors
+   * name `to`, with this link as their `hop`.
+   */
+  readonly forwardOut: (to: Target) => Effect.Effect<Duplex, ConnectionError>
 }
 
 /** What a connection's listeners record over its life. */
@@ -35,8 +40,30 @@ interface ConnectionState {
   lastError: ConnectionError | undefined
 }
 
-const connectionError = (target: Target, reason: ConnectionErrorReason, detail: string) =>
-  new ConnectionError({ host: target.label, port: target.port, user: target.user, reason, detail })
+const connectionError = (target: Target, reason: ConnectionErrorReason, detail: string, hop?: string) =>
+  new ConnectionError({
+    host: target.label,
+    port: target.port,
+    user: target.user,
+    reason,
+    detail,
+    ...(hop === undefined ? {} : { hop })
+  })
+
+/** A gateway as a hop in errors: `user@gateway:port`. */
+const hopOf = (gateway: Target): string => `${gateway.user}@${gateway.label}:${gateway.port}`
+
+/** The link from a gateway to the next host, as a hop in errors: `user@gateway:port -> host:port`. */
+const linkOf = (gateway: Target, to: Target): string => `${hopOf(gateway)} -> ${to.host}:${to.port}`
+
+/**
+ * `connectTimeout` in milliseconds for ssh2's `readyTimeout`, where 0 means none: so does a
+ * duration too long for a Node timer (`Duration.infinity`), which would otherwise fire at once.
+ */
+const timeoutMillis = (duration: Duration.Duration): number => {
+  const millis = Duration.toMillis(duration)
+  return Number.isFinite(millis) && millis < 2 ** 31 ? Math.max(0, Math.ceil(millis)) : 0
+}
 
 const via = (target: Target): string =>
   (target.host !== target.label ? ` (${target.host})` : "") +
@@ -73,6 +100,33 @@ const classify = (target: Target, error: Error & { code?: unknown; level?: unkno
     )
   }
   return connectionError(target, "disconnected", detail)
+}
+
+/** Sorts the failure of `gateway` to open a TCP connection to `to`, as OpenSSH reports it. */
+const forwardError = (gateway: Target, to: Target, error: Error): ConnectionError => {
+  const message = error.message
+  const link = linkOf(gateway, to)
+  const detail = `${gateway.label} could not connect to ${to.host}:${to.port} (${message})`
+  if (/refused/i.test(message)) return connectionError(to, "refused", detail, link)
+  if (/not known|name resolution|no address|nodename/i.test(message)) {
+    return connectionError(to, "unknown-host", detail, link)
+  }
+  if (/timed out|unreachable|no route/i.test(message)) return connectionError(to, "timeout", detail, link)
+  if (/prohibited|open failed/i.test(message)) {
+    return connectionError(
+      to,
+      "refused",
+      `${detail}: the gateway does not forward connections (AllowTcpForwarding may be off on it)`,
+      link
+    )
+  }
+  return connectionError(to, "disconnected", detail, link)
+}
+
+/** A gateway's failure inside an attempt at the connection behind it: never retried there. */
+interface GatewayFailed {
+  readonly _tag: "GatewayFailed"
+  readonly error: ConnectionError | SettingsError
 }
 
 /** Failures worth another attempt: the host may be booting, restarting or briefly unreachable. */
@@ -200,16 +254,18 @@ const hostKeyError = (target: Target, verdict: KnownHosts.Verdict): ConnectionEr
 }
 
 /**
- * One attempt at a connection over `sock`: handshake, host key check, authentication. The
- * listeners attached here stay for the life of the client, so a late `error` never goes
- * unheard (ssh2 would crash the process) and `state` always knows whether it is still up.
+ * One attempt at a connection over `sock`: handshake, host key check, authentication, within
+ * `readyTimeout` ms (0: no limit). The listeners attached here stay for the life of the client,
+ * so a late `error` never goes unheard (ssh2 would crash the process) and `state` always knows
+ * whether it is still up.
  */
 const handshake = (
   target: Target,
   sock: Duplex,
   credentials: Credentials,
   knownHosts: ReturnType<typeof KnownHosts.parse>,
-  state: ConnectionState
+  state: ConnectionState,
+  readyTimeout: number
 ) =>
   Effect.callback<Handshake, ConnectionError>((resume) => {
     const client = new Client()
@@ -283,7 +339,7 @@ const handshake = (
         verdict = KnownHosts.check(knownHosts, target.host, target.port, key)
         return !refused()
       },
-      readyTimeout: Duration.toMillis(target.connectTimeout),
+      readyTimeout,
       keepaliveInterval: Duration.toMillis(target.keepaliveInterval),
       keepaliveCountMax: target.keepaliveCountMax
     })
@@ -517,17 +573,44 @@ export const make = Effect.gen(function*() {
   ): Effect.Effect<LiveConnection, ConnectionError | SettingsError, Scope.Scope> =>
     Effect.gen(function*() {
       const credentials = yield* readKey(target)
+      const gateway = target.gateway
       const attempt = Effect.gen(function*() {
         const knownHosts = yield* readKnownHosts(target.knownHostsFile)
-        const sock = target.gateway === undefined
-          ? directSocket(target)
-          : yield* (yield* connectTarget(target.gateway)).forwardOut(target.host, target.port)
+        let readyTimeout = timeoutMillis(target.connectTimeout)
+        let sock: Duplex
+        if (gateway === undefined) {
+          sock = directSocket(target)
+        } else {
+          // The gateway has had its own connectAttempts: its failure ends this connection too,
+          // reported for this target with the gateway as the hop that failed.
+          const through = yield* connectTarget(gateway).pipe(
+            Effect.mapError((error): GatewayFailed => ({
+              _tag: "GatewayFailed",
+              error: error._tag === "SettingsError"
+                ? error
+                : connectionError(target, error.reason, error.detail, error.hop ?? hopOf(gateway))
+            }))
+          )
+          // One connectTimeout for the forward and the handshake over it, as for a direct
+          // connection's TCP connect and handshake.
+          const started = yield* Clock.currentTimeMillis
+          sock = yield* through.forwardOut(target)
+          if (readyTimeout > 0) {
+            readyTimeout = Math.max(1, readyTimeout - ((yield* Clock.currentTimeMillis) - started))
+          }
+        }
         const state: ConnectionState = { open: false, lastError: undefined }
         const { client, hostKey, verdict } = yield* Effect.acquireRelease(
-          handshake(target, sock, credentials, knownHosts, state),
+          handshake(target, sock, credentials, knownHosts, state, readyTimeout),
           // A connection that already closed has nothing to wait for: `end` would never see
           // another `close`, and the next operation would wait out closeClient's time limit.
           ({ client }) => state.open ? closeClient(client) : Effect.sync(() => client.destroy())
+        ).pipe(
+          Effect.mapError((error) =>
+            gateway === undefined || error.hop !== undefined
+              ? error
+              : connectionError(target, error.reason, error.detail, linkOf(gateway, target))
+          )
         )
         if (verdict?._tag === "Unknown" && hostKey !== undefined) {
           yield* recordHostKey(hostKeyLock, target, hostKey)
@@ -538,8 +621,9 @@ export const make = Effect.gen(function*() {
         Effect.retry({
           schedule: Schedule.spaced(target.connectRetryDelay),
           times: target.connectAttempts - 1,
-          while: isTransient
-        })
+          while: (error) => error._tag !== "GatewayFailed" && isTransient(error)
+        }),
+        Effect.mapError((error) => error._tag === "GatewayFailed" ? error.error : error)
       )
       const permits = yield* Semaphore.make(target.maxChannels)
       const reserve = yield* Semaphore.make(1)
@@ -575,13 +659,55 @@ export const make = Effect.gen(function*() {
             Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open))
           )
         }),
-        forwardOut: (host, port) =>
-          Effect.callback<Duplex, ConnectionError>((resume) => {
-            client.forwardOut("127.0.0.1", 0, host, port, (error, stream) => {
-              if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
-              else resume(Effect.succeed(stream))
+        forwardOut: (to) => {
+          const forward = Effect.callback<Duplex, ConnectionError>((resume) => {
+            let abandoned = false
+            const requested = Result.try({
+              try: () =>
+                client.forwardOut("127.0.0.1", 0, to.host, to.port, (error, stream) => {
+                  if (abandoned) {
+                    // Its attempt gave up (timed out, interrupted): close it as it arrives.
+                    if (error === undefined || error === null) {
+                      stream.on("error", () => {})
+                      stream.close()
+                    }
+                    return
+                  }
+                  if (error !== undefined && error !== null) {
+                    resume(Effect.fail(forwardError(target, to, error)))
+                  } else resume(Effect.succeed(stream))
+                }),
+              catch: (cause) => cause
             })
+            if (Result.isFailure(requested)) {
+              // ssh2 throws when the gateway's socket is no longer writable: it is gone.
+              state.open = false
+              const lost = state.lastError?.detail ?? String(requested.failure)
+              return resume(Effect.fail(
+                connectionError(
+                  to,
+                  "disconnected",
+                  `the connection to the gateway was lost (${lost})`,
+                  hopOf(target)
+                )
+              ))
+            }
+            return Effect.sync(() => void (abandoned = true))
           })
+          // OpenSSH's sshd waits for its own TCP connect, about 2 minutes for a host that does
+          // not answer: connectTimeout bounds it, as it bounds a direct connection's.
+          const limit = timeoutMillis(to.connectTimeout)
+          return limit === 0 ? forward : Effect.timeoutOrElse(forward, {
+            duration: Duration.millis(limit),
+            orElse: () =>
+              Effect.fail(connectionError(
+                to,
+                "timeout",
+                `${target.label} could not connect to ${to.host}:${to.port} within connectTimeout (${limit} ms)`,
+                linkOf(target, to)
+              ))
+          })
+        }
       }
       return connection
     })
