@@ -13,13 +13,13 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { performance } from "node:perf_hooks"
-import { CommandFailed, ConnectionError, PromptAborted } from "../src/Errors.ts"
+import { CommandFailed, ConnectionError, PromptAborted, SettingsError } from "../src/Errors.ts"
 import * as Execute from "../src/Execute.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 import { remoteSleep, serverAddress } from "./fixtures/execute-remote-tasks.ts"
-import { spinOrFail } from "./fixtures/execute-stop-tasks.ts"
+import { cyclicDefect, spinOrFail } from "./fixtures/execute-stop-tasks.ts"
 import {
   ask,
   chatty,
@@ -507,6 +507,53 @@ describe("Execute", () => {
         assert.deepStrictEqual(liveWorkers(), [])
       })))
   })
+
+  describe("defects crossing the worker boundary", () => {
+    /** How the final report would print a run's failure. */
+    const printed = (exit: Exit.Exit<unknown, unknown>): string => {
+      assert.isTrue(Exit.isFailure(exit), "expected a failure")
+      return Cause.pretty((exit as Exit.Failure<unknown, unknown>).cause)
+    }
+
+    it.live("a defect holding a cycle prints readably: its content, the cycle marked, the worker's stack", () =>
+      Effect.gen(function*() {
+        const kinds = ["object", "map", "error"] as const
+        const outcomes = yield* Execute.forEach(cyclicDefect, kinds, { poolSize: 3 })
+        const [object, map, error] = outcomes.map((o) => printed(o.exit))
+        for (const text of [object!, map!, error!]) {
+          assert.notInclude(text, "[object Object]")
+          assert.include(text, "Circular", text)
+        }
+        assert.include(object, "node-with-a-cycle")
+        assert.include(object, "depth: 1")
+        assert.include(map, "map-with-a-cycle")
+        assert.include(error, "an error with a cycle")
+        assert.include(error, "during: 'deploy'")
+        // Where the task died, in the worker; not where the parent decoded it.
+        assert.include(error, "execute-stop-tasks.ts", error)
+        assert.notInclude(error, "decodeJsonError")
+      }))
+  })
+
+  it.live("invalid settings fail with the same SettingsError in a worker as in this process (port NaN, Infinity)", () =>
+    Effect.gen(function*() {
+      for (const port of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+        const errors = []
+        for (const mode of ["fibers", "parallel"] as const) {
+          const [outcome] = yield* Execute.withHosts(serverAddress, ["127.0.0.1"], { mode }).pipe(
+            Settings.settings({ port, connectAttempts: 1, connectTimeout: "2 seconds" })
+          )
+          const error = errorOf(outcome!.exit)
+          assert.instanceOf(error, SettingsError, `${mode}, port ${port}: ${String(error)}`)
+          errors.push({
+            setting: (error as SettingsError).setting,
+            message: (error as SettingsError).message
+          })
+        }
+        assert.strictEqual(errors[0]!.setting, "port")
+        assert.deepStrictEqual(errors[1], errors[0], `port ${port}`)
+      }
+    }))
 
   describe("retries", () => {
     const retry = Schedule.recurs(2)

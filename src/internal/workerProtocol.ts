@@ -37,9 +37,12 @@ export class WorkerRpcs extends RpcGroup.make(
   Rpc.make("Ping")
 ) {}
 
-/** The JSON codec of a task's outcome, used by both ends. */
+/**
+ * The JSON codec of a task's outcome, used by both ends. An `Error` defect keeps its stack (where
+ * the task died, in the worker) and its chain of causes; see `workerServer` for other defects.
+ */
 export const exitCodec = <A, E>(success: Schema.Codec<A, any>, error: Schema.Codec<E, any>) =>
-  Schema.toCodecJson(Schema.Exit(success, error, Schema.Defect()))
+  Schema.toCodecJson(Schema.Exit(success, error, Schema.Defect({ includeStack: true })))
 
 /** Set in a worker process before any task module is imported (see `Execute`'s guard). */
 export const inWorkerKey = Symbol.for("effect-threadbare/Execute/inWorker")

@@ -10,9 +10,14 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type { Settings } from "../Settings.ts"
 
-/** One setting on the wire. `millis: null` stands for an infinite duration (JSON has no Infinity). */
+/**
+ * One setting on the wire. `millis: null` stands for an infinite duration (JSON has no Infinity).
+ * A number JSON cannot hold (`NaN`, `±Infinity`, say a port computed from a missing variable)
+ * crosses as its name, so the worker rejects it with the same `SettingsError` as this process.
+ */
 export const WireValue = Schema.Union([
   Schema.TaggedStruct("Duration", { millis: Schema.NullOr(Schema.Number) }),
+  Schema.TaggedStruct("NonFinite", { value: Schema.Literals(["NaN", "Infinity", "-Infinity"]) }),
   Schema.TaggedStruct("Redacted", { value: Schema.String }),
   Schema.TaggedStruct("Plain", { value: Schema.Json })
 ])
@@ -29,6 +34,9 @@ const encodeValue = (value: unknown): typeof WireValue.Type => {
     return { _tag: "Duration", millis: Number.isFinite(millis) ? millis : null }
   }
   if (Redacted.isRedacted(value)) return { _tag: "Redacted", value: String(Redacted.value(value)) }
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return { _tag: "NonFinite", value: String(value) as "NaN" | "Infinity" | "-Infinity" }
+  }
   return { _tag: "Plain", value: value === undefined ? null : (value as Schema.Json) }
 }
 
@@ -38,6 +46,8 @@ const decodeValue = (wire: typeof WireValue.Type): unknown => {
       return wire.millis === null ? Duration.infinity : Duration.millis(wire.millis)
     case "Redacted":
       return Redacted.make(wire.value)
+    case "NonFinite":
+      return Number(wire.value)
     case "Plain":
       // `undefined` settings travel as null; every optional setting means "none" by undefined.
       return wire.value === null ? undefined : wire.value
