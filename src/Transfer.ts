@@ -990,6 +990,8 @@ const runRsync = Effect.fnUntraced(function*(
   const place: Io.Place = direction === "upload"
     ? { host: label, side: "remote", path: remotePath }
     : { host: label, side: "local", path: local }
+  const unsafe = Rsync.unsafeTarget(target)
+  if (unsafe !== undefined) return yield* Io.transferError(place, "rsync", unsafe)
   if (direction === "download") {
     const dir = local.endsWith("/") ? local : path.dirname(local)
     yield* Io.localSync({ ...place, path: dir }, () => fs.mkdirSync(dir, { recursive: true }))

@@ -2,10 +2,11 @@
  * The `rsync` command line for a connection target, and rsync's exit codes in words.
  *
  * rsync runs the system `ssh`, so the connection settings resolved for ssh2 (user, address,
- * port, key, known_hosts and host key policy, jump hosts) are handed to OpenSSH as options.
+ * port, key, known_hosts and host key policy, jump hosts) are handed to OpenSSH as options, quoted
+ * for the two parsers they go through (rsync's split of `-e`, then ssh's option parsing).
  */
 import type { Target } from "../Ssh.ts"
-import { quote } from "./shell.ts"
+import { join } from "./shell.ts"
 
 /** What rsync says its exit codes mean (rsync(1), EXIT VALUES). */
 export const rsyncExitCodes: Readonly<Record<number, string>> = {
@@ -39,19 +40,25 @@ export const explainExit = (code: number): string => rsyncExitCodes[code] ?? `un
 export const bracketHost = (host: string): string =>
   host.includes(":") && !host.startsWith("[") ? `[${host}]` : host
 
-const jumpSpec = (target: Target): string => {
-  const hops: Array<string> = []
-  for (let hop: Target | undefined = target; hop !== undefined; hop = hop.gateway) {
-    hops.unshift(`${hop.user}@${bracketHost(hop.host)}:${hop.port}`)
-  }
-  return hops.join(",")
-}
+/**
+ * One word of rsync's `-e` string. rsync splits that string itself (main.c, `do_cmd`), not a
+ * shell: single quotes keep everything literal, a backslash is an ordinary character, and a
+ * single quote is written as `'"'"'`. So every word is single-quoted, whatever it holds.
+ */
+export const rsyncWord = (word: string): string => `'${word.replaceAll("'", `'"'"'`)}'`
 
 /**
- * The `ssh` command rsync runs (`-e`), as one string: rsync splits it into words itself and
- * honours single quotes, so every value is quoted.
+ * A file path as a value of an OpenSSH option (`-o UserKnownHostsFile=...`): ssh splits option
+ * values into words (a known_hosts setting may name several files), honouring double quotes and
+ * backslash escapes, then expands `%` tokens in the names. So the path is double-quoted, `\` and
+ * `"` escaped, and `%` doubled. `${VAR}` is also expanded by ssh, with no escape: a path holding
+ * it is refused by {@link unsafeTarget} before anything runs.
  */
-export const sshCommand = (target: Target, connectTimeoutSeconds: number): string => {
+export const sshPathValue = (file: string): string =>
+  `"${file.replaceAll("%", "%%").replace(/[\\"]/g, "\\$&")}"`
+
+/** The words of an `ssh` command for `target`, each exactly as ssh must receive it. */
+const sshWords = (target: Target, connectTimeoutSeconds: number): Array<string> => {
   const words = [
     "ssh",
     "-F",
@@ -63,15 +70,52 @@ export const sshCommand = (target: Target, connectTimeoutSeconds: number): strin
     "-o",
     "BatchMode=yes",
     "-o",
-    `UserKnownHostsFile=${target.knownHostsFile}`,
+    `UserKnownHostsFile=${sshPathValue(target.knownHostsFile)}`,
+    "-o",
+    // The SSH operations read no system-wide known_hosts; neither does rsync's ssh.
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    // Never rewrites known_hosts behind the back of the other operations.
+    "UpdateHostKeys=no",
     "-o",
     `StrictHostKeyChecking=${target.hostKeyPolicy === "strict" ? "yes" : "accept-new"}`,
     "-o",
     `ConnectTimeout=${Math.max(1, Math.ceil(connectTimeoutSeconds))}`
   ]
-  if (target.keyFile !== undefined) words.push("-i", target.keyFile, "-o", "IdentitiesOnly=yes")
-  if (target.gateway !== undefined) words.push("-J", jumpSpec(target.gateway))
-  return words.map(quote).join(" ")
+  if (target.keyFile !== undefined) {
+    words.push("-o", `IdentityFile=${sshPathValue(target.keyFile)}`, "-o", "IdentitiesOnly=yes")
+  }
+  if (target.gateway !== undefined) {
+    // Not `-J`: the ssh that `-J` starts for the jump host gets none of these options, so it
+    // would check the jump host's key against ~/.ssh/known_hosts. ProxyCommand runs an ssh
+    // with the jump host's own options; it is a shell command line whose `%` tokens the outer
+    // ssh expands (so the inner command's own `%` are doubled once more).
+    const inner = sshWords(target.gateway, connectTimeoutSeconds).map((word) => word.replaceAll("%", "%%"))
+    words.push("-o", `ProxyCommand=${join([...inner, "-W", "[%h]:%p", "--", target.gateway.host])}`)
+  }
+  return words
+}
+
+/**
+ * The `ssh` command rsync runs (`-e`), as one string of words quoted for rsync's own splitting
+ * ({@link rsyncWord}); file names are quoted once more for ssh's option parsing
+ * ({@link sshPathValue}), so that ssh checks host keys against exactly the known_hosts file and
+ * policy that the SSH operations use, whatever its name holds (spaces, quotes, `%`, unicode),
+ * for the target and for every jump host.
+ */
+export const sshCommand = (target: Target, connectTimeoutSeconds: number): string =>
+  sshWords(target, connectTimeoutSeconds).map(rsyncWord).join(" ")
+
+/** Why ssh could not be given the files of `target` (or of its jump hosts) exactly, if so. */
+export const unsafeTarget = (target: Target): string | undefined => {
+  for (let hop: Target | undefined = target; hop !== undefined; hop = hop.gateway) {
+    for (const file of [hop.knownHostsFile, hop.keyFile]) {
+      if (file?.includes("${") === true) {
+        return `${file} holds "\${", which ssh expands as an environment variable in file names; rename it`
+      }
+    }
+  }
+  return undefined
 }
 
 /**
