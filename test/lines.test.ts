@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
 import * as Schema from "effect/Schema"
-import { LineBuffer } from "../src/internal/lines.ts"
+import { LineBuffer, maxLine } from "../src/internal/lines.ts"
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
 
@@ -207,6 +207,29 @@ describe("LineBuffer", () => {
     assert.strictEqual(b.text(), "one\n😀 two\r\nno newline")
   })
 
+  it("a line longer than maxLine comes out in pieces as it arrives; its end adds no line of its own", () => {
+    const b = new LineBuffer(false)
+    const chunk = "x".repeat(64 << 10)
+    const out: Array<string> = []
+    for (let i = 0; i < 40; i++) out.push(...b.push(chunk))
+    // pieces come before the line ends: 2.5 MiB so far, at least 2 pieces of maxLine or more
+    assert.isAtLeast(out.length, 2)
+    assert.isTrue(out.every((piece) => piece.length >= maxLine && piece.length <= maxLine + chunk.length))
+    out.push(...b.push("y\r"), ...b.push("\nnext\n"))
+    out.push(...b.end())
+    assert.strictEqual(out.at(-1), "next")
+    assert.strictEqual(out.slice(0, -1).join(""), chunk.repeat(40) + "y")
+  })
+
+  it("a piece never ends in the \\r of a \\r\\n line end", () => {
+    const b = new LineBuffer()
+    const first = b.push("x".repeat(maxLine - 1) + "\r")
+    assert.deepStrictEqual(first.map((l) => l.length), [maxLine - 1])
+    assert.deepStrictEqual(b.push("\nnext"), [])
+    assert.deepStrictEqual(b.end(), ["next"])
+    assert.strictEqual(b.text(), "x".repeat(maxLine - 1) + "\r\nnext")
+  })
+
   for (const keep of [true, false]) {
     const mode = keep ? "" : " (discardOutput)"
 
@@ -217,8 +240,9 @@ describe("LineBuffer", () => {
         chunked(output(size, 80), 16 << 10),
         chunked(output(size, size), 16 << 10),
         (lines, buffer) => {
-          assert.strictEqual(lines.length, 1)
-          assert.strictEqual(lines[0]!.length, size - 1)
+          // given out in pieces of at most maxLine + one chunk: the buffer held no more than that
+          assert.isTrue(lines.every((line) => line.length <= maxLine + (16 << 10)))
+          assert.strictEqual(lines.join("").length, size - 1)
           assert.strictEqual(buffer.text().length, keep ? size : 0)
         }
       )
@@ -234,8 +258,8 @@ describe("LineBuffer", () => {
         chunked(output(size, 80), 40),
         chunked(data, 40),
         (lines, buffer) => {
-          assert.strictEqual(lines.length, 1)
-          assert.strictEqual(lines[0]!.length, data.at(-1) === 13 ? size - 1 : size)
+          assert.isTrue(lines.every((line) => line.length <= maxLine + 40))
+          assert.strictEqual(lines.join("").length, data.at(-1) === 13 ? size - 1 : size)
           assert.strictEqual(buffer.text().length, keep ? size : 0)
         }
       )

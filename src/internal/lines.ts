@@ -7,13 +7,26 @@
  * and the unfinished line is kept as a list of its chunks, joined once when it ends. (Appending
  * to one string and searching all of it again on every chunk made a 50 MB line, or a long
  * progress bar of `\r` without a newline, quadratic: minutes of CPU and gigabytes of memory.)
+ *
+ * A line longer than {@link maxLine} characters is given out in pieces of about that size, as
+ * it arrives: lines are only printed, and a command that prints megabytes without a newline (a
+ * dump, a progress bar of `\r`) should neither wait until its end to show anything nor hold all
+ * of it in memory when its output is not kept (`discardOutput`).
  */
+
+/** The longest line given out whole; a longer one comes in pieces of at least this size. */
+export const maxLine = 1 << 20
+
+/** Cuts decoded output into lines, keeping its text unless told not to. */
 export class LineBuffer {
   // ignoreBOM: a U+FEFF at the start is part of the output, not a marker to drop.
   private readonly decoder = new TextDecoder("utf-8", { ignoreBOM: true })
   private readonly kept: Array<string> = []
-  /** The chunks of the line not ended yet. */
+  /** The chunks of the line not ended yet, and their length. */
   private parts: Array<string> = []
+  private partsLength = 0
+  /** Whether pieces of the unfinished line were given out already. */
+  private continued = false
   private readonly keep: boolean
 
   /** With `keep: false` (`discardOutput`), lines are still cut but no text is kept. */
@@ -21,14 +34,18 @@ export class LineBuffer {
     this.keep = keep
   }
 
-  /** Adds a chunk and returns the lines it completed (without their terminators). */
+  /**
+   * Adds a chunk and returns the lines it completed (without their terminators), and the
+   * unfinished line once it has reached {@link maxLine} characters.
+   */
   push(chunk: Uint8Array | string): ReadonlyArray<string> {
     const text = typeof chunk === "string" ? chunk : this.decoder.decode(chunk, { stream: true })
     if (text === "") return []
     if (this.keep) this.kept.push(text)
     if (!text.includes("\n")) {
       this.parts.push(text)
-      return []
+      this.partsLength += text.length
+      return this.partsLength >= maxLine ? this.piece() : []
     }
     const lines = text.split("\n")
     const rest = lines.pop()!
@@ -36,9 +53,24 @@ export class LineBuffer {
       this.parts.push(lines[0]!)
       lines[0] = this.parts.join("")
     }
-    this.parts = rest === "" ? [] : [rest]
     for (let i = 0; i < lines.length; i++) lines[i] = stripCr(lines[i]!)
+    // The end of a line given out in pieces is no line of its own.
+    if (this.continued && lines[0] === "") lines.shift()
+    this.continued = false
+    this.parts = rest === "" ? [] : [rest]
+    this.partsLength = rest.length
+    if (this.partsLength >= maxLine) { for (const piece of this.piece()) lines.push(piece) }
     return lines
+  }
+
+  /** Gives out the unfinished line so far, but a last `\r` that may be half of a `\r\n`. */
+  private piece(): ReadonlyArray<string> {
+    const text = this.parts.join("")
+    const cut = text.endsWith("\r") ? text.length - 1 : text.length
+    this.parts = cut === text.length ? [] : ["\r"]
+    this.partsLength = text.length - cut
+    this.continued = true
+    return [text.slice(0, cut)]
   }
 
   /** Returns what is left after the last newline, if anything, once the stream has ended. */
@@ -47,8 +79,12 @@ export class LineBuffer {
     if (this.keep && tail !== "") this.kept.push(tail)
     if (tail !== "") this.parts.push(tail)
     const rest = this.parts.join("")
+    const line = stripCr(rest)
+    const continued = this.continued
     this.parts = []
-    return rest === "" ? [] : [stripCr(rest)]
+    this.partsLength = 0
+    this.continued = false
+    return rest === "" || (continued && line === "") ? [] : [line]
   }
 
   /** Everything pushed so far, exactly as decoded (empty when not keeping). */
