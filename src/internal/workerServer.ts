@@ -19,11 +19,11 @@ import * as Queue from "effect/Queue"
 import * as RpcServer from "effect/rpc/RpcServer"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { inspect } from "node:util"
 import { Output } from "../Output.ts"
 import { Settings } from "../Settings.ts"
 import * as Ssh from "../Ssh.ts"
 import * as Task from "../Task.ts"
+import { readableDefect, readableExit } from "./workerDefect.ts"
 import { exitCodec, inWorkerKey, type RunEvent, WorkerRpcs } from "./workerProtocol.ts"
 import * as WorkerSettings from "./workerSettings.ts" // Before any task module is imported: a module that runs the whole program on import would
  // otherwise call Execute again in here and fork workers without end.
@@ -31,47 +31,6 @@ import * as WorkerSettings from "./workerSettings.ts" // Before any task module 
 
 // Only for outcomes that cannot be encoded with the task's schemas (unknown task, bad value).
 const defectCodec = exitCodec(Schema.Void, Schema.Never)
-
-// Plain JSON (no cycle, no Map, no class instance): it crosses as it is.
-const isPlainJson = (value: unknown, ancestors: Set<object>): boolean => {
-  if (value === null || typeof value === "string" || typeof value === "boolean") return true
-  if (typeof value === "number") return Number.isFinite(value)
-  if (typeof value !== "object" || ancestors.has(value) || ancestors.size > 64) return false
-  const prototype = Object.getPrototypeOf(value)
-  if (!Array.isArray(value) && prototype !== Object.prototype && prototype !== null) return false
-  ancestors.add(value)
-  const plain = Object.values(value).every((v) => isPlainJson(v, ancestors))
-  ancestors.delete(value)
-  return plain
-}
-
-// A defect the parent can print as this process would: an Error keeps its name, message, stack
-// and causes (a cause seen before in the chain becomes "[Circular]"); plain JSON stays itself;
-// anything else (a cycle, a Map, a class instance) crosses as Node's own rendering of it, which
-// marks cycles (`<ref *1>`, `[Circular *1]`) and stops at a depth, instead of being cut down to
-// what JSON keeps (a cycle dropped, a Map as `{}`).
-const readableDefect = (defect: unknown, seen: Set<unknown> = new Set()): unknown => {
-  if (defect instanceof Error) {
-    if (seen.has(defect)) return "[Circular]"
-    const cause = defect.cause
-    if (cause === undefined || (!(cause instanceof Error) && isPlainJson(cause, new Set()))) return defect
-    seen.add(defect)
-    const copy = new Error(defect.message, { cause: readableDefect(cause, seen) })
-    copy.name = defect.name
-    if (defect.stack !== undefined) copy.stack = defect.stack
-    return copy
-  }
-  return isPlainJson(defect, new Set()) ? defect : inspect(defect, { depth: 6, breakLength: 120 })
-}
-
-const readableExit = <A, E>(exit: Exit.Exit<A, E>): Exit.Exit<A, E> =>
-  Exit.isSuccess(exit) ? exit : Exit.failCause(
-    Cause.fromReasons(
-      exit.cause.reasons.map((reason) =>
-        Cause.isDieReason(reason) ? Cause.makeDieReason(readableDefect(reason.defect)) : reason
-      )
-    )
-  )
 
 const encodeDefect = (defect: unknown) =>
   Schema.encodeEffect(defectCodec)(Exit.die(readableDefect(defect))).pipe(Effect.orDie)
@@ -159,9 +118,19 @@ const stop = () => fiber.interruptUnsafe()
 // tasks it wants stopped over the RPC. Without this, a worker would die under a task whose
 // finalizers must still kill remote processes.
 process.on("SIGINT", () => {})
+// The same for a closed terminal, which signals its whole foreground process group.
+process.on("SIGHUP", () => {})
 process.on("SIGTERM", stop)
 // The parent is gone (killed, or it exited without closing us): stop the tasks and exit.
 process.on("disconnect", stop)
+// Replies sent after that (a stopped run's outcome) fail with ERR_IPC_CHANNEL_CLOSED, emitted
+// on `process`: nobody is left to read them, and an unhandled one would end the worker with a
+// trace before its tasks' finalizers have stopped their remote commands.
+process.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "ERR_IPC_CHANNEL_CLOSED") return
+  console.error("effect-threadbare: the worker process failed:", error)
+  process.exit(1)
+})
 fiber.addObserver((exit) => {
   process.exitCode = Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
   // Sockets or timers a task left behind must not keep an orphan alive.
