@@ -29,7 +29,6 @@ import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
-import type { SFTPWrapper } from "ssh2"
 import type { ConnectionError, SettingsError } from "./Errors.ts"
 import * as SshClient from "./internal/sshClient.ts"
 import type { HostKeyPolicy, Settings } from "./Settings.ts"
@@ -97,6 +96,93 @@ export interface RemoteChannel {
 }
 
 /**
+ * What an SFTP session says about a remote file (`stat`, `fstat`).
+ *
+ * @since 0.1.0
+ */
+export interface SftpStats {
+  /** File type and permission bits, as in `st_mode`. */
+  readonly mode: number
+  readonly size: number
+  readonly uid: number
+  readonly gid: number
+  /** Seconds since the epoch. */
+  readonly atime: number
+  readonly mtime: number
+  isDirectory(): boolean
+  isFile(): boolean
+  isSymbolicLink(): boolean
+  isFIFO(): boolean
+  isSocket(): boolean
+  isBlockDevice(): boolean
+  isCharacterDevice(): boolean
+}
+
+/**
+ * The answer to an SFTP request: an error, or the value. Requests are answered in any order,
+ * each exactly once while the session is open.
+ *
+ * @since 0.1.0
+ */
+export type SftpCallback<A = void> = (error: Error | null | undefined, value: A) => void
+
+/**
+ * How {@link SftpSession.open} opens a file, as in Node's `fs.open`: `"r"` to read, `"w"` to
+ * write (creating or truncating), `"wx"` to create a new file only.
+ *
+ * @since 0.1.0
+ */
+export type SftpOpenFlags = "r" | "r+" | "w" | "wx" | "w+" | "a"
+
+/**
+ * An open SFTP session: the requests transfers make, on remote paths and on the handles that
+ * `open` gives. Requests take Node-style callbacks, so that many can be in flight at once (a
+ * transfer keeps a hundred reads or writes outstanding); {@link Connection.sftp} opens one.
+ *
+ * @since 0.1.0
+ */
+export interface SftpSession {
+  /** Opens a file (`"r"`, `"w"`, `"wx"`...), created with `attributes.mode` if it is new. */
+  open(
+    path: string,
+    flags: SftpOpenFlags,
+    attributes: { readonly mode?: number },
+    callback: (error: Error | null | undefined, handle: Buffer) => void
+  ): void
+  open(path: string, flags: SftpOpenFlags, callback: (error: Error | null | undefined, handle: Buffer) => void): void
+  close(handle: Buffer, callback: (error?: Error | null) => void): void
+  /** Reads up to `length` bytes at `position` into `buffer` at `offset`; at end of file an error with `code` 1. */
+  read(
+    handle: Buffer,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+    callback: (error: Error | null | undefined, bytesRead: number, buffer: Buffer, position: number) => void
+  ): void
+  write(
+    handle: Buffer,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+    callback: (error?: Error | null) => void
+  ): void
+  fstat(handle: Buffer, callback: SftpCallback<SftpStats>): void
+  fchmod(handle: Buffer, mode: number, callback: (error?: Error | null) => void): void
+  /** `stat`, following symbolic links. */
+  stat(path: string, callback: SftpCallback<SftpStats>): void
+  mkdir(path: string, attributes: { readonly mode?: number }, callback: (error?: Error | null) => void): void
+  mkdir(path: string, callback: (error?: Error | null) => void): void
+  /** Renames; refuses an existing `to` (SFTP's own rename). */
+  rename(from: string, to: string, callback: (error?: Error | null) => void): void
+  /** Renames over an existing `to` in one step (the `posix-rename@openssh.com` extension). */
+  ext_openssh_rename(from: string, to: string, callback: (error?: Error | null) => void): void
+  /** Closes the session without waiting for the server's answer. */
+  end(): void
+}
+
+/**
  * An open SSH connection, shared by every operation on the same target.
  *
  * @since 0.1.0
@@ -124,8 +210,11 @@ export interface Connection {
       readonly alongside?: boolean | undefined
     }
   ) => Effect.Effect<RemoteChannel, ConnectionError, Scope.Scope>
-  /** Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes. */
-  readonly sftp: Effect.Effect<SFTPWrapper, ConnectionError, Scope.Scope>
+  /**
+   * Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes
+   * (without waiting for a server that no longer answers).
+   */
+  readonly sftp: Effect.Effect<SftpSession, ConnectionError, Scope.Scope>
 }
 
 /**

@@ -36,7 +36,6 @@ import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { SFTPWrapper, Stats as SftpStats } from "ssh2"
 import { ConnectionError, type SettingsError, TransferError } from "./Errors.ts"
 import { quote } from "./internal/shell.ts"
 import { readKey } from "./internal/sshClient.ts"
@@ -48,7 +47,7 @@ import * as Rsync from "./internal/transferRsync.ts"
 import * as Tree from "./internal/transferTree.ts"
 import * as Output from "./Output.ts"
 import { apply, type Patch, resolveLocal, Settings } from "./Settings.ts"
-import { type Connection, SshConnections } from "./Ssh.ts"
+import { type Connection, type SftpSession, type SftpStats, SshConnections } from "./Ssh.ts"
 
 export type { Progress } from "./internal/transferProgress.ts"
 
@@ -153,7 +152,7 @@ const pipeline: Io.Pipeline = { chunkSize: 64 * 1024, blockSize: 1024 * 1024, bl
  * session reads. With a server that takes only short reads, at most 32 requests per block
  * (128 in flight, as for writes).
  */
-const readPipeline = (sftp: SFTPWrapper): Io.Pipeline => {
+const readPipeline = (sftp: SftpSession): Io.Pipeline => {
   const chunkSize = Math.min(Io.maxReadLength(sftp) ?? pipeline.chunkSize, 256 * 1024)
   const perBlock = Math.min(32, Math.max(1, Math.round((2 * 1024 * 1024) / chunkSize)))
   return { chunkSize, blockSize: chunkSize * perBlock, blocks: 4 }
@@ -240,7 +239,7 @@ const cleanup = (ctx: Job, line: string, input?: string): Effect.Effect<void> =>
     Effect.withSpan("Transfer.cleanup")
   )
 
-const sftpRename = (sftp: SFTPWrapper, place: Io.Place, from: string, to: string) =>
+const sftpRename = (sftp: SftpSession, place: Io.Place, from: string, to: string) =>
   Io.sftpCall<void>(sftp, place, (cb) => {
     // posix-rename replaces the target in one step; plain SFTP rename refuses an existing one.
     const extensions = (sftp as unknown as { _extensions?: Record<string, string> })._extensions
@@ -249,7 +248,7 @@ const sftpRename = (sftp: SFTPWrapper, place: Io.Place, from: string, to: string
   })
 
 /** Opens a remote file for writing, exclusively; closed with its scope. */
-const openRemoteWrite = (sftp: SFTPWrapper, place: Io.Place, file: string) =>
+const openRemoteWrite = (sftp: SftpSession, place: Io.Place, file: string) =>
   Effect.acquireRelease(
     Io.sftpCall<Buffer>(sftp, place, (cb) => sftp.open(file, "wx", { mode: 0o600 }, cb)),
     (handle) => Effect.ignore(Io.sftpCall<void>(sftp, place, (cb) => sftp.close(handle, cb)))
@@ -257,7 +256,7 @@ const openRemoteWrite = (sftp: SFTPWrapper, place: Io.Place, file: string) =>
 
 /** Sends `blocks` (exactly `size` bytes) into a new remote file and checks its size. */
 const sendFile = Effect.fnUntraced(function*(
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   place: Io.Place,
   file: string,
   blocks: Stream.Stream<Uint8Array, TransferError>,
@@ -344,7 +343,7 @@ const openSource = Effect.fnUntraced(function*(settings: Settings, source: Sourc
 /** A file straight over SFTP: temporary name beside the target, then one atomic rename. */
 const putFileSftp = Effect.fnUntraced(function*(
   ctx: Job,
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   target: string,
   source: OpenedSource,
   options: UploadOptions,
@@ -422,7 +421,7 @@ const chown = Effect.fnUntraced(function*(ctx: Job, file: string, owner: string,
  */
 const putStaged = Effect.fnUntraced(function*(
   ctx: Job,
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   target: string,
   kind: "File" | "Tree",
   source: OpenedSource,
@@ -598,17 +597,38 @@ type Destination =
   | { readonly _tag: "Memory" }
   | { readonly _tag: "Local"; readonly path: string; readonly existing: fs.Stats | undefined }
 
+/**
+ * The name a remote path gives its copy inside a local directory: its last component once `.`
+ * and `..` are resolved by name (`/srv/app/.` and `/srv/app/inner/..` are `app`), or `undefined`
+ * when it has none (`.`, `..`, `~`), so that no path ever names the local directory itself, or
+ * one of its parents, as the copy to replace.
+ */
+const remoteName = (remotePath: string): string | undefined => {
+  if (/^\/+$/.test(remotePath)) return "download"
+  const name = path.posix.basename(path.posix.normalize(remotePath.replace(/\/+$/, "")))
+  return name === "" || name === "." || name === ".." || name === "~" ? undefined : name
+}
+
 const resolveDestination = Effect.fnUntraced(function*(
   settings: Settings,
   label: string,
   target: string | undefined,
-  remoteName: string
+  remotePath: string
 ) {
   if (target === undefined) return { _tag: "Memory" } as Destination
   let local = resolveLocal(settings, target)
   let existing = yield* Io.localStat({ host: label, side: "local", path: local })
   if (existing?.isDirectory() === true || target.endsWith("/")) {
-    local = path.join(local, remoteName)
+    const name = remoteName(remotePath)
+    if (name === undefined) {
+      return yield* Io.transferError(
+        { host: label, side: "remote", path: remotePath },
+        "not-found",
+        `it has no name of its own for its copy in the local directory ${local}; name the remote ` +
+          `directory (not "." or "..") or give the whole local path to write (${path.join(local, "copy")})`
+      )
+    }
+    local = path.join(local, name)
     existing = yield* Io.localStat({ host: label, side: "local", path: local })
   }
   return { _tag: "Local", path: local, existing } as Destination
@@ -670,7 +690,7 @@ type RemoteKind =
   | { readonly _tag: "Directory" }
   | { readonly _tag: "File"; readonly size: number; readonly mode: number }
 
-const probeRemote = Effect.fnUntraced(function*(ctx: Job, sftp: SFTPWrapper, target: string) {
+const probeRemote = Effect.fnUntraced(function*(ctx: Job, sftp: SftpSession, target: string) {
   const place = remotePlace(ctx)
   if (!ctx.settings.useSudo) {
     const info = yield* Io.remoteStat(sftp, { ...place, path: target })
@@ -722,7 +742,7 @@ const streamRemote = Effect.fnUntraced(function*(
 
 const downloadFile = Effect.fnUntraced(function*(
   ctx: Job,
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   target: string,
   kind: { readonly size: number; readonly mode: number },
   destination: Destination,
@@ -771,7 +791,7 @@ const downloadFile = Effect.fnUntraced(function*(
   }
   if (memory !== undefined) return new Uint8Array(memory.buffer, memory.byteOffset, memory.length)
   const existing = destination._tag === "Local" ? destination.existing : undefined
-  yield* local!.place(kind.size, existing === undefined ? kind.mode & 0o755 : existing.mode & 0o7777)
+  yield* local!.place(received, existing === undefined ? kind.mode & Tree.downloadModeMask : existing.mode & 0o7777)
   return (destination as { readonly path: string }).path
 })
 
@@ -869,8 +889,7 @@ const downloadWith = Effect.fnUntraced(function*(
 ) {
   const started = yield* Clock.currentTimeMillis
   const label = yield* hostOf(settings)
-  const name = path.posix.basename(remotePath.replace(/\/+$/, "")) || "download"
-  const destination = yield* resolveDestination(settings, label, localTarget, name)
+  const destination = yield* resolveDestination(settings, label, localTarget, remotePath)
   const shownLocal = destination._tag === "Memory" ? "<memory>" : destination.path
   yield* Output.printRunning(label, settings.useSudo ? "sudo get" : "get", `${remotePath} -> ${shownLocal}`)
   if (settings.dryRun) return destination._tag === "Memory" ? new Uint8Array(0) : destination.path

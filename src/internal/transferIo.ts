@@ -8,7 +8,7 @@
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
-import type { SFTPWrapper, Stats as SftpStats } from "ssh2"
+import type { SftpSession, SftpStats } from "../Ssh.ts"
 import { TransferError, type TransferErrorReason } from "../Errors.ts"
 
 /** Where an operation happens, for error messages. */
@@ -158,13 +158,13 @@ type Callback<A> = (error: Error | null | undefined, value: A) => void
  * Whether the session can still take requests. ssh2 answers every pending request with an
  * error when the channel dies, but a request made after that is never answered at all.
  */
-const isOpen = (sftp: SFTPWrapper): boolean => {
+const isOpen = (sftp: SftpSession): boolean => {
   const channel = sftp as unknown as { incoming?: { state?: string }; outgoing?: { state?: string } }
   return channel.outgoing?.state === "open" && channel.incoming?.state !== "closed"
 }
 
 /** One SFTP request as an Effect. */
-export const sftpCall = <A>(sftp: SFTPWrapper, place: Place, request: (callback: Callback<A>) => void) =>
+export const sftpCall = <A>(sftp: SftpSession, place: Place, request: (callback: Callback<A>) => void) =>
   Effect.callback<A, TransferError>((resume) => {
     if (!isOpen(sftp)) {
       return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
@@ -177,7 +177,7 @@ export const sftpCall = <A>(sftp: SFTPWrapper, place: Place, request: (callback:
 
 /** `stat` (following links) of a remote path, `undefined` when it does not exist. */
 export const remoteStat = (
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   place: Place
 ): Effect.Effect<SftpStats | undefined, TransferError> =>
   sftpCall<SftpStats>(sftp, place, (cb) => sftp.stat(place.path, cb)).pipe(
@@ -186,7 +186,7 @@ export const remoteStat = (
 
 /** Creates a remote directory and its missing parents (`mkdir -p`), walking up only as far as needed. */
 export const remoteMkdirs = (
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   place: Place,
   dir: string
 ): Effect.Effect<void, TransferError> =>
@@ -232,7 +232,7 @@ export interface Pipeline {
  * upload, and it shares the event loop with ssh2's encryption.
  */
 const writeBlock = (
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   handle: Buffer,
   place: Place,
   offset: number,
@@ -270,7 +270,7 @@ const writeBlock = (
  * in flight (what makes ssh2's `fastPut` fast). Memory stays bounded by the blocks in flight.
  */
 export const pipelinedWrite = (
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   handle: Buffer,
   place: Place,
   blocks: Stream.Stream<Uint8Array, TransferError>,
@@ -292,7 +292,7 @@ export const pipelinedWrite = (
  * `limits@openssh.com` (255 KiB for OpenSSH), else ssh2's own guess for the server. A longer
  * read would be split by ssh2 into requests sent one after another.
  */
-export const maxReadLength = (sftp: SFTPWrapper): number | undefined => {
+export const maxReadLength = (sftp: SftpSession): number | undefined => {
   const length = (sftp as unknown as { _maxReadLen?: unknown })._maxReadLen
   return typeof length === "number" && length > 0 ? length : undefined
 }
@@ -302,7 +302,7 @@ export const maxReadLength = (sftp: SFTPWrapper): number | undefined => {
  * server may answer a read with fewer bytes than asked: the rest is asked for again.
  */
 const readBlock = (
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   handle: Buffer,
   place: Place,
   offset: number,
@@ -350,7 +350,7 @@ const readBlock = (
  * need no reordering, and memory holds at most the blocks in flight).
  */
 export const pipelinedRead = <E>(
-  sftp: SFTPWrapper,
+  sftp: SftpSession,
   handle: Buffer,
   place: Place,
   size: number,

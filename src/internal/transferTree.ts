@@ -132,9 +132,17 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
   })
 
 /**
- * Writes the entries of a downloaded archive under `root` (created here). Directory modes are
- * applied at the end, deepest first, so that a read-only directory does not stop its own content
- * from being written.
+ * The permission bits a downloaded file or directory may keep: those of a single-file download.
+ * Setuid, setgid and sticky bits and group or world write are dropped: a root deploy that fetches
+ * a tree must not end up with a setuid binary (or a world-writable directory) whose content the
+ * remote side controls.
+ */
+export const downloadModeMask = 0o755
+
+/**
+ * Writes the entries of a downloaded archive under `root` (created here), with modes masked by
+ * {@link downloadModeMask}. Directory modes are applied at the end, deepest first, so that a
+ * read-only directory does not stop its own content from being written.
  */
 export class TreeWriter {
   private reader = new Tar.TarReader()
@@ -179,13 +187,13 @@ export class TreeWriter {
           const at = this.target(entry.name)
           if (entry.type === "directory") {
             if (at !== this.root) fs.mkdirSync(at, { recursive: true, mode: 0o700 })
-            this.dirs.push([at, entry.mode])
+            this.dirs.push([at, entry.mode & downloadModeMask])
           } else if (entry.type === "symlink") {
             fs.symlinkSync(entry.linkTarget ?? "", at)
             this.links.add(entry.name)
           } else {
             this.fd = fs.openSync(at, "wx", 0o600)
-            this.mode = entry.mode
+            this.mode = entry.mode & downloadModeMask
             this.files++
           }
           break
