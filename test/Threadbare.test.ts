@@ -106,8 +106,10 @@ describe("Threadbare.runMain", () => {
         assert.isTrue(fs.existsSync(tempDir))
         // The terminal is gone: what the program writes to its stdout now fails.
         if (signal === "SIGHUP") main.child.stdout!.destroy()
+        const signalled = Date.now()
         main.child.kill(signal)
         const ended = yield* main.ended
+        console.log(`[measure] ${signal}: exited ${Date.now() - signalled} ms after the signal`)
         assert.deepStrictEqual(ended, { code: 128 + signalNumber(signal), signal: null }, main.stderr())
         assert.deepStrictEqual(processesWith(command(mark)), [], "the local command is stopped")
         assert.isFalse(fs.existsSync(tempDir), "the temporary directory is removed")
@@ -152,9 +154,11 @@ describe("Threadbare.runMain", () => {
       yield* waitUntil("both remote commands", () => remoteProcesses(command(mark)).length >= 2)
       const workers = workersOf(main.child.pid!)
       assert.strictEqual(workers.length, 2)
+      const killed = Date.now()
       main.child.kill("SIGKILL")
       // Ends once the workers, which share its stderr, have exited too.
       const ended = yield* main.ended
+      console.log(`[measure] parent SIGKILLed: its workers exited within ${Date.now() - killed} ms`)
       assert.strictEqual(ended.signal, "SIGKILL")
       assert.deepStrictEqual(workers.filter(alive), [], "the workers are gone")
       yield* waitUntil(
