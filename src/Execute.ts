@@ -24,6 +24,8 @@
  * runs are run once more, alone, so only the run that kills its worker fails (`isolateCrashes`).
  * Interrupting the returned effect (a timeout, Ctrl-C under `NodeRuntime.runMain`) interrupts
  * every task, whose finalizers stop their local and remote commands, and then ends the workers.
+ * A worker that cannot read the interruption (its task loops on the CPU) and does not answer
+ * within 1 s gets SIGTERM, then SIGKILL 1 s later.
  *
  * Changes a task makes to settings stay in its run: nothing flows back to this process.
  * Workers are forked with this process's `execArgv`, so a program run with `tsx`, with Node's

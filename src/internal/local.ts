@@ -40,7 +40,10 @@ export interface LocalOptions {
   readonly useSudo?: boolean | undefined
   /** With `useSudo`, the user to become. */
   readonly sudoUser?: string | undefined
-  /** Merge standard error into standard output. */
+  /**
+   * Merge standard error into standard output: one pipe for both, so lines keep the order the
+   * command wrote them in.
+   */
   readonly combineStderr?: boolean | undefined
   /** Stop the command (and everything it started) after this long, failing with `CommandTimeout`. */
   readonly timeout?: Duration.Input | undefined
@@ -48,7 +51,7 @@ export interface LocalOptions {
   readonly cwd?: string | undefined
   /** More variables for this command. */
   readonly env?: Readonly<Record<string, string>> | undefined
-  /** Print nothing. */
+  /** Print nothing; without capture, the command's own output goes to `/dev/null`. */
   readonly quiet?: boolean | undefined
   /** Return a failed result instead of failing with `CommandFailed`. */
   readonly warnOnly?: boolean | undefined
