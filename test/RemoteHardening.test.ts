@@ -13,10 +13,13 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { remote, remoteSudo } from "../src/internal/remote.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 
 const server = readServerFromEnv()
@@ -195,6 +198,38 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
             )
           }
         }))
+
+      it.effect("the network cut and no way back to the host: the remote process group is gone within 5 s", () =>
+        Effect.gen(function*() {
+          const proxy = yield* Effect.acquireRelease(
+            Effect.promise(() => FaultProxy.start({ port: server.port })),
+            (p) => Effect.promise(() => p.close())
+          )
+          const marker = uniqueMarker("cut")
+          const fiber = yield* Effect.forkChild(Effect.exit(
+            remote(`(trap '' TERM; sleep 300; echo ${marker}) & sleep 300; echo ${marker}`, { quiet: true })
+              .pipe(
+                Settings.settings({
+                  host: `${server.user}@127.0.0.1:${proxy.port}`,
+                  // The proxy's port is new to known_hosts: a file of this test's own learns it.
+                  knownHostsFile: path.join(fs.mkdtempSync(path.join(tmpdir(), "tb-cut-")), "known_hosts"),
+                  hostKeyPolicy: "accept-new",
+                  connectAttempts: 1,
+                  connectTimeout: Duration.seconds(2)
+                })
+              )
+          ))
+          assert.isTrue(yield* waitForProcesses(marker, true, 20), "the command never started")
+          // The library cannot come back to stop it: only the guard on the server can.
+          proxy.refuse(true)
+          assert.strictEqual(proxy.cutNow(), 1)
+          const exit = yield* Fiber.join(fiber)
+          assert.isTrue(Exit.isFailure(exit))
+          assert.isTrue(
+            yield* waitForProcesses(marker, false, 5),
+            `still running after the network was cut: ${JSON.stringify(remoteProcesses(marker))}`
+          )
+        }).pipe(Effect.scoped))
 
       it.effect("a command that ended leaves what it started in the background running", () =>
         Effect.gen(function*() {
