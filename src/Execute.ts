@@ -434,8 +434,9 @@ const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
   Effect.gen(function*() {
     const child = slot.child
     if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    // A failed ping (the worker died, the client closed) is an answer too: nothing to kill.
     const answer = yield* slot.client.Ping().pipe(
-      Effect.ignore,
+      Effect.exit,
       Effect.interruptible,
       Effect.timeoutOption(answerGrace)
     )
