@@ -249,10 +249,7 @@ const sftpRename = (sftp: SftpSession, place: Io.Place, from: string, to: string
 
 /** Opens a remote file for writing, exclusively; closed with its scope. */
 const openRemoteWrite = (sftp: SftpSession, place: Io.Place, file: string) =>
-  Effect.acquireRelease(
-    Io.sftpCall<Buffer>(sftp, place, (cb) => sftp.open(file, "wx", { mode: 0o600 }, cb)),
-    (handle) => Effect.ignore(Io.sftpCall<void>(sftp, place, (cb) => sftp.close(handle, cb)))
-  )
+  Io.openRemote(sftp, place, file, "wx", 0o600)
 
 /** Sends `blocks` (exactly `size` bytes) into a new remote file and checks its size. */
 const sendFile = Effect.fnUntraced(function*(
@@ -324,8 +321,9 @@ const openSource = Effect.fnUntraced(function*(settings: Settings, source: Sourc
     }
     return { _tag: "Tree" as const, opened }
   }
+  if (!info.isFile()) return yield* Io.notRegular(place, Io.kindOf(info))
   const fd = yield* Effect.acquireRelease(
-    Io.localSync(place, () => fs.openSync(local, "r")),
+    Io.openLocalRegular(place),
     (fd) => Effect.sync(() => fs.closeSync(fd))
   )
   const pool = new Io.BufferPool(pipeline.blockSize)
@@ -698,6 +696,8 @@ const probeRemote = Effect.fnUntraced(function*(ctx: Job, sftp: SftpSession, tar
       return yield* Io.transferError(place, "not-found", "no such remote file or directory")
     }
     if (info.isDirectory()) return { _tag: "Directory" } as RemoteKind
+    // Reading a FIFO would wait for a writer inside the server's SFTP process, for ever.
+    if (!info.isFile()) return yield* Io.notRegular(place, Io.kindOf(info))
     return { _tag: "File", size: info.size, mode: info.mode & 0o7777 } as RemoteKind
   }
   const done = yield* Remote.runCommand(
@@ -712,6 +712,7 @@ const probeRemote = Effect.fnUntraced(function*(ctx: Job, sftp: SftpSession, tar
   if (found._tag === "Missing") {
     return yield* Io.transferError(place, "not-found", "no such remote file or directory")
   }
+  if (found._tag === "Other") return yield* Io.notRegular(place, found.kind)
   if (found._tag === "Unreadable") {
     return yield* Io.transferError(place, "permission", `${ctx.settings.sudoUser ?? "root"} cannot read it`)
   }
@@ -740,6 +741,12 @@ const streamRemote = Effect.fnUntraced(function*(
   }
 })
 
+/**
+ * A file, to memory or to a local temporary file renamed into place. The size the server
+ * reported is where the pipelined read stops; the file is then read on to its end, so that a
+ * file the server gave no size (`/proc/cpuinfo`) or one that grew comes whole. With sudo, `cat`
+ * streams it, and what it gives is the content.
+ */
 const downloadFile = Effect.fnUntraced(function*(
   ctx: Job,
   sftp: SftpSession,
@@ -749,7 +756,7 @@ const downloadFile = Effect.fnUntraced(function*(
   meter: Progress.Meter
 ) {
   const place = remotePlace(ctx)
-  const memory = destination._tag === "Memory" ? Buffer.alloc(kind.size) : undefined
+  const memory = destination._tag === "Memory" ? new Io.GrowableBytes(kind.size) : undefined
   let received = 0
   const local = destination._tag === "Local"
     ? yield* localTemp({ host: ctx.label, side: "local", path: destination.path }, destination.path)
@@ -762,34 +769,28 @@ const downloadFile = Effect.fnUntraced(function*(
   const sink = (offset: number, bytes: Uint8Array) =>
     Effect.suspend(() => {
       if (memory !== undefined) {
-        memory.set(bytes.subarray(0, Math.max(0, Math.min(bytes.length, memory.length - offset))), offset)
+        memory.set(offset, bytes)
         return Effect.void
       }
       return Io.localWrite(localPlace, local!.fd, bytes, offset)
     })
 
   if (ctx.settings.useSudo) {
-    let offset = 0
     yield* streamRemote(ctx, Remote.catLine(target, Remote.sudoPrefix(ctx.settings)), (bytes) => {
-      const at = offset
-      offset += bytes.length
-      if (offset > kind.size) {
-        return Effect.fail(Io.transferError(place, "verify", "the file grew while it was read"))
-      }
+      const at = received
       count(bytes.length)
       return sink(at, bytes)
     })
   } else {
-    const handle = yield* Effect.acquireRelease(
-      Io.sftpCall<Buffer>(sftp, place, (cb) => sftp.open(target, "r", cb)),
-      (handle) => Effect.ignore(Io.sftpCall<void>(sftp, place, (cb) => sftp.close(handle, cb)))
-    )
-    yield* Io.pipelinedRead(sftp, handle, place, kind.size, readPipeline(sftp), count, sink)
+    const handle = yield* Io.openRemote(sftp, place, target, "r")
+    const pipeline = readPipeline(sftp)
+    yield* Io.pipelinedRead(sftp, handle, place, kind.size, pipeline, count, sink)
+    const end = yield* Io.readToEnd(sftp, handle, place, kind.size, pipeline.chunkSize, count, sink)
+    if (received !== end) {
+      return yield* Io.transferError(place, "verify", `received ${received} bytes of ${end}`)
+    }
   }
-  if (received !== kind.size) {
-    return yield* Io.transferError(place, "verify", `received ${received} bytes of ${kind.size}`)
-  }
-  if (memory !== undefined) return new Uint8Array(memory.buffer, memory.byteOffset, memory.length)
+  if (memory !== undefined) return memory.bytes(received)
   const existing = destination._tag === "Local" ? destination.existing : undefined
   yield* local!.place(received, existing === undefined ? kind.mode & Tree.downloadModeMask : existing.mode & 0o7777)
   return (destination as { readonly path: string }).path

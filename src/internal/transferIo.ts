@@ -5,9 +5,12 @@
  *
  * Every failure becomes a `TransferError` that names the side and path it is about.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
+import type * as Scope from "effect/Scope"
 import type { SftpSession, SftpStats } from "../Ssh.ts"
 import { TransferError, type TransferErrorReason } from "../Errors.ts"
 
@@ -57,6 +60,61 @@ export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, Transfe
 /** `lstat` or `stat` of a local path, `undefined` when it does not exist. */
 export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats | undefined, TransferError> =>
   localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
+
+/** What a file that is not a regular file is, in words, for messages. */
+export const kindOf = (info: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isSymbolicLink(): boolean }): string =>
+  info.isFIFO()
+    ? "a FIFO (named pipe)"
+    : info.isSocket()
+    ? "a socket"
+    : info.isBlockDevice()
+    ? "a block device"
+    : info.isCharacterDevice()
+    ? "a character device"
+    : info.isSymbolicLink()
+    ? "a symbolic link"
+    : "not a regular file"
+
+/** The refusal of a path that is neither a regular file nor a directory. */
+export const notRegular = (place: Place, kind: string): TransferError =>
+  transferError(
+    place,
+    "failed",
+    `it is ${kind}, not a regular file: only regular files and directories are transferred, since ` +
+      `reading one would wait for a writer or never end; copy its content to a file, or pass the bytes`
+  )
+
+/**
+ * Opens a local regular file for reading, off the event loop and without waiting: `O_NONBLOCK`
+ * makes the open of a FIFO return at once (a plain open waits for a writer, inside a thread
+ * of the pool or, synchronously, with the whole process), and anything but a regular file is
+ * refused. Interruptible: a descriptor that arrives after an interruption is closed.
+ */
+export const openLocalRegular = (place: Place): Effect.Effect<number, TransferError> =>
+  Effect.flatMap(
+    Effect.callback<number, TransferError>((resume) => {
+      let abandoned = false
+      fs.open(place.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, (error, fd) => {
+        if (abandoned) {
+          if (error === null) fs.close(fd, () => {})
+          return
+        }
+        if (error !== null) resume(Effect.fail(localError(place, error)))
+        else resume(Effect.succeed(fd))
+      })
+      return Effect.sync(() => {
+        abandoned = true
+      })
+    }),
+    (fd) =>
+      Effect.callback<number, TransferError>((resume) => {
+        fs.fstat(fd, (error, info) => {
+          if (error === null && info.isFile()) return resume(Effect.succeed(fd))
+          fs.close(fd, () => {})
+          resume(Effect.fail(error === null ? notRegular(place, kindOf(info)) : localError(place, error)))
+        })
+      })
+  )
 
 /**
  * Block buffers for reuse. A transfer of hundreds of megabytes would otherwise allocate (and
@@ -121,6 +179,32 @@ export const localFileBlocks = (
     ))
 
 /**
+ * Bytes written at offsets into memory that grows as needed: a download into memory whose size
+ * the server reported wrongly (or not at all) still gets all of it.
+ */
+export class GrowableBytes {
+  private buffer: Buffer
+  private end = 0
+  constructor(expected: number) {
+    this.buffer = Buffer.allocUnsafe(Math.max(expected, 0))
+  }
+  set(offset: number, bytes: Uint8Array): void {
+    const needed = offset + bytes.length
+    if (needed > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(needed, this.buffer.length * 2, 64 * 1024))
+      this.buffer.copy(grown, 0, 0, this.end)
+      this.buffer = grown
+    }
+    this.buffer.set(bytes, offset)
+    this.end = Math.max(this.end, needed)
+  }
+  /** The first `length` bytes (everything written, when every offset below it was). */
+  bytes(length: number): Uint8Array {
+    return new Uint8Array(this.buffer.buffer, this.buffer.byteOffset, Math.min(length, this.end))
+  }
+}
+
+/**
  * Cuts blocks to at most `size` bytes and tags each with its offset in the whole: a block is the
  * unit the pipelines below keep in memory and hand to one fiber.
  */
@@ -164,6 +248,11 @@ const isOpen = (sftp: SftpSession): boolean => {
 }
 
 /** One SFTP request as an Effect. */
+/**
+ * One SFTP request as an Effect. Interruptible whether or not the server answers: the fiber
+ * goes at once, and a late answer is dropped (a server whose SFTP process is stopped still
+ * answers keepalives, so the connection looks alive while no request is ever answered).
+ */
 export const sftpCall = <A>(sftp: SftpSession, place: Place, request: (callback: Callback<A>) => void) =>
   Effect.callback<A, TransferError>((resume) => {
     if (!isOpen(sftp)) {
@@ -173,7 +262,52 @@ export const sftpCall = <A>(sftp: SftpSession, place: Place, request: (callback:
       if (error !== undefined && error !== null) resume(Effect.fail(sftpError(place, error)))
       else resume(Effect.succeed(value))
     })
+    // resume is ignored once the fiber has gone; nothing else holds it.
+    return Effect.void
   })
+
+/** How long a transfer that succeeded waits for the server to close a handle. */
+const closeGrace = Duration.seconds(5)
+
+/**
+ * Closes a remote handle when its scope ends. After a success the answer is awaited (bounded):
+ * a write may report its error only at close. After a failure or an interruption the request
+ * is sent and not awaited: the session is ended right after, which closes every handle, and a
+ * server that stopped answering must not hold the interruption.
+ */
+export const closeRemoteHandle = (
+  sftp: SftpSession,
+  place: Place,
+  handle: Buffer,
+  exit: Exit.Exit<unknown, unknown>
+): Effect.Effect<void> =>
+  Exit.isSuccess(exit)
+    ? sftpCall<void>(sftp, place, (cb) => sftp.close(handle, cb)).pipe(
+      // Finalizers are uninterruptible; the time limit must be able to stop the wait.
+      Effect.interruptible,
+      Effect.timeoutOption(closeGrace),
+      Effect.ignore
+    )
+    : Effect.sync(() => {
+      if (isOpen(sftp)) sftp.close(handle, () => {})
+    })
+
+/** Opens a remote file; the handle is closed with the scope ({@link closeRemoteHandle}). */
+export const openRemote = (
+  sftp: SftpSession,
+  place: Place,
+  file: string,
+  flags: "r" | "wx",
+  mode?: number
+): Effect.Effect<Buffer, TransferError, Scope.Scope> =>
+  Effect.acquireRelease(
+    sftpCall<Buffer>(
+      sftp,
+      place,
+      (cb) => mode === undefined ? sftp.open(file, flags, cb) : sftp.open(file, flags, { mode }, cb)
+    ),
+    (handle, exit) => closeRemoteHandle(sftp, place, handle, exit)
+  )
 
 /** `stat` (following links) of a remote path, `undefined` when it does not exist. */
 export const remoteStat = (
@@ -263,6 +397,10 @@ const writeBlock = (
     }
     // ssh2 has copied every piece into its own packets by now: the block may be refilled.
     pool?.give(block)
+    // Interrupted: answers still to come are dropped.
+    return Effect.sync(() => {
+      failed = true
+    })
   })
 
 /**
@@ -342,7 +480,49 @@ const readBlock = (
       })
     }
     for (let at = 0; at < length; at += chunkSize) read(at, Math.min(at + chunkSize, length))
+    // Interrupted: answers still to come are dropped, and the buffer (which they may still
+    // fill) never goes back to the pool.
+    return Effect.sync(() => {
+      failed = true
+    })
   })
+
+/**
+ * Reads an open remote file from `offset` to its end, one request at a time, handing each piece
+ * to `sink`: the rest of a file that the server said was shorter (a `/proc` file has size 0) or
+ * that grew while it was read. Returns the offset where the file ended.
+ */
+export const readToEnd = <E>(
+  sftp: SftpSession,
+  handle: Buffer,
+  place: Place,
+  offset: number,
+  chunkSize: number,
+  onBytes: (n: number) => void,
+  sink: (offset: number, bytes: Uint8Array) => Effect.Effect<void, E>
+): Effect.Effect<number, TransferError | E> =>
+  Effect.flatMap(
+    Effect.callback<Uint8Array | undefined, TransferError>((resume) => {
+      if (!isOpen(sftp)) {
+        return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
+      }
+      const buffer = Buffer.allocUnsafe(chunkSize)
+      sftp.read(handle, buffer, 0, chunkSize, offset, (error, bytesRead) => {
+        const code = (error as { code?: unknown } | null | undefined)?.code
+        if (error !== undefined && error !== null && code !== SftpStatus.eof) {
+          return resume(Effect.fail(sftpError(place, error)))
+        }
+        const n = error !== undefined && error !== null ? 0 : bytesRead
+        resume(Effect.succeed(n === 0 ? undefined : buffer.subarray(0, n)))
+      })
+      return Effect.void
+    }),
+    (bytes) =>
+      bytes === undefined ? Effect.succeed(offset) : sink(offset, bytes).pipe(
+        Effect.andThen(Effect.sync(() => onBytes(bytes.length))),
+        Effect.andThen(readToEnd(sftp, handle, place, offset + bytes.length, chunkSize, onBytes, sink))
+      )
+  )
 
 /**
  * Reads `size` bytes of an open remote file, several blocks at once, and hands each block to

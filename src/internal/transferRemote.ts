@@ -196,12 +196,26 @@ mv -- "$tmp/t" "$target"`
 
 /**
  * Describes `$1` for a download: `d` for a directory, `f <size> <mode>` for a readable file,
- * `n` for nothing there, `r` for a file the user cannot read.
+ * `n` for nothing there, `r` for a file the user cannot read, `o <type>` for anything else (a
+ * FIFO, a device, a socket), which is not read.
  */
 export const probeScript = `if [ -d "$1" ]; then echo d
 elif [ ! -e "$1" ]; then echo n
+elif [ ! -f "$1" ]; then echo "o $(stat -L -c %F -- "$1")"
 elif [ ! -r "$1" ]; then echo r
 else stat -L -c 'f %s %a' -- "$1"; fi`
+
+// `stat -c %F` words, as the messages of local files say them.
+const otherKind = (type: string): string =>
+  type === "fifo"
+    ? "a FIFO (named pipe)"
+    : type === "socket"
+    ? "a socket"
+    : /block/.test(type)
+    ? "a block device"
+    : /character/.test(type)
+    ? "a character device"
+    : `a ${type}`
 
 /** Parses {@link probeScript}'s answer. */
 export const parseProbe = (
@@ -211,9 +225,11 @@ export const parseProbe = (
   | { readonly _tag: "File"; readonly size: number; readonly mode: number }
   | { readonly _tag: "Missing" }
   | { readonly _tag: "Unreadable" }
+  | { readonly _tag: "Other"; readonly kind: string }
   | undefined =>
 {
   const line = stdout.trim()
+  if (line.startsWith("o ")) return { _tag: "Other", kind: otherKind(line.slice(2)) }
   if (line === "d") return { _tag: "Directory" }
   if (line === "n") return { _tag: "Missing" }
   if (line === "r") return { _tag: "Unreadable" }

@@ -113,7 +113,12 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
         if (next.entry.type === "file" && next.entry.size > 0) {
           current = next
           left = next.entry.size
-          fd = fs.openSync(next.source, "r")
+          // Walked as a regular file, but it may have been replaced since: O_NONBLOCK keeps the
+          // open of a FIFO from waiting for a writer, with the whole process.
+          fd = fs.openSync(next.source, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+          if (!fs.fstatSync(fd).isFile()) {
+            throw Object.assign(new Error(`${next.source} is no longer a regular file`), { code: "ECHANGED" })
+          }
         }
       }
       return Buffer.concat(pieces)
