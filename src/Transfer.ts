@@ -475,10 +475,11 @@ const putStaged = Effect.fnUntraced(function*(
     : target
   if (done.exitCode !== 0) {
     const failure = Remote.scriptFailure(done.stderr)
-    const reason =
-      failure?.reason === "exists" || failure?.reason === "is-directory" || failure?.reason === "verify" ||
-        failure?.reason === "permission"
-        ? failure.reason
+    const reason = failure?.reason === "not-a-directory"
+      ? Io.notADirectoryReason
+      : failure?.reason === "exists" || failure?.reason === "is-directory" || failure?.reason === "verify" ||
+          failure?.reason === "permission"
+      ? failure.reason
         : /password|sudo/i.test(done.stderr)
         ? "permission"
         : "failed"
@@ -635,7 +636,7 @@ const resolveDestination = Effect.fnUntraced(function*(
 /** A local temporary file beside `file`, removed unless `keep` was called. */
 const localTemp = Effect.fnUntraced(function*(place: Io.Place, file: string) {
   const dir = path.dirname(file)
-  yield* Io.localSync({ ...place, path: dir }, () => fs.mkdirSync(dir, { recursive: true }))
+  yield* Io.localMkdirs(place, dir)
   const temp = path.join(dir, `.${Remote.tempBase(path.basename(file))}.tb-${yield* nonce}.part`)
   let kept = false
   const fd = yield* Effect.acquireRelease(
@@ -804,7 +805,7 @@ const downloadTree = Effect.fnUntraced(function*(
 ) {
   const localPlace: Io.Place = { host: ctx.label, side: "local", path: destination.path }
   const dir = path.dirname(destination.path)
-  yield* Io.localSync({ ...localPlace, path: dir }, () => fs.mkdirSync(dir, { recursive: true }))
+  yield* Io.localMkdirs(localPlace, dir)
   const stage = path.join(dir, `.${Remote.tempBase(path.basename(destination.path))}.tb-${yield* nonce}`)
   yield* Effect.acquireRelease(
     Io.localSync(localPlace, () => fs.mkdirSync(stage, { mode: 0o700 })),
@@ -1014,7 +1015,7 @@ const runRsync = Effect.fnUntraced(function*(
   if (unsafe !== undefined) return yield* Io.transferError(place, "rsync", unsafe)
   if (direction === "download") {
     const dir = local.endsWith("/") ? local : path.dirname(local)
-    yield* Io.localSync({ ...place, path: dir }, () => fs.mkdirSync(dir, { recursive: true }))
+    yield* Io.localMkdirs(place, dir)
   }
   const started = yield* Clock.currentTimeMillis
   const spawner = yield* ChildProcessSpawner

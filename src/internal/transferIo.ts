@@ -10,6 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
+import * as path from "node:path"
 import type * as Scope from "effect/Scope"
 import type { SftpSession, SftpStats } from "../Ssh.ts"
 import { TransferError, type TransferErrorReason } from "../Errors.ts"
@@ -56,6 +57,42 @@ export const localError = (place: Place, error: unknown): TransferError => {
  */
 export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
   Effect.try({ try: f, catch: (error) => localError(place, error) })
+
+/**
+ * The reason of a failure because a path that must be a directory (a parent of the target) is a
+ * file. TransferErrorReason has no `not-a-directory` yet; until it has, the path named is
+ * "not found" as a directory, and the detail says what it is and what to do.
+ */
+export const notADirectoryReason: TransferErrorReason = "not-found"
+
+/** The failure for `file`, found where a directory must be. */
+export const notADirectory = (place: Place, file: string, what: string): TransferError =>
+  transferError(
+    { ...place, path: file },
+    notADirectoryReason,
+    `${file} is not a directory (it is a file), so ${what}; remove or rename it, or choose another target`
+  )
+
+/**
+ * Creates a local directory and its missing parents. A parent that is a file is named as such
+ * (not `exists`, which is what `mkdir` says).
+ */
+export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, TransferError> =>
+  localSync({ ...place, path: dir }, () => void fs.mkdirSync(dir, { recursive: true })).pipe(
+    Effect.catch((error) =>
+      Effect.suspend(() => {
+        for (let p = dir; p !== path.dirname(p); p = path.dirname(p)) {
+          const info = fs.statSync(p, { throwIfNoEntry: false })
+          if (info !== undefined) {
+            return info.isDirectory()
+              ? Effect.fail(error)
+              : Effect.fail(notADirectory(place, p, `the local directory ${dir} cannot be created`))
+          }
+        }
+        return Effect.fail(error)
+      })
+    )
+  )
 
 /** `lstat` or `stat` of a local path, `undefined` when it does not exist. */
 export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats | undefined, TransferError> =>
@@ -329,11 +366,7 @@ export const remoteMkdirs = (
     const info = yield* remoteStat(sftp, { ...place, path: dir })
     if (info !== undefined) {
       if (info.isDirectory()) return
-      return yield* transferError(
-        { ...place, path: dir },
-        "is-directory",
-        "a parent of the target is a file, not a directory"
-      )
+      return yield* notADirectory(place, dir, `the remote directory ${place.path} cannot be created in it`)
     }
     const parent = dir.includes("/") ? dir.slice(0, dir.lastIndexOf("/")) : ""
     yield* remoteMkdirs(sftp, place, parent === "" && dir.startsWith("/") ? "/" : parent)

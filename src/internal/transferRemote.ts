@@ -153,7 +153,15 @@ if [ -n "$name" ] && [ -d "$target" ]; then target=\${target%/}/$name; echo into
 case $target in */*) dir=\${target%/*}; [ -n "$dir" ] || dir=/ ;; *) dir=. ;; esac
 base=\${target##*/}; [ "$(printf %s "$base" | wc -c)" -gt 200 ] && base=
 tmp=\${dir%/}/.$base.tb-$id.part
-mkdir -p -- "$dir" 2>/dev/null || { echo "tb:permission cannot create directory $dir" >&2; exit 3; }
+mkdir -p -- "$dir" 2>/dev/null || {
+  p=$dir
+  while :; do
+    if { [ -e "$p" ] || [ -L "$p" ]; } && [ ! -d "$p" ]; then
+      echo "tb:not-a-directory $p is not a directory (it is a file), so the remote directory $dir cannot be created in it; remove or rename it, or choose another target" >&2; exit 3
+    fi
+    case $p in */*) p=\${p%/*}; [ -n "$p" ] || break ;; *) break ;; esac
+  done
+  echo "tb:permission cannot create directory $dir" >&2; exit 3; }
 `
 
 /**

@@ -1,0 +1,505 @@
+/**
+ * What transfers promise when things go wrong or paths are odd, against the throwaway OpenSSH
+ * server of `tests-remote/`: modes a downloaded tree may not bring, local directories a download
+ * may not replace, host keys rsync must check like every other operation, interruption while the
+ * server's SFTP process is stopped or a FIFO is read, an interrupted sudo upload, files whose
+ * size the server does not know, and reasons that say what happened.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { afterAll, assert, describe, layer } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import { execFileSync, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { ConnectionError, TransferError } from "../src/Errors.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
+import { readServerFromEnv } from "../tests-remote/server.ts"
+
+const server = readServerFromEnv()
+const host = `${server.user}@127.0.0.1:${server.port}`
+const uid = (name: string) =>
+  Number(
+    /^[^:]+:[^:]*:(\d+):/m.exec(
+      fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${name}:`)) ?? ""
+    )?.[1] ?? -1
+  )
+const userUid = uid(server.user)
+
+const stagingDir = fs.mkdtempSync(path.join(tmpdir(), "tbsafe-staging-"))
+fs.chownSync(stagingDir, userUid, userUid)
+fs.chmodSync(stagingDir, 0o700)
+
+const base = Settings.layer({
+  host,
+  remoteTempDir: stagingDir,
+  keyFile: server.keyPath,
+  knownHostsFile: server.knownHostsPath,
+  hostKeyPolicy: "strict",
+  sshConfigFile: false,
+  useAgent: false,
+  quiet: true,
+  connectRetryDelay: "200 millis"
+})
+
+const made: Array<string> = []
+const tempDir = (prefix: string) => {
+  const dir = fs.mkdtempSync(path.join(tmpdir(), prefix))
+  made.push(dir)
+  return dir
+}
+const stopped: Array<number> = []
+afterAll(() => {
+  for (const pid of stopped) signal(pid, "SIGCONT")
+  for (const dir of [...made, stagingDir]) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+const signal = (pid: number, name: NodeJS.Signals) => {
+  try {
+    process.kill(pid, name)
+  } catch {
+    // gone already
+  }
+}
+
+/** A directory the test user owns (the remote side) and one for the local side. */
+const makeDirs = () => {
+  const remote = tempDir("tbsafe-remote-")
+  fs.chownSync(remote, userUid, userUid)
+  fs.chmodSync(remote, 0o755)
+  const local = tempDir("tbsafe-local-")
+  return { remote, local }
+}
+
+/** Makes `file` (and its parents under `root`) belong to the test user. */
+const give = (root: string, file: string) => {
+  for (let p = file; p.startsWith(root) && p !== root; p = path.dirname(p)) fs.lchownSync(p, userUid, userUid)
+}
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${String(exit.value)}`)
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
+  return error.value
+}
+
+const leftovers = (dir: string): Array<string> =>
+  fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
+
+const stagingLeftovers = (): Array<string> =>
+  fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
+
+/** The SFTP server processes (internal-sftp) of this test server's sessions. */
+const sftpProcesses = (): Array<number> =>
+  server.sshdPids().filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("internal-sftp")
+    } catch {
+      return false
+    }
+  })
+
+/** Waits until an SFTP server process that was not there `before` appears, then stops it. */
+const stopNewSftp = (before: ReadonlyArray<number>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 500; i++) {
+      const fresh = sftpProcesses().filter((pid) => !before.includes(pid))
+      if (fresh.length > 0) {
+        for (const pid of fresh) {
+          stopped.push(pid)
+          signal(pid, "SIGSTOP")
+        }
+        return fresh
+      }
+      yield* Effect.sleep("10 millis")
+    }
+    throw new Error("no SFTP server process appeared")
+  })
+
+/** How long `self` takes to end once interrupted (it runs `after` first), in milliseconds. */
+const interruptAfter = <A, E, R>(self: Effect.Effect<A, E, R>, ready: Effect.Effect<unknown>) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.forkChild(self)
+    yield* ready
+    const started = Date.now()
+    yield* Fiber.interrupt(fiber)
+    return Date.now() - started
+  })
+
+/** The bound README.md states for ending a transfer after interruption. */
+const grace = 5_000
+
+layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
+  timeout: "300 seconds",
+  excludeTestServices: true
+})(
+  "Transfer safety",
+  (it) => {
+    describe("modes of a downloaded tree", () => {
+      const plantTree = (remote: string) => {
+        const tree = path.join(remote, "tree")
+        fs.mkdirSync(path.join(tree, "shared"), { recursive: true })
+        fs.writeFileSync(path.join(tree, "suid"), "#!/bin/sh\nid\n")
+        fs.writeFileSync(path.join(tree, "sgid"), "#!/bin/sh\nid\n")
+        fs.writeFileSync(path.join(tree, "open"), "anyone writes\n")
+        fs.writeFileSync(path.join(tree, "plain"), "plain\n")
+        for (const p of ["shared", "suid", "sgid", "open", "plain"]) give(remote, path.join(tree, p))
+        fs.chmodSync(path.join(tree, "suid"), 0o4755)
+        fs.chmodSync(path.join(tree, "sgid"), 0o2775)
+        fs.chmodSync(path.join(tree, "open"), 0o666)
+        fs.chmodSync(path.join(tree, "plain"), 0o640)
+        fs.chmodSync(path.join(tree, "shared"), 0o1777)
+        return tree
+      }
+      const modes = (dir: string) =>
+        Object.fromEntries(
+          ["", "shared", "suid", "sgid", "open", "plain"].map((
+            p
+          ) => [p, fs.statSync(path.join(dir, p)).mode & 0o7777])
+        )
+      const expected = { "": 0o755, shared: 0o755, suid: 0o755, sgid: 0o755, open: 0o644, plain: 0o640 }
+
+      it.effect("a downloaded tree never brings setuid, setgid, sticky or group/world-write bits", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const tree = plantTree(remote)
+          const back = yield* Transfer.download(tree, path.join(local, "plain-copy"))
+          assert.deepStrictEqual(modes(back), expected)
+          assert.strictEqual(fs.readFileSync(path.join(back, "suid"), "utf8"), "#!/bin/sh\nid\n")
+        }))
+
+      it.effect("a tree downloaded with sudo never brings setuid, setgid, sticky or group/world-write bits", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const tree = plantTree(remote)
+          for (const p of ["suid", "sgid"]) fs.chownSync(path.join(tree, p), 0, 0)
+          fs.chmodSync(path.join(tree, "suid"), 0o6755)
+          fs.chmodSync(path.join(tree, "sgid"), 0o2775)
+          const back = yield* Transfer.download(tree, path.join(local, "sudo-copy"), { useSudo: true })
+          assert.deepStrictEqual(modes(back), expected)
+        }))
+    })
+
+    describe("local directories a download may not replace", () => {
+      it.effect("downloading a remote path ending in . or .. into a local directory never deletes that directory", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const app = path.join(remote, "app")
+          fs.mkdirSync(path.join(app, "inner"), { recursive: true })
+          fs.writeFileSync(path.join(app, "index.html"), "app")
+          const backups = path.join(local, "backups")
+          fs.mkdirSync(backups)
+          fs.writeFileSync(path.join(backups, "precious"), "keep me")
+          const dot = yield* Effect.exit(Transfer.download(`${app}/.`, backups + "/"))
+          assert.strictEqual(fs.readFileSync(path.join(backups, "precious"), "utf8"), "keep me")
+          if (Exit.isFailure(dot)) {
+            const error = failureOf(dot)
+            assert.instanceOf(error, TransferError)
+            assert.include(error.message, `${app}/.`)
+          } else {
+            assert.strictEqual(fs.readFileSync(path.join(dot.value, "index.html"), "utf8"), "app")
+          }
+
+          const work = path.join(local, "work")
+          fs.mkdirSync(path.join(work, "sub"), { recursive: true })
+          fs.writeFileSync(path.join(work, "precious"), "keep me too")
+          fs.writeFileSync(path.join(work, "sub", "mine"), "mine")
+          const dotdot = yield* Effect.exit(
+            Transfer.download(`${app}/inner/..`, path.join(work, "sub") + "/")
+          )
+          assert.strictEqual(fs.readFileSync(path.join(work, "precious"), "utf8"), "keep me too")
+          assert.strictEqual(fs.readFileSync(path.join(work, "sub", "mine"), "utf8"), "mine")
+          if (Exit.isFailure(dotdot)) {
+            const error = failureOf(dotdot)
+            assert.instanceOf(error, TransferError)
+            assert.include(error.message, `${app}/inner/..`)
+          } else {
+            assert.strictEqual(fs.readFileSync(path.join(dotdot.value, "index.html"), "utf8"), "app")
+          }
+          assert.deepStrictEqual(leftovers(local), [])
+          assert.deepStrictEqual(leftovers(work), [])
+        }))
+    })
+
+    describe("rsync host keys", () => {
+      it.effect("rsync checks host keys against the known_hosts file the SSH operations use, whatever its path", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          fs.writeFileSync(path.join(local, "f.txt"), "rsynced")
+          const otherKey = fs.readFileSync(server.keyPath + ".pub", "utf8").trim().split(/\s+/).slice(0, 2).join(" ")
+          for (const name of ["kh dir ü ✓", `kh dir 'q" %h \\ ü`]) {
+            const odd = path.join(local, name)
+            fs.mkdirSync(odd)
+            const good = path.join(odd, "known hosts")
+            fs.copyFileSync(server.knownHostsPath, good)
+            // The same hosts under a key they do not have: a changed host key.
+            const changed = path.join(odd, "changed hosts")
+            fs.writeFileSync(
+              changed,
+              [1, 2].map((i) => `[127.0.0.${i}]:${server.port} ${otherKey}\n`).join("")
+            )
+            // What a path split at its spaces would read instead: an empty file at its first word.
+            fs.writeFileSync(path.join(local, "kh"), "")
+
+            const dest = path.join(remote, "f.txt")
+            yield* Transfer.rsyncUpload(path.join(local, "f.txt"), dest).pipe(
+              Settings.settings({ knownHostsFile: good, hostKeyPolicy: "strict" })
+            )
+            assert.strictEqual(fs.readFileSync(dest, "utf8"), "rsynced")
+            fs.rmSync(dest)
+
+            for (const gateway of [undefined, host]) {
+              const settings = {
+                knownHostsFile: changed,
+                hostKeyPolicy: "accept-new" as const,
+                ...(gateway === undefined ? {} : { host: `${server.user}@127.0.0.2:${server.port}`, gateway })
+              }
+              const refusedBySsh = failureOf(
+                yield* Effect.exit(Transfer.download(path.join(local, "f.txt")).pipe(Settings.settings(settings)))
+              )
+              assert.instanceOf(refusedBySsh, ConnectionError)
+              const refusedByRsync = failureOf(
+                yield* Effect.exit(
+                  Transfer.rsyncUpload(path.join(local, "f.txt"), dest).pipe(Settings.settings(settings))
+                )
+              )
+              assert.instanceOf(refusedByRsync, TransferError)
+              assert.include(refusedByRsync.message, "255", `${name}, gateway ${gateway}`)
+              assert.isFalse(fs.existsSync(dest))
+              assert.strictEqual(fs.readFileSync(path.join(local, "kh"), "utf8"), "")
+            }
+            // Through a jump host whose key is known in that file, rsync gets through.
+            yield* Transfer.rsyncUpload(path.join(local, "f.txt"), dest).pipe(
+              Settings.settings({
+                knownHostsFile: good,
+                hostKeyPolicy: "strict",
+                host: `${server.user}@127.0.0.2:${server.port}`,
+                gateway: host
+              })
+            )
+            assert.strictEqual(fs.readFileSync(dest, "utf8"), "rsynced")
+            fs.rmSync(dest)
+          }
+        }))
+    })
+
+    describe("interruption", () => {
+      it.effect("an upload ends within the grace when interrupted while the SFTP server process is stopped", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const source = path.join(local, "big.bin")
+          fs.writeFileSync(source, randomBytes(64 << 20))
+          const target = path.join(remote, "big.bin")
+          fs.writeFileSync(target, "old")
+          const before = sftpProcesses()
+          let seen = 0
+          let pids: Array<number> = []
+          const took = yield* interruptAfter(
+            Transfer.upload(source, target, { onProgress: (p) => Effect.sync(() => void (seen = p.bytes)) }),
+            Effect.gen(function*() {
+              while (seen === 0) yield* Effect.sleep("5 millis")
+              pids = yield* stopNewSftp(before)
+              yield* Effect.sleep("300 millis")
+            })
+          )
+          assert.isBelow(took, grace)
+          assert.strictEqual(fs.readFileSync(target, "utf8"), "old")
+          for (const pid of pids) signal(pid, "SIGCONT")
+          assert.deepStrictEqual(leftovers(remote), [])
+        }))
+
+      it.effect("a download ends within the grace when timed out while the SFTP server process is stopped", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const source = path.join(remote, "big.bin")
+          fs.writeFileSync(source, Buffer.alloc(256 << 20, 7))
+          const target = path.join(local, "big.bin")
+          const before = sftpProcesses()
+          let pids: Array<number> = []
+          let got = 0
+          const stopper = yield* Effect.forkChild(Effect.gen(function*() {
+            while (got === 0) yield* Effect.sleep("5 millis")
+            pids = yield* stopNewSftp(before)
+          }))
+          const started = Date.now()
+          const exit = yield* Effect.exit(
+            Transfer.download(source, target, { onProgress: (p) => Effect.sync(() => void (got = p.bytes)) }).pipe(
+              Effect.timeout("1500 millis")
+            )
+          )
+          const took = Date.now() - started
+          yield* Fiber.join(stopper)
+          for (const pid of pids) signal(pid, "SIGCONT")
+          assert.isBelow(got, 256 << 20)
+          assert.isTrue(Exit.isFailure(exit))
+          assert.isBelow(took, 1500 + grace)
+          assert.isFalse(fs.existsSync(target))
+          assert.deepStrictEqual(leftovers(local), [])
+        }))
+
+      it.effect("downloading a remote FIFO is refused up front, with and without sudo", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const fifo = path.join(remote, "pipe")
+          execFileSync("mkfifo", [fifo])
+          give(remote, fifo)
+          for (const useSudo of [false, true]) {
+            const started = Date.now()
+            const exit = yield* Effect.exit(
+              Transfer.download(fifo, path.join(local, "pipe"), { useSudo }).pipe(
+                Effect.timeout("10 seconds")
+              )
+            )
+            const error = failureOf(exit)
+            assert.instanceOf(error, TransferError, String(error))
+            assert.include(error.message, fifo)
+            assert.include(error.message, "not a regular file")
+            assert.isBelow(Date.now() - started, grace)
+            assert.isFalse(fs.existsSync(path.join(local, "pipe")))
+          }
+          assert.deepStrictEqual(leftovers(local), [])
+        }))
+
+      it.effect("uploading a local FIFO without a writer is refused without freezing the process", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const fifo = path.join(local, "pipe")
+          execFileSync("mkfifo", [fifo])
+          // Were the open to block the event loop, this writer would free it after a while.
+          const rescue = spawn("sh", ["-c", `sleep 8; : > "$1"`, "sh", fifo], { stdio: "ignore" })
+          const started = Date.now()
+          const exit = yield* Effect.exit(
+            Transfer.upload(fifo, path.join(remote, "pipe")).pipe(Effect.timeout("4 seconds"))
+          )
+          const took = Date.now() - started
+          rescue.kill()
+          const error = failureOf(exit)
+          assert.instanceOf(error, TransferError, String(error))
+          assert.include(error.message, fifo)
+          assert.include(error.message, "not a regular file")
+          assert.isBelow(took, grace)
+          assert.isFalse(fs.existsSync(path.join(remote, "pipe")))
+          assert.deepStrictEqual(leftovers(remote), [])
+        }))
+    })
+
+    describe("an interrupted sudo upload", () => {
+      it.effect(
+        "never replaces the destination after the interrupted call returned",
+        () =>
+          Effect.gen(function*() {
+            const secret = tempDir("tbsafe-root-")
+            fs.chmodSync(secret, 0o700)
+            const target = path.join(secret, "app.conf")
+            const content = "new\n".repeat(50_000)
+            fs.writeFileSync(target, "old\n")
+            const t0 = Date.now()
+            yield* Transfer.upload({ content }, target, { useSudo: true })
+            const whole = Date.now() - t0
+            const outcomes: Array<string> = []
+            for (let i = 0; i <= 16; i++) {
+              fs.writeFileSync(target, "old\n")
+              const delay = Math.round((whole * 1.2 * i) / 16)
+              yield* interruptAfter(
+                Transfer.upload({ content }, target, { useSudo: true }),
+                Effect.sleep(Duration.millis(delay))
+              )
+              const atReturn = fs.readFileSync(target, "utf8")
+              assert.isTrue(
+                atReturn === "old\n" || atReturn === content,
+                `at ${delay} ms: ${atReturn.slice(0, 20)}`
+              )
+              yield* Effect.sleep("2500 millis")
+              const later = fs.readFileSync(target, "utf8")
+              assert.strictEqual(
+                later === content ? "new" : "old",
+                atReturn === content ? "new" : "old",
+                `interrupted at ${delay} ms of ${whole}: replaced after the call returned`
+              )
+              outcomes.push(atReturn === content ? "new" : "old")
+              assert.deepStrictEqual(leftovers(secret), [], `at ${delay} ms`)
+            }
+            assert.include(outcomes, "old")
+            assert.deepStrictEqual(stagingLeftovers(), [])
+          }),
+        { timeout: 180_000 }
+      )
+    })
+
+    describe("files whose size the server does not know", () => {
+      it.effect("download their whole content, plain and with sudo, into memory and to a file", () =>
+        Effect.gen(function*() {
+          const { local } = makeDirs()
+          const version = fs.readFileSync("/proc/version", "utf8")
+          assert.isAbove(version.length, 0)
+          for (const useSudo of [false, true]) {
+            const bytes = yield* Transfer.download("/proc/version", undefined, { useSudo })
+            assert.strictEqual(new TextDecoder().decode(bytes), version, `useSudo: ${useSudo}`)
+            const saved = yield* Transfer.download("/proc/cpuinfo", path.join(local, `cpuinfo-${useSudo}`), {
+              useSudo
+            })
+            const text = fs.readFileSync(saved, "utf8")
+            assert.include(text, "processor", `useSudo: ${useSudo}`)
+            assert.strictEqual(
+              text.split("\n").filter((l) => l.startsWith("processor")).length,
+              fs.readFileSync("/proc/cpuinfo", "utf8").split("\n").filter((l) => l.startsWith("processor"))
+                .length
+            )
+          }
+          assert.deepStrictEqual(leftovers(local), [])
+        }))
+    })
+
+    describe("reasons", () => {
+      it.effect("a download whose local parent is a file says so, and is not `exists`", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          fs.writeFileSync(path.join(remote, "f"), "x")
+          fs.mkdirSync(path.join(remote, "tree"))
+          fs.writeFileSync(path.join(local, "blocker"), "a file")
+          for (const source of ["f", "tree"]) {
+            for (const target of [["blocker", "f"], ["blocker", "sub", "f"]]) {
+              const error = failureOf(
+                yield* Effect.exit(Transfer.download(path.join(remote, source), path.join(local, ...target)))
+              )
+              assert.instanceOf(error, TransferError)
+              assert.notStrictEqual(error.reason, "exists", `${source} -> ${target.join("/")}`)
+              assert.strictEqual(error.side, "local")
+              assert.strictEqual(error.path, path.join(local, "blocker"))
+              assert.include(error.message, "not a directory")
+              assert.include(error.message, "remove or rename it")
+            }
+          }
+          assert.strictEqual(fs.readFileSync(path.join(local, "blocker"), "utf8"), "a file")
+          assert.deepStrictEqual(leftovers(local), [])
+        }))
+
+      it.effect("a sudo upload whose remote parent is a file says so, and is not `permission`", () =>
+        Effect.gen(function*() {
+          const { remote } = makeDirs()
+          fs.writeFileSync(path.join(remote, "blocker"), "a file")
+          for (const useSudo of [true, false]) {
+            for (const target of [["blocker", "f"], ["blocker", "sub", "f"]]) {
+              const error = failureOf(
+                yield* Effect.exit(Transfer.upload({ content: "x" }, path.join(remote, ...target), { useSudo }))
+              )
+              assert.instanceOf(error, TransferError)
+              assert.notStrictEqual(error.reason, "permission", `useSudo: ${useSudo}, ${target.join("/")}`)
+              assert.include(error.message, `${path.join(remote, "blocker")} is not a directory`)
+              assert.include(error.message, "remove or rename it")
+            }
+          }
+          assert.strictEqual(fs.readFileSync(path.join(remote, "blocker"), "utf8"), "a file")
+          assert.deepStrictEqual(stagingLeftovers(), [])
+        }))
+    })
+  }
+)
