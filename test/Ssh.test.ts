@@ -4,6 +4,7 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -260,6 +261,14 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           writeFileSync(junk, "not a key\n")
           const bad = failureOf(yield* Effect.exit(remote("true", { host: "127.0.0.1", keyFile: junk })))
           assert.isTrue(bad instanceof SettingsError && bad.setting === "keyFile")
+        }))
+
+      it.effect("connectTimeout: infinity is no limit, not a time-out at once", () =>
+        Effect.gen(function*() {
+          const result = yield* remote("echo ok", { host: "127.0.0.16" }).pipe(
+            Settings.settings({ connectTimeout: Duration.infinity })
+          )
+          assert.strictEqual(result.stdout, "ok\n")
         }))
 
       it.effect("an unresolvable host name: unknown-host", () =>
