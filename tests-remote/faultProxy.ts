@@ -455,10 +455,17 @@ export class Blackhole {
   static async start(): Promise<Blackhole> {
     const child = spawn(process.execPath, [
       "-e",
+      // Blocked, it never accepts; it wakes twice a second only to exit once its parent is gone.
       `const s = require("node:net").createServer()
+       const parent = Number(process.argv[1])
        s.listen({ port: 0, host: "127.0.0.1", backlog: 1 }, () =>
-         process.stdout.write(s.address().port + "\\n", () =>
-           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)))`
+         process.stdout.write(s.address().port + "\\n", () => {
+           for (;;) {
+             Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500)
+             try { process.kill(parent, 0) } catch { process.exit(0) }
+           }
+         }))`,
+      String(process.pid)
     ], { stdio: ["ignore", "pipe", "inherit"] })
     const port = await new Promise<number>((resolve, reject) => {
       child.once("error", reject)
