@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
 import { CommandResult } from "../src/CommandResult.ts"
 import {
@@ -12,6 +14,8 @@ import {
   TransferError,
   type TransferErrorReason
 } from "../src/Errors.ts"
+import { readableCause, readableExit } from "../src/internal/workerDefect.ts"
+import { exitCodec } from "../src/internal/workerProtocol.ts"
 
 const result = (fields: Partial<ConstructorParameters<typeof CommandResult>[0]> = {}): CommandResult =>
   new CommandResult({
@@ -336,5 +340,103 @@ describe("errors", () => {
       assert.instanceOf(back, Error)
       assert.strictEqual(String(back), `SettingsError: ${back.message}`)
     })
+  })
+})
+
+describe("defects, as a worker sends them and a report prints them", () => {
+  const codec = exitCodec(Schema.Void, Schema.Never)
+
+  /** What the parent prints for a defect a worker died with: encoded, through JSON, decoded. */
+  const crossed = (defect: unknown): string => {
+    const json = JSON.stringify(Schema.encodeSync(codec)(readableExit(Exit.die(defect))))
+    const exit = Schema.decodeSync(codec)(JSON.parse(json))
+    assert.isTrue(Exit.isFailure(exit))
+    return Cause.pretty((exit as Exit.Failure<void, never>).cause)
+  }
+
+  /** What the final report of `Threadbare.runMain` prints for it. */
+  const reported = (defect: unknown): string => Cause.pretty(readableCause(Cause.die(defect), true))
+
+  const cyclic = () => {
+    const node: Record<string, unknown> = { name: "node-with-a-cycle" }
+    node["self"] = node
+    return node
+  }
+
+  class Deployment {
+    readonly host = "web-1"
+    readonly steps: Array<unknown> = []
+    constructor() {
+      this.steps.push(this)
+    }
+  }
+
+  const cases: ReadonlyArray<readonly [string, () => unknown, string]> = [
+    ["an object", cyclic, "node-with-a-cycle"],
+    ["a Map", () => {
+      const map = new Map<string, unknown>([["name", "map-with-a-cycle"]])
+      map.set("self", map)
+      return map
+    }, "map-with-a-cycle"],
+    ["a Set", () => {
+      const set = new Set<unknown>(["set-with-a-cycle"])
+      set.add(set)
+      return set
+    }, "set-with-a-cycle"],
+    ["a class instance", () => new Deployment(), "Deployment"],
+    ["an Error's cause", () => {
+      const error = new Error("failed with a cyclic cause")
+      error.cause = { during: "deploy", error }
+      return error
+    }, "failed with a cyclic cause"]
+  ]
+
+  for (const [what, make, shows] of cases) {
+    it(`a cycle in ${what} prints readably, marked, across a worker boundary and in the report`, () => {
+      for (const text of [crossed(make()), reported(make())]) {
+        assert.include(text, shows)
+        assert.include(text, "Circular", text)
+        assert.notInclude(text, "[object Object]")
+      }
+    })
+  }
+
+  it("an Error's own stack crosses, not the place where it was decoded", () => {
+    const text = crossed(new Error("died in the worker"))
+    assert.include(text, "died in the worker")
+    assert.include(text, "Errors.test.ts")
+    assert.notInclude(text, "decodeJsonError")
+  })
+
+  it("deep defects print without overflowing the stack: 100 000 nested objects, 100 000 causes", () => {
+    let nested: Record<string, unknown> = { bottom: true }
+    for (let i = 0; i < 100_000; i++) nested = { next: nested }
+    let chain = new Error("cause 0")
+    for (let i = 1; i < 100_000; i++) chain = new Error(`cause ${i}`, { cause: chain })
+    for (const text of [crossed(nested), reported(nested)]) assert.include(text, "next")
+    for (const text of [crossed(chain), reported(chain)]) {
+      assert.include(text, "cause 99999")
+      assert.include(text, "the rest cut")
+    }
+  })
+
+  it("a getter of a defect is never run", () => {
+    let ran = 0
+    const defect = {
+      name: "with-a-getter",
+      get boom(): string {
+        ran++
+        throw new Error("a getter ran")
+      }
+    }
+    for (const text of [crossed(defect), reported(defect)]) assert.include(text, "with-a-getter")
+    assert.strictEqual(ran, 0)
+  })
+
+  it("plain JSON defects cross as they are", () => {
+    const defect = { code: 42, hosts: ["web-1", "web-2"], nested: { ok: false } }
+    const json = JSON.stringify(Schema.encodeSync(codec)(readableExit(Exit.die(defect))))
+    const exit = Schema.decodeSync(codec)(JSON.parse(json)) as Exit.Failure<void, never>
+    assert.deepStrictEqual(Cause.squash(exit.cause), defect)
   })
 })

@@ -11,7 +11,10 @@ import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import { inspect } from "node:util"
 
-// Plain JSON (no cycle, no Map, no class instance): it crosses as it is.
+const maxCauses = 32
+
+// Plain JSON (no cycle, no Map, no class instance, no getter, at most 64 levels deep): it
+// crosses as it is.
 const isPlainJson = (value: unknown, ancestors: Set<object>): boolean => {
   if (value === null || typeof value === "string" || typeof value === "boolean") return true
   if (typeof value === "number") return Number.isFinite(value)
@@ -19,7 +22,10 @@ const isPlainJson = (value: unknown, ancestors: Set<object>): boolean => {
   const prototype = Object.getPrototypeOf(value)
   if (!Array.isArray(value) && prototype !== Object.prototype && prototype !== null) return false
   ancestors.add(value)
-  const plain = Object.values(value).every((v) => isPlainJson(v, ancestors))
+  // Descriptors, not values: a getter is never run (it could throw, or change something).
+  const plain = Object.values(Object.getOwnPropertyDescriptors(value)).every((d) =>
+    !d.enumerable || ("value" in d && isPlainJson(d.value, ancestors))
+  )
   ancestors.delete(value)
   return plain
 }
@@ -32,6 +38,8 @@ const isPlainJson = (value: unknown, ancestors: Set<object>): boolean => {
 export const readableDefect = (defect: unknown, seen: Set<unknown> = new Set()): unknown => {
   if (defect instanceof Error) {
     if (seen.has(defect)) return "[Circular]"
+    // A chain of causes longer than anyone reads is cut, before it could overflow the stack.
+    if (seen.size >= maxCauses) return `[${maxCauses} causes shown, the rest cut]`
     const cause = defect.cause
     if (cause === undefined || (!(cause instanceof Error) && isPlainJson(cause, new Set()))) return defect
     seen.add(defect)
