@@ -170,6 +170,20 @@ describe("Threadbare.runMain", () => {
       assert.notMatch(main.stderr(), /Error|    at /, "no trace from the workers")
     })))
 
+  it.live("a worker whose parent is SIGKILLed while the worker starts exits quietly too", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const mark = marker("orphan-start")
+      const main = yield* startMain(["execute", mark])
+      yield* waitUntil("a worker process", () => workersOf(main.child.pid!).length > 0)
+      const workers = workersOf(main.child.pid!)
+      main.child.kill("SIGKILL")
+      const ended = yield* main.ended
+      assert.strictEqual(ended.signal, "SIGKILL")
+      assert.deepStrictEqual(workers.filter(alive), [], "the workers are gone")
+      assert.deepStrictEqual(remoteProcesses(command(mark)), [])
+      assert.notMatch(main.stderr(), /Error|ERR_|    at /, "no trace from the workers")
+    })))
+
   it.live("the final report prints a defect holding a cycle readably, with the cycle marked", () =>
     Effect.scoped(Effect.gen(function*() {
       const main = yield* startMain(["cycle"])

@@ -14,6 +14,17 @@ import * as Module from "node:module"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
+// Once the parent is gone (killed, or it exited without closing us), what the worker still
+// sends it (a stopped run's outcome, the ready message of a worker still starting) fails with
+// ERR_IPC_CHANNEL_CLOSED, emitted on `process`. Nobody is left to read it, and unhandled it
+// would end the worker with a trace before its tasks' finalizers have stopped their remote
+// commands; `workerServer` stops the tasks on `disconnect`.
+process.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "ERR_IPC_CHANNEL_CLOSED") return
+  console.error("effect-threadbare: the worker process failed:", error)
+  process.exit(1)
+})
+
 const cacheDir = process.argv[2] ?? ""
 if (cacheDir !== "") Module.enableCompileCache(cacheDir)
 

@@ -122,15 +122,10 @@ process.on("SIGINT", () => {})
 process.on("SIGHUP", () => {})
 process.on("SIGTERM", stop)
 // The parent is gone (killed, or it exited without closing us): stop the tasks and exit.
+// (`workerMain` keeps the replies that then fail from ending the worker with a trace.)
 process.on("disconnect", stop)
-// Replies sent after that (a stopped run's outcome) fail with ERR_IPC_CHANNEL_CLOSED, emitted
-// on `process`: nobody is left to read them, and an unhandled one would end the worker with a
-// trace before its tasks' finalizers have stopped their remote commands.
-process.on("error", (error: NodeJS.ErrnoException) => {
-  if (error.code === "ERR_IPC_CHANNEL_CLOSED") return
-  console.error("effect-threadbare: the worker process failed:", error)
-  process.exit(1)
-})
+// Gone already, while this module loaded: the event has passed.
+if (!process.connected) stop()
 fiber.addObserver((exit) => {
   process.exitCode = Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
   // Sockets or timers a task left behind must not keep an orphan alive.
