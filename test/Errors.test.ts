@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import { CommandResult } from "../src/CommandResult.ts"
 import {
@@ -431,6 +432,19 @@ describe("defects, as a worker sends them and a report prints them", () => {
     }
     for (const text of [crossed(defect), reported(defect)]) assert.include(text, "with-a-getter")
     assert.strictEqual(ran, 0)
+  })
+
+  it("a Redacted secret in a defect stays hidden, with or without a cycle", () => {
+    const secret = "hunter2-in-a-defect"
+    const plain = { password: Redacted.make(secret) }
+    const withCycle: Record<string, unknown> = { password: Redacted.make(secret) }
+    withCycle["self"] = withCycle
+    for (const defect of [plain, withCycle]) {
+      for (const text of [crossed(defect), reported(defect)]) {
+        assert.notInclude(text, secret)
+        assert.include(text, "redacted")
+      }
+    }
   })
 
   it("plain JSON defects cross as they are", () => {
