@@ -466,9 +466,9 @@ const putStaged = Effect.fnUntraced(function*(
         String(source.size),
         options.mode === undefined ? "" : (options.mode & 0o7777).toString(8)
       ]
-      : common
+      : [...common, String(source.size)]
   )
-  const done = yield* Remote.runCommand(ctx.connection, line, { input })
+  const done = yield* Remote.runPlacing(ctx.connection, line, input)
   finished = true
   const destination = /^into$/m.test(done.stdout) && source.basename !== undefined
     ? path.posix.join(target, source.basename)

@@ -97,6 +97,16 @@ const leftovers = (dir: string): Array<string> =>
 const stagingLeftovers = (): Array<string> =>
   fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
 
+/** Whether a transfer's content, of `size` bytes, is whole in the staging directory. */
+const staged = (size: number): boolean =>
+  stagingLeftovers().some((name) => {
+    try {
+      return fs.statSync(path.join(stagingDir, name, "data")).size === size
+    } catch {
+      return false
+    }
+  })
+
 /** The SFTP server processes (internal-sftp) of this test server's sessions. */
 const sftpProcesses = (): Array<number> =>
   server.sshdPids().filter((pid) => {
@@ -399,39 +409,96 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             const secret = tempDir("tbsafe-root-")
             fs.chmodSync(secret, 0o700)
             const target = path.join(secret, "app.conf")
-            const content = "new\n".repeat(50_000)
+          // Large enough that the remote script (copy, check, move) takes a while after the
+          // content reached the staging directory: the interruptions below land inside it.
+          const content = Buffer.alloc(24 << 20, "n")
+          const isNew = (file: string) => fs.statSync(file).size === content.length
+          const outcomes: Array<string> = []
+          for (const delay of [0, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400, 600]) {
             fs.writeFileSync(target, "old\n")
-            const t0 = Date.now()
-            yield* Transfer.upload({ content }, target, { useSudo: true })
-            const whole = Date.now() - t0
-            const outcomes: Array<string> = []
-            for (let i = 0; i <= 16; i++) {
-              fs.writeFileSync(target, "old\n")
-              const delay = Math.round((whole * 1.2 * i) / 16)
-              yield* interruptAfter(
-                Transfer.upload({ content }, target, { useSudo: true }),
-                Effect.sleep(Duration.millis(delay))
-              )
-              const atReturn = fs.readFileSync(target, "utf8")
-              assert.isTrue(
-                atReturn === "old\n" || atReturn === content,
-                `at ${delay} ms: ${atReturn.slice(0, 20)}`
-              )
-              yield* Effect.sleep("2500 millis")
-              const later = fs.readFileSync(target, "utf8")
-              assert.strictEqual(
-                later === content ? "new" : "old",
-                atReturn === content ? "new" : "old",
-                `interrupted at ${delay} ms of ${whole}: replaced after the call returned`
-              )
-              outcomes.push(atReturn === content ? "new" : "old")
-              assert.deepStrictEqual(leftovers(secret), [], `at ${delay} ms`)
-            }
-            assert.include(outcomes, "old")
+            yield* interruptAfter(
+              Transfer.upload(content, target, { useSudo: true }),
+              Effect.gen(function*() {
+                // The remote script starts once the content is whole in the staging directory.
+                while (!staged(content.length) && !isNew(target)) yield* Effect.sleep("1 millis")
+                yield* Effect.sleep(Duration.millis(delay))
+              })
+            )
+            const atReturn = isNew(target) ? "new" : "old"
+            if (atReturn === "old") assert.strictEqual(fs.readFileSync(target, "utf8"), "old\n")
+            yield* Effect.sleep("2500 millis")
+            assert.strictEqual(
+              isNew(target) ? "new" : "old",
+              atReturn,
+              `interrupted ${delay} ms after the content was staged: replaced after the call returned`
+            )
+            outcomes.push(atReturn)
+            assert.deepStrictEqual(leftovers(secret), [], `at ${delay} ms`)
+          }
+          assert.include(outcomes, "old")
             assert.deepStrictEqual(stagingLeftovers(), [])
           }),
         { timeout: 180_000 }
       )
+    })
+
+    describe("an interrupted sudo upload, its remote script held up", () => {
+      /** The root shells running a transfer script for `target` (the script that moves it into place). */
+      const rootScripts = (target: string): Array<number> =>
+        fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name)).map(Number).filter((pid) => {
+          try {
+            const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+            const status = fs.readFileSync(`/proc/${pid}/status`, "utf8")
+            return argv[0] === "/bin/sh" && argv.includes(target) && /^Uid:\s+0\s/m.test(status)
+          } catch {
+            return false
+          }
+        })
+
+      it.effect("never replaces the destination once the call returned, however late the script goes on", () =>
+        Effect.gen(function*() {
+          const secret = tempDir("tbsafe-root-")
+          fs.chmodSync(secret, 0o700)
+          for (const kind of ["file", "tree"] as const) {
+            const target = path.join(secret, `app-${kind}`)
+            if (kind === "file") {
+              fs.writeFileSync(target, "old\n")
+            } else {
+              fs.mkdirSync(target)
+              fs.writeFileSync(path.join(target, "version"), "old\n")
+            }
+            const { local } = makeDirs()
+            const tree = path.join(local, "tree")
+            fs.mkdirSync(tree)
+            fs.writeFileSync(path.join(tree, "version"), "new\n")
+            const current = () =>
+              fs.readFileSync(kind === "file" ? target : path.join(target, "version"), "utf8")
+            let held: Array<number> = []
+            const took = yield* interruptAfter(
+              kind === "file"
+                ? Transfer.upload({ content: "new\n" }, target, { useSudo: true })
+                : Transfer.upload(tree, target, { useSudo: true }),
+              Effect.gen(function*() {
+                // The remote script (as root) is stopped as soon as it starts: a slow server.
+                for (let i = 0; i < 2000 && held.length === 0; i++) {
+                  held = rootScripts(target)
+                  if (held.length === 0) yield* Effect.sleep("1 millis")
+                }
+                assert.isAbove(held.length, 0, "the remote script was seen")
+                for (const pid of held) signal(pid, "SIGSTOP")
+                stopped.push(...held)
+                yield* Effect.sleep("200 millis")
+              })
+            )
+            assert.isBelow(took, grace)
+            assert.strictEqual(current(), "old\n", `${kind}: at return`)
+            for (const pid of held) signal(pid, "SIGCONT")
+            yield* Effect.sleep("2 seconds")
+            assert.strictEqual(current(), "old\n", `${kind}: replaced after the interrupted call returned`)
+            assert.deepStrictEqual(leftovers(secret), [], kind)
+          }
+          assert.deepStrictEqual(stagingLeftovers(), [])
+        }), { timeout: 60_000 })
     })
 
     describe("files whose size the server does not know", () => {

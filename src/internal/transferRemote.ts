@@ -6,13 +6,15 @@
  * Every path reaches the shell as a quoted positional argument (`sh -c '<script>' sh <args>`),
  * so the scripts themselves are constant text and no name can change what they do.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as path from "node:path"
 import type { ConnectionError } from "../Errors.ts"
 import type { Settings } from "../Settings.ts"
-import type { Connection } from "../Ssh.ts"
+import type { ChannelEvent, Connection } from "../Ssh.ts"
 import { join, quote } from "./shell.ts"
 
 /** How a command ended, with its standard error (and output, unless streamed elsewhere). */
@@ -64,6 +66,80 @@ export const runCommand = <E = never>(
     }
   }))
 
+/** How long a script may take to move its result into place once told to (a rename or two). */
+export const moveBound = Duration.seconds(10)
+
+/**
+ * Runs a script built by {@link feedThroughSudo} around {@link putFileScript} or
+ * {@link putTreeScript}, in three steps:
+ *
+ * 1. Until the script says `ready` (its result complete beside the target) or ends, this can be
+ *    interrupted; the channel then closes, the script reads the end of its input instead of
+ *    `go`, and gives up: the target is left as it was.
+ * 2. Once `ready`, `go` is sent and the move is awaited (`moved`, or the end of the script)
+ *    without letting an interruption cut in, for at most {@link moveBound}: an interruption
+ *    takes effect when the target has been replaced, never before a replacement still to come.
+ * 3. Then the rest (the script's cleanup) can be interrupted again.
+ *
+ * `moved` says whether the script reported the move; `finished` is its end (stdout as text).
+ */
+export const runPlacing = (
+  connection: Connection,
+  line: string,
+  input: string | undefined
+): Effect.Effect<Finished & { readonly moved: boolean }, ConnectionError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const channel = yield* connection.exec(line, { pty: false, alongside: true })
+    if (input !== undefined) yield* channel.write(input)
+    let stdout = ""
+    let stderr = ""
+    let ended: ChannelEvent | undefined
+    let inputEnded = false
+    const outDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
+    const errDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
+    const endInput = Effect.suspend(() => {
+      if (inputEnded) return Effect.void
+      inputEnded = true
+      return channel.endInput
+    })
+    /** Takes events until `until` matches stdout (never, when absent), or the channel closes. */
+    const takeUntil = (until?: RegExp) =>
+      Effect.gen(function*() {
+        while (ended === undefined && until?.test(stdout) !== true) {
+          const event = yield* channel.take
+          if (event._tag === "Closed") ended = event
+          else if (event._tag === "Stderr") stderr += errDecoder.decode(event.data, { stream: true })
+          else stdout += outDecoder.decode(event.data, { stream: true })
+          // The script (or sudo) ended: the feeding side may still wait for input.
+          if (/^tb-end /m.test(stdout)) yield* endInput
+        }
+      })
+    yield* takeUntil(/^(ready|tb-end .*)$/m)
+    let moved = false
+    if (ended === undefined && /^ready$/m.test(stdout)) {
+      // A fiber of its own, so that the time limit can stop it while this one waits for it
+      // without letting an interruption in.
+      const move = Effect.gen(function*() {
+        yield* channel.write("go\n")
+        yield* endInput
+        yield* takeUntil(/^(moved|tb-end .*)$/m)
+      }).pipe(Effect.timeoutOption(moveBound), Effect.interruptible)
+      yield* Effect.uninterruptible(Effect.flatMap(Effect.forkDetach(move), Fiber.join))
+      moved = /^moved$/m.test(stdout)
+    }
+    yield* endInput
+    yield* takeUntil()
+    const closed = ended as (ChannelEvent & { readonly _tag: "Closed" }) | undefined
+    if (closed?.error !== undefined) return yield* closed.error
+    return {
+      exitCode: closed?.exitCode ?? null,
+      signal: closed?.signal ?? null,
+      stdout,
+      stderr,
+      moved
+    }
+  }))
+
 /**
  * Runs a command on the connection of the current settings, in a fresh scope: for cleanups that
  * must work even after the connection they belonged to dropped (a new one is opened then).
@@ -98,6 +174,12 @@ export const shellLine = (script: string, args: ReadonlyArray<string>, sudo: str
  * shell reads it and pipes it in, then removes the staging directory. A marker line goes first,
  * so that the script can tell the content from a password line sudo did not need (and so left
  * on its input).
+ *
+ * After the content, the rest of the channel's input follows it into the script: the `go` line
+ * that lets the script move its result into place ({@link awaitGo}), or the end of input
+ * when the transfer is interrupted, which makes it give up. When the script (or sudo) ends,
+ * `tb-end <status>` is printed, so that the caller knows to close the input that the feeding
+ * side may still be waiting on.
  */
 export const feedThroughSudo = (
   settings: Settings,
@@ -114,8 +196,10 @@ export const feedThroughSudo = (
     args,
     settings.useSudo ? sudoPrefix(settings) : undefined
   )
-  const outer =
-    `{ ${password}printf '%s\\n' ${quote(marker)} && cat -- ${quote(`${stage}/data`)}; } | ${inner}\n` +
+  const outer = `{ ${password}printf '%s\\n' ${quote(marker)} && cat -- ${
+    quote(`${stage}/data`)
+  } && exec cat; } | { ${inner}\n` +
+    `status=$?; echo "tb-end $status"; exit $status; }\n` +
     `status=$?; rm -rf -- ${quote(stage)}; exit $status`
   return shellLine(outer, [], undefined)
 }
@@ -165,19 +249,34 @@ mkdir -p -- "$dir" 2>/dev/null || {
 `
 
 /**
+ * The step between a result ready beside the target and its move into place: the script says
+ * `ready` and reads one more line of its input. Only `go` lets it go on; the end of input (the
+ * transfer was interrupted and its channel closed) makes it give up, removing what it made. So
+ * an interrupted transfer never replaces its target after it returned: the caller sends `go`
+ * only in a step it does not let an interruption cut ({@link runPlacing}). A closed output (the
+ * `ready` cannot be written) or a signal ends the script through its EXIT trap too, which
+ * removes what it made; a shell killed by a signal it does not trap would skip it. The content before
+ * it is read by its exact size (`head -c`), so the `go` line is never taken for content.
+ */
+const awaitGo = `echo ready
+IFS= read -r tbgo || tbgo=
+[ "$tbgo" = go ] || { echo "tb:interrupted the transfer was interrupted before its move into place" >&2; exit 4; }`
+
+/**
  * Puts standard input in place as the running user: a file in a new private directory beside
  * the target (`mkdir` fails on anything already there, so a name planted by someone who can
  * write in the target's directory is never followed), its size checked, mode and owner set,
- * then renamed over the target, so that the target is either the old file or the whole new one.
- * Arguments: target, local name (or empty), transfer id, owner (or empty), overwrite (1/0), size,
- * mode (octal, or empty: keep the old file's, else 644).
+ * then, once told to ({@link awaitGo}), renamed over the target, so that the target is either
+ * the old file or the whole new one. Arguments: target, local name (or empty), transfer id, owner
+ * (or empty), overwrite (1/0), size, mode (octal, or empty: keep the old file's, else 644).
  */
 export const putFileScript = `${placeTarget}size=$6 mode=$7
 if [ -d "$target" ]; then echo "tb:is-directory the target is a directory; name the file to write" >&2; exit 3; fi
 if [ "$overwrite" = 0 ] && { [ -e "$target" ] || [ -L "$target" ]; }; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
 mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
 trap 'rm -rf -- "$tmp"' EXIT
-( umask 077; cat > "$tmp/f" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
+trap 'exit 5' HUP INT TERM PIPE
+( umask 077; head -c "$size" > "$tmp/f" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
 got=$(wc -c < "$tmp/f")
 if [ "$got" -ne "$size" ]; then echo "tb:verify received $got bytes of $size" >&2; exit 3; fi
 if [ -n "$mode" ]; then chmod "$mode" "$tmp/f"
@@ -185,22 +284,28 @@ elif [ -e "$target" ]; then chmod "$(stat -L -c %a -- "$target")" "$tmp/f"
 else chmod 644 "$tmp/f"; fi
 if [ -n "$owner" ]; then chown -- "$owner" "$tmp/f"
 elif [ -e "$target" ] && [ "$(id -u)" = 0 ]; then chown "$(stat -L -c %u:%g -- "$target")" "$tmp/f"; fi
-mv -f -- "$tmp/f" "$target"`
+${awaitGo}
+mv -f -- "$tmp/f" "$target"
+echo moved`
 
 /**
  * Unpacks a tar stream from standard input (our own archive, whose root is `t`) into a private
- * directory beside the target, then moves it into place, replacing an old tree of that name.
- * Arguments: target, local name, transfer id, owner (or empty), overwrite (1/0).
+ * directory beside the target, then, once told to ({@link awaitGo}), moves it into place,
+ * replacing an old tree of that name. Arguments: target, local name, transfer id, owner (or
+ * empty), overwrite (1/0), size of the archive.
  */
-export const putTreeScript = `${placeTarget}
+export const putTreeScript = `${placeTarget}size=$6
 if { [ -e "$target" ] || [ -L "$target" ]; } && [ ! -d "$target" ]; then echo "tb:is-directory the target exists and is not a directory" >&2; exit 3; fi
 if [ "$overwrite" = 0 ] && [ -e "$target" ]; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
 mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
 trap 'rm -rf -- "$tmp"' EXIT
-tar -x -f - -C "$tmp" --no-same-owner -p
+trap 'exit 5' HUP INT TERM PIPE
+head -c "$size" | tar -x -f - -C "$tmp" --no-same-owner -p
 if [ -n "$owner" ]; then chown -R -- "$owner" "$tmp/t"; fi
+${awaitGo}
 if [ -e "$target" ]; then mv -- "$target" "$tmp/old"; fi
-mv -- "$tmp/t" "$target"`
+mv -- "$tmp/t" "$target"
+echo moved`
 
 /**
  * Describes `$1` for a download: `d` for a directory, `f <size> <mode>` for a readable file,
