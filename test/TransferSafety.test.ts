@@ -107,6 +107,14 @@ const staged = (size: number): boolean =>
     }
   })
 
+const parentOf = (pid: number): number => {
+  try {
+    return Number(/^PPid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0)
+  } catch {
+    return 0
+  }
+}
+
 /** The SFTP server processes (internal-sftp) of this test server's sessions. */
 const sftpProcesses = (): Array<number> =>
   server.sshdPids().filter((pid) => {
@@ -486,13 +494,14 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
                 }
                 assert.isAbove(held.length, 0, "the remote script was seen")
                 for (const pid of held) signal(pid, "SIGSTOP")
-                stopped.push(...held)
+                stopped.push(...held, ...held.map(parentOf))
                 yield* Effect.sleep("200 millis")
               })
             )
             assert.isBelow(took, grace)
             assert.strictEqual(current(), "old\n", `${kind}: at return`)
-            for (const pid of held) signal(pid, "SIGCONT")
+            // sudo stops itself when its child stops: it goes on too.
+            for (const pid of [...held, ...held.map(parentOf)]) signal(pid, "SIGCONT")
             yield* Effect.sleep("2 seconds")
             assert.strictEqual(current(), "old\n", `${kind}: replaced after the interrupted call returned`)
             assert.deepStrictEqual(leftovers(secret), [], kind)
