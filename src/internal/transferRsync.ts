@@ -42,10 +42,12 @@ export const bracketHost = (host: string): string =>
 
 /**
  * One word of rsync's `-e` string. rsync splits that string itself (main.c, `do_cmd`), not a
- * shell: single quotes keep everything literal, a backslash is an ordinary character, and a
- * single quote is written as `'"'"'`. So every word is single-quoted, whatever it holds.
+ * shell: it splits at spaces, single quotes keep everything literal, a backslash is an ordinary
+ * character, and a single quote is written as `'"'"'`. So a word is single-quoted unless it is
+ * made only of characters that mean nothing to it.
  */
-export const rsyncWord = (word: string): string => `'${word.replaceAll("'", `'"'"'`)}'`
+export const rsyncWord = (word: string): string =>
+  /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'"'"'`)}'`
 
 /**
  * A file path as a value of an OpenSSH option (`-o UserKnownHostsFile=...`): ssh splits option
