@@ -363,6 +363,49 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.deepStrictEqual(leftovers(local), [])
         }))
 
+      it.effect("a transfer ends within the grace when timed out while its SFTP session is still opening", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          fs.writeFileSync(path.join(remote, "f"), "remote")
+          // The SFTP process is stopped as soon as it is seen, before it answers the session's
+          // opening if the poll is quick enough: a transfer that still succeeded was missed.
+          let hits = 0
+          for (let attempt = 0; attempt < 30 && hits < 2; attempt++) {
+            const direction = attempt % 2 === 0 ? "download" : "upload"
+            const before = sftpProcesses()
+            let pids: Array<number> = []
+            const stopper = yield* Effect.forkChild(Effect.gen(function*() {
+              for (let i = 0; i < 3000 && pids.length === 0; i++) {
+                pids = sftpProcesses().filter((pid) => !before.includes(pid))
+                for (const pid of pids) signal(pid, "SIGSTOP")
+                stopped.push(...pids)
+                if (pids.length === 0) yield* Effect.sleep("1 millis")
+              }
+            }))
+            const started = Date.now()
+            const exit = yield* Effect.exit(
+              (direction === "download"
+                ? Transfer.download(path.join(remote, "f"), path.join(local, "f"))
+                : Transfer.upload({ content: "new" }, path.join(remote, "g"))).pipe(Effect.timeout("1 second"))
+            )
+            const took = Date.now() - started
+            yield* Fiber.interrupt(stopper)
+            for (const pid of pids) signal(pid, "SIGCONT")
+            if (Exit.isSuccess(exit)) {
+              fs.rmSync(path.join(local, "f"), { force: true })
+              fs.rmSync(path.join(remote, "g"), { force: true })
+              continue
+            }
+            hits++
+            assert.isBelow(took, 1000 + grace, direction)
+            assert.isFalse(fs.existsSync(path.join(direction === "download" ? local : remote, direction === "download" ? "f" : "g")))
+          }
+          assert.isAtLeast(hits, 1)
+          yield* Effect.sleep("500 millis")
+          assert.deepStrictEqual(leftovers(local), [])
+          assert.deepStrictEqual(leftovers(remote), [])
+        }))
+
       it.effect("downloading a remote FIFO is refused up front, with and without sudo", () =>
         Effect.gen(function*() {
           const { remote, local } = makeDirs()
