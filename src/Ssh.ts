@@ -149,7 +149,11 @@ export interface SftpSession {
     attributes: { readonly mode?: number },
     callback: (error: Error | null | undefined, handle: Buffer) => void
   ): void
-  open(path: string, flags: SftpOpenFlags, callback: (error: Error | null | undefined, handle: Buffer) => void): void
+  open(
+    path: string,
+    flags: SftpOpenFlags,
+    callback: (error: Error | null | undefined, handle: Buffer) => void
+  ): void
   close(handle: Buffer, callback: (error?: Error | null) => void): void
   /** Reads up to `length` bytes at `position` into `buffer` at `offset`; at end of file an error with `code` 1. */
   read(

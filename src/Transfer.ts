@@ -499,9 +499,9 @@ const putStaged = Effect.fnUntraced(function*(
       : failure?.reason === "exists" || failure?.reason === "is-directory" || failure?.reason === "verify" ||
           failure?.reason === "permission"
       ? failure.reason
-        : /password|sudo/i.test(done.stderr)
-        ? "permission"
-        : "failed"
+      : /password|sudo/i.test(done.stderr)
+      ? "permission"
+      : "failed"
     return yield* Io.transferError(
       { ...place, path: destination },
       reason,
@@ -812,7 +812,10 @@ const downloadFile = Effect.fnUntraced(function*(
   }
   if (memory !== undefined) return memory.bytes(received)
   const existing = destination._tag === "Local" ? destination.existing : undefined
-  yield* local!.place(received, existing === undefined ? kind.mode & Tree.downloadModeMask : existing.mode & 0o7777)
+  yield* local!.place(
+    received,
+    existing === undefined ? kind.mode & Tree.downloadModeMask : existing.mode & 0o7777
+  )
   return (destination as { readonly path: string }).path
 })
 

@@ -21,7 +21,8 @@ const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
 const compile = (project: string) =>
   run(process.execPath, [tsc, "-p", project], { cwd: path.dirname(project), maxBuffer: 16 << 20 }).then(
     () => "",
-    (error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}` || String(error)
+    (error: { stdout?: string; stderr?: string }) =>
+      `${error.stdout ?? ""}${error.stderr ?? ""}` || String(error)
   )
 
 /** Symlinks every installed package but ssh2 and @types/ssh2 into `modules`. */
@@ -78,7 +79,12 @@ describe("published declarations", () => {
         buildConfig,
         JSON.stringify({
           extends: path.join(root, "tsconfig.build.json"),
-          compilerOptions: { rootDir: path.join(root, "src"), outDir: dist, declarationMap: false, sourceMap: false },
+          compilerOptions: {
+            rootDir: path.join(root, "src"),
+            outDir: dist,
+            declarationMap: false,
+            sourceMap: false
+          },
           include: [path.join(root, "src")]
         })
       )

@@ -252,7 +252,8 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
         Effect.gen(function*() {
           const { remote, local } = makeDirs()
           fs.writeFileSync(path.join(local, "f.txt"), "rsynced")
-          const otherKey = fs.readFileSync(server.keyPath + ".pub", "utf8").trim().split(/\s+/).slice(0, 2).join(" ")
+          const otherKey = fs.readFileSync(server.keyPath + ".pub", "utf8").trim().split(/\s+/).slice(0, 2)
+            .join(" ")
           for (const name of ["kh dir ü ✓", `kh dir 'q" %h \\ ü`]) {
             const odd = path.join(local, name)
             fs.mkdirSync(odd)
@@ -281,7 +282,9 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
                 ...(gateway === undefined ? {} : { host: `${server.user}@127.0.0.2:${server.port}`, gateway })
               }
               const refusedBySsh = failureOf(
-                yield* Effect.exit(Transfer.download(path.join(local, "f.txt")).pipe(Settings.settings(settings)))
+                yield* Effect.exit(
+                  Transfer.download(path.join(local, "f.txt")).pipe(Settings.settings(settings))
+                )
               )
               assert.instanceOf(refusedBySsh, ConnectionError)
               const refusedByRsync = failureOf(
@@ -349,9 +352,10 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           }))
           const started = Date.now()
           const exit = yield* Effect.exit(
-            Transfer.download(source, target, { onProgress: (p) => Effect.sync(() => void (got = p.bytes)) }).pipe(
-              Effect.timeout("1500 millis")
-            )
+            Transfer.download(source, target, { onProgress: (p) => Effect.sync(() => void (got = p.bytes)) })
+              .pipe(
+                Effect.timeout("1500 millis")
+              )
           )
           const took = Date.now() - started
           yield* Fiber.join(stopper)
@@ -386,7 +390,9 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             const exit = yield* Effect.exit(
               (direction === "download"
                 ? Transfer.download(path.join(remote, "f"), path.join(local, "f"))
-                : Transfer.upload({ content: "new" }, path.join(remote, "g"))).pipe(Effect.timeout("1 second"))
+                : Transfer.upload({ content: "new" }, path.join(remote, "g"))).pipe(
+                  Effect.timeout("1 second")
+                )
             )
             const took = Date.now() - started
             yield* Fiber.interrupt(stopper)
@@ -398,7 +404,11 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             }
             hits++
             assert.isBelow(took, 1000 + grace, direction)
-            assert.isFalse(fs.existsSync(path.join(direction === "download" ? local : remote, direction === "download" ? "f" : "g")))
+            assert.isFalse(
+              fs.existsSync(
+                path.join(direction === "download" ? local : remote, direction === "download" ? "f" : "g")
+              )
+            )
           }
           assert.isAtLeast(hits, 1)
           yield* Effect.sleep("500 millis")
@@ -460,33 +470,33 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             const secret = tempDir("tbsafe-root-")
             fs.chmodSync(secret, 0o700)
             const target = path.join(secret, "app.conf")
-          // Large enough that the remote script (copy, check, move) takes a while after the
-          // content reached the staging directory: the interruptions below land inside it.
-          const content = Buffer.alloc(24 << 20, "n")
-          const isNew = (file: string) => fs.statSync(file).size === content.length
-          const outcomes: Array<string> = []
-          for (const delay of [0, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400, 600]) {
-            fs.writeFileSync(target, "old\n")
-            yield* interruptAfter(
-              Transfer.upload(content, target, { useSudo: true }),
-              Effect.gen(function*() {
-                // The remote script starts once the content is whole in the staging directory.
-                while (!staged(content.length) && !isNew(target)) yield* Effect.sleep("1 millis")
-                yield* Effect.sleep(Duration.millis(delay))
-              })
-            )
-            const atReturn = isNew(target) ? "new" : "old"
-            if (atReturn === "old") assert.strictEqual(fs.readFileSync(target, "utf8"), "old\n")
-            yield* Effect.sleep("2500 millis")
-            assert.strictEqual(
-              isNew(target) ? "new" : "old",
-              atReturn,
-              `interrupted ${delay} ms after the content was staged: replaced after the call returned`
-            )
-            outcomes.push(atReturn)
-            assert.deepStrictEqual(leftovers(secret), [], `at ${delay} ms`)
-          }
-          assert.include(outcomes, "old")
+            // Large enough that the remote script (copy, check, move) takes a while after the
+            // content reached the staging directory: the interruptions below land inside it.
+            const content = Buffer.alloc(24 << 20, "n")
+            const isNew = (file: string) => fs.statSync(file).size === content.length
+            const outcomes: Array<string> = []
+            for (const delay of [0, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400, 600]) {
+              fs.writeFileSync(target, "old\n")
+              yield* interruptAfter(
+                Transfer.upload(content, target, { useSudo: true }),
+                Effect.gen(function*() {
+                  // The remote script starts once the content is whole in the staging directory.
+                  while (!staged(content.length) && !isNew(target)) yield* Effect.sleep("1 millis")
+                  yield* Effect.sleep(Duration.millis(delay))
+                })
+              )
+              const atReturn = isNew(target) ? "new" : "old"
+              if (atReturn === "old") assert.strictEqual(fs.readFileSync(target, "utf8"), "old\n")
+              yield* Effect.sleep("2500 millis")
+              assert.strictEqual(
+                isNew(target) ? "new" : "old",
+                atReturn,
+                `interrupted ${delay} ms after the content was staged: replaced after the call returned`
+              )
+              outcomes.push(atReturn)
+              assert.deepStrictEqual(leftovers(secret), [], `at ${delay} ms`)
+            }
+            assert.include(outcomes, "old")
             assert.deepStrictEqual(stagingLeftovers(), [])
           }),
         { timeout: 180_000 }
@@ -506,51 +516,55 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           }
         })
 
-      it.effect("never replaces the destination once the call returned, however late the script goes on", () =>
-        Effect.gen(function*() {
-          const secret = tempDir("tbsafe-root-")
-          fs.chmodSync(secret, 0o700)
-          for (const kind of ["file", "tree"] as const) {
-            const target = path.join(secret, `app-${kind}`)
-            if (kind === "file") {
-              fs.writeFileSync(target, "old\n")
-            } else {
-              fs.mkdirSync(target)
-              fs.writeFileSync(path.join(target, "version"), "old\n")
+      it.effect(
+        "never replaces the destination once the call returned, however late the script goes on",
+        () =>
+          Effect.gen(function*() {
+            const secret = tempDir("tbsafe-root-")
+            fs.chmodSync(secret, 0o700)
+            for (const kind of ["file", "tree"] as const) {
+              const target = path.join(secret, `app-${kind}`)
+              if (kind === "file") {
+                fs.writeFileSync(target, "old\n")
+              } else {
+                fs.mkdirSync(target)
+                fs.writeFileSync(path.join(target, "version"), "old\n")
+              }
+              const { local } = makeDirs()
+              const tree = path.join(local, "tree")
+              fs.mkdirSync(tree)
+              fs.writeFileSync(path.join(tree, "version"), "new\n")
+              const current = () =>
+                fs.readFileSync(kind === "file" ? target : path.join(target, "version"), "utf8")
+              let held: Array<number> = []
+              const took = yield* interruptAfter(
+                kind === "file"
+                  ? Transfer.upload({ content: "new\n" }, target, { useSudo: true })
+                  : Transfer.upload(tree, target, { useSudo: true }),
+                Effect.gen(function*() {
+                  // The remote script (as root) is stopped as soon as it starts: a slow server.
+                  for (let i = 0; i < 2000 && held.length === 0; i++) {
+                    held = rootScripts(target)
+                    if (held.length === 0) yield* Effect.sleep("1 millis")
+                  }
+                  assert.isAbove(held.length, 0, "the remote script was seen")
+                  for (const pid of held) signal(pid, "SIGSTOP")
+                  stopped.push(...held, ...held.map(parentOf))
+                  yield* Effect.sleep("200 millis")
+                })
+              )
+              assert.isBelow(took, grace)
+              assert.strictEqual(current(), "old\n", `${kind}: at return`)
+              // sudo stops itself when its child stops: it goes on too.
+              for (const pid of [...held, ...held.map(parentOf)]) signal(pid, "SIGCONT")
+              yield* Effect.sleep("2 seconds")
+              assert.strictEqual(current(), "old\n", `${kind}: replaced after the interrupted call returned`)
+              assert.deepStrictEqual(leftovers(secret), [], kind)
             }
-            const { local } = makeDirs()
-            const tree = path.join(local, "tree")
-            fs.mkdirSync(tree)
-            fs.writeFileSync(path.join(tree, "version"), "new\n")
-            const current = () =>
-              fs.readFileSync(kind === "file" ? target : path.join(target, "version"), "utf8")
-            let held: Array<number> = []
-            const took = yield* interruptAfter(
-              kind === "file"
-                ? Transfer.upload({ content: "new\n" }, target, { useSudo: true })
-                : Transfer.upload(tree, target, { useSudo: true }),
-              Effect.gen(function*() {
-                // The remote script (as root) is stopped as soon as it starts: a slow server.
-                for (let i = 0; i < 2000 && held.length === 0; i++) {
-                  held = rootScripts(target)
-                  if (held.length === 0) yield* Effect.sleep("1 millis")
-                }
-                assert.isAbove(held.length, 0, "the remote script was seen")
-                for (const pid of held) signal(pid, "SIGSTOP")
-                stopped.push(...held, ...held.map(parentOf))
-                yield* Effect.sleep("200 millis")
-              })
-            )
-            assert.isBelow(took, grace)
-            assert.strictEqual(current(), "old\n", `${kind}: at return`)
-            // sudo stops itself when its child stops: it goes on too.
-            for (const pid of [...held, ...held.map(parentOf)]) signal(pid, "SIGCONT")
-            yield* Effect.sleep("2 seconds")
-            assert.strictEqual(current(), "old\n", `${kind}: replaced after the interrupted call returned`)
-            assert.deepStrictEqual(leftovers(secret), [], kind)
-          }
-          assert.deepStrictEqual(stagingLeftovers(), [])
-        }), { timeout: 60_000 })
+            assert.deepStrictEqual(stagingLeftovers(), [])
+          }),
+        { timeout: 60_000 }
+      )
     })
 
     describe("files whose size the server does not know", () => {
@@ -608,7 +622,9 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           for (const useSudo of [true, false]) {
             for (const target of [["blocker", "f"], ["blocker", "sub", "f"]]) {
               const error = failureOf(
-                yield* Effect.exit(Transfer.upload({ content: "x" }, path.join(remote, ...target), { useSudo }))
+                yield* Effect.exit(
+                  Transfer.upload({ content: "x" }, path.join(remote, ...target), { useSudo })
+                )
               )
               assert.instanceOf(error, TransferError)
               assert.notStrictEqual(error.reason, "permission", `useSudo: ${useSudo}, ${target.join("/")}`)

@@ -8,12 +8,12 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type * as Scope from "effect/Scope"
-import type { SftpSession, SftpStats } from "../Ssh.ts"
 import { TransferError, type TransferErrorReason } from "../Errors.ts"
+import type { SftpSession, SftpStats } from "../Ssh.ts"
 
 /** Where an operation happens, for error messages. */
 export interface Place {
@@ -99,7 +99,15 @@ export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats |
   localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
 
 /** What a file that is not a regular file is, in words, for messages. */
-export const kindOf = (info: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isSymbolicLink(): boolean }): string =>
+export const kindOf = (
+  info: {
+    isFIFO(): boolean
+    isSocket(): boolean
+    isBlockDevice(): boolean
+    isCharacterDevice(): boolean
+    isSymbolicLink(): boolean
+  }
+): string =>
   info.isFIFO()
     ? "a FIFO (named pipe)"
     : info.isSocket()

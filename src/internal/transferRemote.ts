@@ -196,9 +196,10 @@ export const feedThroughSudo = (
     args,
     settings.useSudo ? sudoPrefix(settings) : undefined
   )
-  const outer = `{ ${password}printf '%s\\n' ${quote(marker)} && cat -- ${
-    quote(`${stage}/data`)
-  } && exec cat; } | { ${inner}\n` +
+  const outer =
+    `{ ${password}printf '%s\\n' ${quote(marker)} && cat -- ${
+      quote(`${stage}/data`)
+    } && exec cat; } | { ${inner}\n` +
     `status=$?; echo "tb-end $status"; exit $status; }\n` +
     `status=$?; rm -rf -- ${quote(stage)}; exit $status`
   return shellLine(outer, [], undefined)
