@@ -525,11 +525,16 @@ const putStaged = Effect.fnUntraced(function*(
  *   staged in a private mode-700 directory and moved into place by `sudo`.
  * - A directory travels as one tar stream, unpacked beside the target and renamed into place
  *   (replacing an older tree of that name), modes kept.
+ * - Only regular files and directories: a local FIFO, socket or device is refused up front
+ *   (`failed`), never opened in a way that waits. Interruption ends an upload at once; a sudo or
+ *   directory upload interrupted before its move into place never replaces the target later,
+ *   and one interrupted during the move waits for it (at most 10 s).
  *
  * Reads the connection settings, `overwrite`, `useSudo`, `sudoUser`, `sudoPassword`,
  * `localWorkingDir` (for a relative local path), `remoteWorkingDir` (for a relative remote
- * one), `quiet` and `dryRun`. Fails with `TransferError` (`exists`, `not-found`, `permission`,
- * `is-directory`, `verify`, `failed`), `ConnectionError` and `SettingsError`.
+ * one), `quiet` and `dryRun`. Fails with `TransferError` (`exists`, `not-found` (also for a parent
+ * that is a file, "is not a directory"), `permission`, `is-directory`, `verify`, `failed`),
+ * `ConnectionError` and `SettingsError`.
  *
  * @example
  * ```ts
@@ -870,6 +875,14 @@ const downloadTree = Effect.fnUntraced(function*(
  *   place when complete and of the right size; removed otherwise.
  * - `useSudo` reads what the connecting user cannot: the content is streamed out by
  *   `sudo cat` (or `sudo tar`), so no copy of it is ever made on the server.
+ * - A file or tree keeps at most `0o755` of its remote modes (no setuid, setgid, sticky, group
+ *   or world write). A file is read to its end, even past the size the server reported
+ *   (`/proc` files report 0).
+ * - Into a local directory, the copy is named after the remote path's last component once `.`
+ *   and `..` are resolved by name; a path with none (`.`, `..`, `~`) is refused there
+ *   (`not-found`), so the named directory itself is never replaced.
+ * - Only regular files and directories: a FIFO, socket or device is refused up front (`failed`).
+ *   Interruption ends a download at once, even when the server's SFTP process stopped answering.
  *
  * Reads the connection settings, `overwrite`, `useSudo`, `sudoUser`, `sudoPassword`,
  * `localWorkingDir`, `remoteWorkingDir`, `quiet` and `dryRun`. Fails with `TransferError`,
