@@ -50,11 +50,15 @@ const connectionError = (target: Target, reason: ConnectionErrorReason, detail: 
     ...(hop === undefined ? {} : { hop })
   })
 
+/** `host:port`, an IPv6 address in brackets. */
+const hostPort = (host: string, port: number): string =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
+
 /** A gateway as a hop in errors: `user@gateway:port`. */
-const hopOf = (gateway: Target): string => `${gateway.user}@${gateway.label}:${gateway.port}`
+const hopOf = (gateway: Target): string => `${gateway.user}@${hostPort(gateway.label, gateway.port)}`
 
 /** The link from a gateway to the next host, as a hop in errors: `user@gateway:port -> host:port`. */
-const linkOf = (gateway: Target, to: Target): string => `${hopOf(gateway)} -> ${to.host}:${to.port}`
+const linkOf = (gateway: Target, to: Target): string => `${hopOf(gateway)} -> ${hostPort(to.host, to.port)}`
 
 /**
  * `connectTimeout` in milliseconds for ssh2's `readyTimeout`, where 0 means none: so does a
@@ -106,7 +110,7 @@ const classify = (target: Target, error: Error & { code?: unknown; level?: unkno
 const forwardError = (gateway: Target, to: Target, error: Error): ConnectionError => {
   const message = error.message
   const link = linkOf(gateway, to)
-  const detail = `${gateway.label} could not connect to ${to.host}:${to.port} (${message})`
+  const detail = `${gateway.label} could not connect to ${hostPort(to.host, to.port)} (${message})`
   if (/refused/i.test(message)) return connectionError(to, "refused", detail, link)
   if (/not known|name resolution|no address|nodename/i.test(message)) {
     return connectionError(to, "unknown-host", detail, link)
@@ -703,7 +707,9 @@ export const make = Effect.gen(function*() {
               Effect.fail(connectionError(
                 to,
                 "timeout",
-                `${target.label} could not connect to ${to.host}:${to.port} within connectTimeout (${limit} ms)`,
+                `${target.label} could not connect to ${
+                  hostPort(to.host, to.port)
+                } within connectTimeout (${limit} ms)`,
                 linkOf(target, to)
               ))
           })
