@@ -11,6 +11,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { execFileSync, spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -122,6 +123,38 @@ describe("host strings", () => {
     assert.strictEqual(setting("host;rm -rf /"), "host")
     assert.strictEqual(setting("[::1"), "host")
     assert.strictEqual(setting("-oProxyCommand=x"), "host")
+  })
+})
+
+describe("ConnectionError", () => {
+  it("keeps its hop through encoding, as across a worker, and shows it in its message", () => {
+    const error = new ConnectionError({
+      host: "app",
+      port: 22,
+      user: "deploy",
+      reason: "timeout",
+      detail: "bastion could not connect to 10.0.0.5:22 within connectTimeout (2000 ms)",
+      hop: "deploy@bastion:22 -> 10.0.0.5:22"
+    })
+    const decoded = Schema.decodeUnknownSync(ConnectionError)(
+      JSON.parse(JSON.stringify(Schema.encodeUnknownSync(ConnectionError)(error)))
+    )
+    assert.strictEqual(decoded.hop, "deploy@bastion:22 -> 10.0.0.5:22")
+    assert.include(
+      decoded.message,
+      "[app] cannot connect as deploy to port 22 (timeout) at hop deploy@bastion:22 -> 10.0.0.5:22:"
+    )
+    const direct = new ConnectionError({
+      host: "app",
+      port: 22,
+      user: "deploy",
+      reason: "refused",
+      detail: "x"
+    })
+    assert.isUndefined(
+      Schema.decodeUnknownSync(ConnectionError)(Schema.encodeUnknownSync(ConnectionError)(direct)).hop
+    )
+    assert.notInclude(direct.message, "hop")
   })
 })
 
