@@ -500,6 +500,24 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
           assert.strictEqual(next.stdout, "ok\n")
         }).pipe(Effect.scoped))
 
+      it.effect("directly, a host that never answers times out within connectTimeout, with no hop", () =>
+        Effect.gen(function*() {
+          const hole = yield* blackhole
+          const started = Date.now()
+          const error = connectionFailure(
+            yield* Effect.exit(
+              remote("true", { host: `127.0.0.1:${hole.port}` }).pipe(
+                Settings.settings({ connectTimeout: "1 second", connectAttempts: 1 })
+              )
+            )
+          )
+          assert.strictEqual(error.reason, "timeout")
+          assert.strictEqual(error.port, hole.port)
+          assert.isUndefined(error.hop)
+          // the documented bound: connectTimeout per attempt (+ 2 s of slack)
+          assert.isBelow(Date.now() - started, 3000)
+        }).pipe(Effect.scoped))
+
       it.effect("a target the gateway cannot reach (refused) names the target and the hop, not the gateway", () =>
         Effect.gen(function*() {
           const error = connectionFailure(
