@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import { execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -564,6 +565,57 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             assert.deepStrictEqual(stagingLeftovers(), [])
           }),
         { timeout: 60_000 }
+      )
+    })
+
+    describe("a sudo upload with a password", () => {
+      it.effect(
+        "places a file and a tree with the right password, and fails without hanging with a wrong one",
+        () =>
+          Effect.gen(function*() {
+            if (server.passwordUser === undefined) return assert.fail("the server has no password user")
+            const secret = tempDir("tbsafe-root-")
+            fs.chmodSync(secret, 0o700)
+            const { local } = makeDirs()
+            const tree = path.join(local, "tree")
+            fs.mkdirSync(tree)
+            fs.writeFileSync(path.join(tree, "a"), "a\n")
+            const staging = tempDir("tbsafe-staging-pass-")
+            fs.chownSync(staging, uid(server.passwordUser), uid(server.passwordUser))
+            fs.chmodSync(staging, 0o700)
+            const as = (password: string) =>
+              Settings.settings({
+                host: `${server.passwordUser}@127.0.0.1:${server.port}`,
+                sudoPassword: Redacted.make(password),
+                remoteTempDir: staging
+              })
+            const right = server.passwordUserPassword!
+            yield* Transfer.upload({ content: "file\n" }, path.join(secret, "file"), { useSudo: true }).pipe(
+              as(right)
+            )
+            yield* Transfer.upload(tree, path.join(secret, "tree"), { useSudo: true }).pipe(as(right))
+            assert.strictEqual(fs.readFileSync(path.join(secret, "file"), "utf8"), "file\n")
+            assert.strictEqual(fs.readFileSync(path.join(secret, "tree", "a"), "utf8"), "a\n")
+            for (const source of [{ content: "x" }, tree]) {
+              const started = Date.now()
+              const error = failureOf(
+                yield* Effect.exit(
+                  Transfer.upload(source, path.join(secret, "other"), { useSudo: true }).pipe(
+                    as("wrong"),
+                    Effect.timeout("30 seconds")
+                  )
+                )
+              )
+              assert.instanceOf(error, TransferError, String(error))
+              assert.strictEqual(error.reason, "permission")
+              // sudo waits about 2 s after each wrong password.
+              assert.isBelow(Date.now() - started, 20_000)
+            }
+            assert.isFalse(fs.existsSync(path.join(secret, "other")))
+            assert.deepStrictEqual(leftovers(secret), [])
+            assert.deepStrictEqual(fs.readdirSync(staging), [])
+          }),
+        { timeout: 90_000 }
       )
     })
 

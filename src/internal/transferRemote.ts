@@ -190,7 +190,7 @@ export const feedThroughSudo = (
 ): string => {
   const password = !settings.useSudo || settings.sudoPassword === undefined
     ? ""
-    : `IFS= read -r tbpw && printf '%s\\n' "$tbpw" && `
+    : `IFS= read -r tbpw && printf '%s\\n' "$tbpw" ${"'' ".repeat(passwordTries)}&& `
   const inner = shellLine(
     `${skipToMarker(marker)}\n${script}`,
     args,
@@ -204,6 +204,14 @@ export const feedThroughSudo = (
     `status=$?; rm -rf -- ${quote(stage)}; exit $status`
   return shellLine(outer, [], undefined)
 }
+
+/**
+ * Empty lines after the password: a sudo that refuses the password reads its next tries from the
+ * same input (`passwd_tries`, 3 by default), and must find them there rather than wait for the
+ * rest of the input, which follows only once the script says it is ready. The script skips them
+ * like the password line, up to the marker.
+ */
+const passwordTries = 10
 
 const skipToMarker = (marker: string): string =>
   `while IFS= read -r tbline; do [ "$tbline" = ${quote(marker)} ] && break; done`
