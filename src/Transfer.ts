@@ -623,13 +623,13 @@ type Destination =
 /**
  * The name a remote path gives its copy inside a local directory: its last component once `.`
  * and `..` are resolved by name (`/srv/app/.` and `/srv/app/inner/..` are `app`), or `undefined`
- * when it has none (`.`, `..`, `~`), so that no path ever names the local directory itself, or
- * one of its parents, as the copy to replace.
+ * when it has none (`.`, `..`, the home directory `~`), so that no path ever names the local
+ * directory itself, or one of its parents, as the copy to replace.
  */
 const remoteName = (remotePath: string): string | undefined => {
   if (/^\/+$/.test(remotePath)) return "download"
   const name = path.posix.basename(path.posix.normalize(remotePath.replace(/\/+$/, "")))
-  return name === "" || name === "." || name === ".." || name === "~" ? undefined : name
+  return name === "" || name === "." || name === ".." ? undefined : name
 }
 
 const resolveDestination = Effect.fnUntraced(function*(
@@ -642,7 +642,8 @@ const resolveDestination = Effect.fnUntraced(function*(
   let local = resolveLocal(settings, target)
   let existing = yield* Io.localStat({ host: label, side: "local", path: local })
   if (existing?.isDirectory() === true || target.endsWith("/")) {
-    const name = remoteName(remotePath)
+    // Named after the path as it is read (`~` is the home directory, relative to `rcd`).
+    const name = remoteName(Remote.remotePath(settings, remotePath))
     if (name === undefined) {
       return yield* Io.transferError(
         { host: label, side: "remote", path: remotePath },
