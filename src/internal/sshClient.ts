@@ -637,13 +637,30 @@ export const make = Effect.gen(function*() {
         isOpen: () => state.open,
         exec: (command, options) =>
           Effect.gen(function*() {
-            yield* (options?.reserved === true ? reserve : options?.alongside === true ? alongside : permits)
-              .takeScoped(1)
+            const slots = options?.reserved === true
+              ? reserve
+              : options?.alongside === true
+              ? alongside
+              : permits
+            // The slot is held exactly as long as a channel may be: given back when the scope
+            // closes (after the channel's own close), or at once when no channel was opened, so
+            // an operation that tries again after a failed open does not hold two.
+            let held = false
+            yield* Effect.acquireRelease(
+              Effect.andThen(slots.take(1), Effect.sync(() => void (held = true))),
+              () => Effect.suspend(() => held ? slots.release(1) : Effect.void)
+            )
+            const giveBack = Effect.suspend(() => {
+              if (!held) return Effect.void
+              held = false
+              return slots.release(1)
+            })
             const channel = yield* openChannel(target, client, state, command, options?.pty === true).pipe(
               Effect.catchIf(
                 (error) => isBusy(state, error),
                 () => retryBusy(state, openChannel(target, client, state, command, options?.pty === true))
-              )
+              ),
+              Effect.onError(() => giveBack)
             )
             return { take: channel.take, write: channel.write, endInput: channel.endInput }
           }),
