@@ -153,10 +153,15 @@ export const openLocalRegular = (place: Place): Effect.Effect<number, TransferEr
     }),
     (fd) =>
       Effect.callback<number, TransferError>((resume) => {
+        let abandoned = false
         fs.fstat(fd, (error, info) => {
-          if (error === null && info.isFile()) return resume(Effect.succeed(fd))
+          if (!abandoned && error === null && info.isFile()) return resume(Effect.succeed(fd))
           fs.close(fd, () => {})
+          if (abandoned) return
           resume(Effect.fail(error === null ? notRegular(place, kindOf(info)) : localError(place, error)))
+        })
+        return Effect.sync(() => {
+          abandoned = true
         })
       })
   )
