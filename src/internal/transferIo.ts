@@ -342,7 +342,11 @@ export const closeRemoteHandle = (
       if (isOpen(sftp)) sftp.close(handle, () => {})
     })
 
-/** Opens a remote file; the handle is closed with the scope ({@link closeRemoteHandle}). */
+/**
+ * Opens a remote file; the handle is closed with the scope ({@link closeRemoteHandle}). The open
+ * itself can be interrupted (a server that stopped answering never answers it); a handle that
+ * arrives after that is closed when the session ends, right after.
+ */
 export const openRemote = (
   sftp: SftpSession,
   place: Place,
@@ -351,11 +355,11 @@ export const openRemote = (
   mode?: number
 ): Effect.Effect<Buffer, TransferError, Scope.Scope> =>
   Effect.acquireRelease(
-    sftpCall<Buffer>(
+    Effect.interruptible(sftpCall<Buffer>(
       sftp,
       place,
       (cb) => mode === undefined ? sftp.open(file, flags, cb) : sftp.open(file, flags, { mode }, cb)
-    ),
+    )),
     (handle, exit) => closeRemoteHandle(sftp, place, handle, exit)
   )
 
