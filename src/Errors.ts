@@ -149,6 +149,8 @@ export const TransferErrorReason = Schema.Literals([
   "not-found",
   "permission",
   "is-directory",
+  "not-a-directory",
+  "not-a-file",
   "verify",
   "rsync",
   "failed"
@@ -164,6 +166,10 @@ const transferAdvice: Record<TransferErrorReason, string> = {
   permission: "Use `useSudo: true` to write or read where the login user may not, or fix the permissions.",
   "is-directory":
     "Name a file, or transfer the directory as a whole (upload/download of a directory copies the tree).",
+  "not-a-directory":
+    "A parent of the path is a file, not a directory: remove or rename it, or choose another destination.",
+  "not-a-file":
+    "Only regular files and directories are transferred (a FIFO, socket or device would block or never end); copy its content to a file, or pass the bytes.",
   verify: "The copy did not match the source; nothing was replaced. Check free disk space and run it again.",
   rsync: "See rsync's message above; run the same rsync by hand with -v for details.",
   failed: "Nothing was replaced at the destination; check the connection and run it again."

@@ -526,14 +526,14 @@ const putStaged = Effect.fnUntraced(function*(
  * - A directory travels as one tar stream, unpacked beside the target and renamed into place
  *   (replacing an older tree of that name), modes kept.
  * - Only regular files and directories: a local FIFO, socket or device is refused up front
- *   (`failed`), never opened in a way that waits. Interruption ends an upload at once; a sudo or
+ *   (`not-a-file`), never opened in a way that waits. Interruption ends an upload at once; a sudo or
  *   directory upload interrupted before its move into place never replaces the target later,
  *   and one interrupted during the move waits for it (at most 10 s).
  *
  * Reads the connection settings, `overwrite`, `useSudo`, `sudoUser`, `sudoPassword`,
  * `localWorkingDir` (for a relative local path), `remoteWorkingDir` (for a relative remote
- * one), `quiet` and `dryRun`. Fails with `TransferError` (`exists`, `not-found` (also for a parent
- * that is a file, "is not a directory"), `permission`, `is-directory`, `verify`, `failed`),
+ * one), `quiet` and `dryRun`. Fails with `TransferError` (`exists`, `not-found`, `not-a-directory`
+ * (a parent that is a file), `not-a-file` (a FIFO, socket or device), `permission`, `is-directory`, `verify`, `failed`),
  * `ConnectionError` and `SettingsError`.
  *
  * @example
@@ -882,7 +882,7 @@ const downloadTree = Effect.fnUntraced(function*(
  * - Into a local directory, the copy is named after the remote path's last component once `.`
  *   and `..` are resolved by name; a path with none (`.`, `..`, `~`) is refused there
  *   (`not-found`), so the named directory itself is never replaced.
- * - Only regular files and directories: a FIFO, socket or device is refused up front (`failed`).
+ * - Only regular files and directories: a FIFO, socket or device is refused up front (`not-a-file`).
  *   Interruption ends a download at once, even when the server's SFTP process stopped answering.
  *
  * Reads the connection settings, `overwrite`, `useSudo`, `sudoUser`, `sudoPassword`,

@@ -51,6 +51,8 @@ const transferReasons: ReadonlyArray<TransferErrorReason> = [
   "not-found",
   "permission",
   "is-directory",
+  "not-a-directory",
+  "not-a-file",
   "verify",
   "rsync",
   "failed"

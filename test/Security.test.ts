@@ -497,8 +497,11 @@ describe("rsync's ssh", () => {
       const strict = sshCommand(yield* target("strict"), 10)
       assert.strictEqual(
         strict,
-        `ssh -F /dev/null -p 2200 -l deploy -o BatchMode=yes -o 'UserKnownHostsFile=/path with space/known_hosts' ` +
-          `-o StrictHostKeyChecking=yes -o ConnectTimeout=10 -i ${server.keyPath} -o IdentitiesOnly=yes`
+        // Each option quoted twice: once for rsync's own splitting of -e, once (double quotes) for
+        // ssh's reading of the option's value. No global known_hosts, no rewriting of the file.
+        `ssh -F /dev/null -p 2200 -l deploy -o BatchMode=yes -o 'UserKnownHostsFile="/path with space/known_hosts"' ` +
+          `-o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no -o StrictHostKeyChecking=yes -o ConnectTimeout=10 ` +
+          `-o 'IdentityFile="${server.keyPath}"' -o IdentitiesOnly=yes`
       )
       assert.include(sshCommand(yield* target("accept-new"), 10), "-o StrictHostKeyChecking=accept-new ")
     }))

@@ -656,7 +656,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
                 yield* Effect.exit(Transfer.download(path.join(remote, source), path.join(local, ...target)))
               )
               assert.instanceOf(error, TransferError)
-              assert.notStrictEqual(error.reason, "exists", `${source} -> ${target.join("/")}`)
+              assert.strictEqual(error.reason, "not-a-directory", `${source} -> ${target.join("/")}`)
               assert.strictEqual(error.side, "local")
               assert.strictEqual(error.path, path.join(local, "blocker"))
               assert.include(error.message, "not a directory")
@@ -679,7 +679,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
                 )
               )
               assert.instanceOf(error, TransferError)
-              assert.notStrictEqual(error.reason, "permission", `useSudo: ${useSudo}, ${target.join("/")}`)
+              assert.strictEqual(error.reason, "not-a-directory", `useSudo: ${useSudo}, ${target.join("/")}`)
               assert.include(error.message, `${path.join(remote, "blocker")} is not a directory`)
               assert.include(error.message, "remove or rename it")
             }

@@ -58,12 +58,8 @@ export const localError = (place: Place, error: unknown): TransferError => {
 export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
   Effect.try({ try: f, catch: (error) => localError(place, error) })
 
-/**
- * The reason of a failure because a path that must be a directory (a parent of the target) is a
- * file. TransferErrorReason has no `not-a-directory` yet; until it has, the path named is
- * "not found" as a directory, and the detail says what it is and what to do.
- */
-export const notADirectoryReason: TransferErrorReason = "not-found"
+/** The reason of a failure because a path that must be a directory (a parent of the target) is a file. */
+export const notADirectoryReason: TransferErrorReason = "not-a-directory"
 
 /** The failure for `file`, found where a directory must be. */
 export const notADirectory = (place: Place, file: string, what: string): TransferError =>
@@ -124,7 +120,7 @@ export const kindOf = (
 export const notRegular = (place: Place, kind: string): TransferError =>
   transferError(
     place,
-    "failed",
+    "not-a-file",
     `it is ${kind}, not a regular file: only regular files and directories are transferred, since ` +
       `reading one would wait for a writer or never end; copy its content to a file, or pass the bytes`
   )
