@@ -158,6 +158,46 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
         }))
     })
 
+    describe("opening an SFTP session is interruptible", () => {
+      it.effect("Effect.timeout ends the open while the server's SFTP process is stopped; the session is ended", () =>
+        Effect.gen(function*() {
+          const sftpPids = () =>
+            server.sshdPids().filter((pid) => {
+              const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, { encoding: "utf8", flag: "r" })
+              return cmdline.includes("internal-sftp")
+            })
+          const settings = yield* Settings.Settings
+          const ssh = yield* Ssh.SshConnections
+          const connection = yield* ssh.connect({ ...settings, host: hostOn("127.0.0.5") })
+          const before = sftpPids()
+          const stopped: Array<number> = []
+          // Stops the SFTP process of the new session as soon as it appears, before it answers.
+          const stopper = yield* Effect.forkChild(Effect.gen(function*() {
+            for (;;) {
+              for (const pid of sftpPids().filter((p) => !before.includes(p) && !stopped.includes(p))) {
+                process.kill(pid, "SIGSTOP")
+                stopped.push(pid)
+              }
+              yield* Effect.sleep("2 millis")
+            }
+          }))
+          const exit = yield* Effect.exit(Effect.scoped(connection.sftp).pipe(Effect.timeout("1 second")))
+          yield* Fiber.interrupt(stopper)
+          for (const pid of stopped) process.kill(pid, "SIGCONT")
+          assert.isTrue(Exit.isFailure(exit), "the session opened although its server was stopped")
+          assert.isAtLeast(stopped.length, 1, "no SFTP process was stopped: the test proved nothing")
+          // Resumed, the late session is ended, and its server process goes away.
+          let left = stopped.length
+          for (let i = 0; i < 50 && left > 0; i++) {
+            yield* Effect.sleep("100 millis")
+            left = stopped.filter((pid) => fs.existsSync(`/proc/${pid}`)).length
+          }
+          assert.strictEqual(left, 0, "the SFTP process of the abandoned session is still there")
+          // The connection still opens sessions.
+          yield* Effect.scoped(connection.sftp)
+        }).pipe(Effect.scoped))
+    })
+
     describe("a remote command never outlives what controls it", () => {
       const controller = path.join(import.meta.dirname, "fixtures", "remote-controller.ts")
 

@@ -666,14 +666,34 @@ export const make = Effect.gen(function*() {
           }),
         sftp: Effect.gen(function*() {
           yield* permits.takeScoped(1)
-          const open = Effect.acquireRelease(
-            Effect.callback<SFTPWrapper, ConnectionError>((resume) => {
-              client.sftp((error, sftp) => {
-                if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
-                else resume(Effect.succeed(sftp))
-              })
-            }),
-            (sftp) => Effect.sync(() => sftp.end())
+          // Interruptible: a server whose SFTP process never answers must not hold its caller.
+          // A session that arrives after its requester left is ended at once; the slot is not
+          // held for it, since an SFTP process that hangs may never answer at all.
+          const request = Effect.callback<SFTPWrapper, ConnectionError>((resume) => {
+            let abandoned = false
+            const requested = Result.try({
+              try: () =>
+                client.sftp((error, sftp) => {
+                  if (abandoned) {
+                    if (error === undefined || error === null) sftp.end()
+                    return
+                  }
+                  if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
+                  else resume(Effect.succeed(sftp))
+                }),
+              catch: (cause) => cause
+            })
+            if (Result.isFailure(requested)) {
+              state.open = false
+              return resume(Effect.fail(
+                state.lastError ??
+                  connectionError(target, "disconnected", `the connection is closed (${String(requested.failure)})`)
+              ))
+            }
+            return Effect.sync(() => void (abandoned = true))
+          })
+          const open = Effect.uninterruptibleMask((restore) =>
+            Effect.tap(restore(request), (sftp) => Effect.addFinalizer(() => Effect.sync(() => sftp.end())))
           )
           // A session slot freed a moment ago may still be taken on the server, as for commands.
           return yield* open.pipe(
