@@ -12,13 +12,14 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { remote, remoteSudo } from "../src/internal/remote.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
 import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 
@@ -98,6 +99,48 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
               }
             }
           }
+        }))
+    })
+
+    describe("the sudo password of a transfer reaches sudo and nothing else", () => {
+      it.effect("a process of the sudo user reading every input it can open never gets it", () =>
+        Effect.gen(function*() {
+          const other = server.otherUser!
+          const password = `decoy-${uniqueMarker("pw")}`
+          const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-fdreader-"))
+          fs.chmodSync(dir, 0o777)
+          const out = path.join(dir, "got")
+          const stop = path.join(dir, "stop")
+          // The file is the other user's alone: only a transfer through sudo as that user reads it.
+          const file = path.join(dir, "data.bin")
+          fs.writeFileSync(file, Buffer.alloc(64 * 1024 * 1024, 7))
+          const uid = Number(execFileSync("id", ["-u", other]).toString().trim())
+          fs.chownSync(file, uid, uid)
+          fs.chmodSync(file, 0o600)
+          const reader = spawn("sudo", [
+            "-n",
+            "-u",
+            other,
+            "python3",
+            path.join(import.meta.dirname, "fixtures", "fd-reader.py"),
+            out,
+            stop
+          ], { stdio: "ignore" })
+          const sudo = { useSudo: true, sudoUser: other, sudoPassword: Redacted.make(password) } as const
+          // tbtest's sudo never prompts: the password is set, never asked for, and must stay put.
+          // (The kernel already keeps another user's descriptors of a process sudo started out of
+          // reach; the password is kept out of every command's input all the same.)
+          for (let i = 0; i < 3; i++) {
+            yield* Transfer.download(file, path.join(dir, `copy-${i}`), { ...sudo, showProgress: false })
+            yield* Transfer.upload(path.join(dir, `copy-${i}`), path.join(dir, `up-${i}.bin`), sudo)
+            fs.rmSync(path.join(dir, `copy-${i}`))
+          }
+          fs.writeFileSync(stop, "")
+          yield* Effect.promise(() => new Promise((resolve) => reader.once("exit", resolve)))
+          const [opened, got] = fs.readFileSync(out, "utf8").split(" ")
+          fs.rmSync(dir, { recursive: true, force: true })
+          assert.isAbove(Number(opened), 0, "the reader opened no input at all: the test proved nothing")
+          assert.notInclude(got ?? "", hex(password))
         }))
     })
 

@@ -149,16 +149,36 @@ export type Reconnect = () => Effect.Effect<Connection, unknown, Scope.Scope>
 // -- sudo -----------------------------------------------------------------------------------------
 
 /**
- * The `sudo` words for the settings: non-interactive without a password; with one, sudo reads it
- * from standard input (`-S`) with an empty prompt, and the caller writes it first.
+ * How the password reaches sudo, and only sudo. The login user's shell reads the password line
+ * that the caller writes first, and offers it on a FIFO in a private directory of its own; sudo
+ * asks for it, if it needs it at all, through `cat` of that FIFO as its askpass program (`-A`, the
+ * FIFO's path as the prompt that sudo hands to it), run as the login user. So the password never
+ * sits in the input of the command sudo starts: a command run as `sudoUser` could otherwise read
+ * it from its own input, or any process of that user from `/proc/<pid>/fd/0`, whenever sudo did
+ * not prompt. Once read, the FIFO is replaced by an empty file, so that sudo, refused, gets no
+ * second try and gives up at once. The directory is removed when sudo ends.
+ */
+const askpassWrapper = `IFS= read -r tbpw || exit 1; d=$(mktemp -d /tmp/tb-sudo.XXXXXXXX) || exit 1; ` +
+  `mkfifo -m 600 "$d/pw" || { rm -rf -- "$d"; exit 1; }; ` +
+  `{ printf '%s\\n' "$tbpw" >"$d/pw"; rm -f -- "$d/pw"; : >"$d/pw"; } & w=$!; tbpw=; ` +
+  `SUDO_ASKPASS=$(command -v cat) sudo -A -p "$d/pw" "$@"; s=$?; kill $w 2>/dev/null; rm -rf -- "$d"; exit $s`
+
+/**
+ * The `sudo` words for the settings: non-interactive without a password; with one, a wrapper
+ * that reads the password line the caller writes first and hands it to sudo alone (see
+ * {@link askpassWrapper}).
  */
 export const sudoPrefix = (settings: Settings): string =>
-  join([
-    "sudo",
-    ...(settings.sudoPassword === undefined ? ["-n"] : ["-S", "-p", ""]),
-    ...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]),
-    "--"
-  ])
+  settings.sudoPassword === undefined
+    ? join(["sudo", "-n", ...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]), "--"])
+    : join([
+      "/bin/sh",
+      "-c",
+      askpassWrapper,
+      "sh",
+      ...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]),
+      "--"
+    ])
 
 /** The password line to write to a sudo command's input, if any. */
 export const sudoInput = (settings: Settings): string | undefined =>
