@@ -205,6 +205,28 @@ describe("host key policy", () => {
       assert.strictEqual(readFileSync(file, "utf8"), hashed)
     })))
 
+  it.live("a host name in other case is the same host: a changed key under a hashed entry is still refused", () =>
+    live(Effect.gen(function*() {
+      const file = path.join(temp, "known_hosts_hashed_case")
+      writeFileSync(file, `[localhost]:${server.port} ${publicKey(newKey("hashed-case", "ed25519"))}\n`)
+      execFileSync("ssh-keygen", ["-q", "-H", "-f", file], { stdio: "ignore" })
+      rmSync(`${file}.old`, { force: true })
+      const hashed = readFileSync(file, "utf8")
+      for (const host of ["localhost", "LocalHost", "LOCALHOST", "localhost"]) {
+        hostKeyFailure(
+          yield* Effect.exit(
+            remote("true", { host }).pipe(
+              Settings.settings({ knownHostsFile: file, hostKeyPolicy: "accept-new" })
+            )
+          )
+        )
+        // Nothing learned under another spelling that a later connection could match.
+        assert.strictEqual(readFileSync(file, "utf8"), hashed, host)
+      }
+      // OpenSSH agrees: the key changed, whatever the case.
+      assert.notStrictEqual(opensshConnects(file, "LocalHost", "accept-new"), 0)
+    })))
+
   it.live("strict refuses an unknown host and creates no file", () =>
     live(Effect.gen(function*() {
       const file = path.join(temp, "strict-home", ".ssh", "known_hosts")

@@ -7,6 +7,13 @@ import { createHmac } from "node:crypto"
 import type { ServerHostKeyAlgorithm } from "ssh2"
 import { hostPort } from "./hostString.ts"
 
+/**
+ * The name a host is known by: host names are case-insensitive, and OpenSSH lower-cases them
+ * before it looks them up or records them. A hashed entry can only match the exact bytes it was
+ * made from, so `LocalHost` must be looked up as `localhost`, or a changed key would look new.
+ */
+const knownName = (host: string, port: number): string => hostPort(host.toLowerCase(), port)
+
 /** One key line of a known_hosts file. */
 interface Entry {
   readonly line: number
@@ -93,7 +100,7 @@ export const check = (
   port: number,
   blob: Uint8Array
 ): Verdict => {
-  const name = hostPort(host, port)
+  const name = knownName(host, port)
   const type = keyType(blob)
   const encoded = Buffer.from(blob).toString("base64")
   let known = false
@@ -141,7 +148,7 @@ export const hostKeyAlgorithms = (
   host: string,
   port: number
 ): Array<ServerHostKeyAlgorithm> | undefined => {
-  const name = hostPort(host, port)
+  const name = knownName(host, port)
   const recorded = new Set<string>()
   for (const entry of entries) {
     if (entry.marker === undefined && entry.matches(name)) {
@@ -154,4 +161,4 @@ export const hostKeyAlgorithms = (
 
 /** The line to append for a newly accepted key. */
 export const entryLine = (host: string, port: number, blob: Uint8Array): string =>
-  `${hostPort(host, port)} ${keyType(blob)} ${Buffer.from(blob).toString("base64")}\n`
+  `${knownName(host, port)} ${keyType(blob)} ${Buffer.from(blob).toString("base64")}\n`
