@@ -215,11 +215,19 @@ const connectionCases: ReadonlyArray<Case> = [
     setting: "keepaliveInterval",
     patch: { keepaliveInterval: -5000 },
     ops: connecting
-  }
+  },
+  // NaN is a number, so the types let it through; read as zero it would time out at once.
+  ...(["connectTimeout", "connectRetryDelay", "keepaliveInterval"] as const).map((key): Case => ({
+    name: `${key} NaN`,
+    setting: key,
+    patch: { [key]: Number.NaN },
+    ops: connecting
+  }))
 ]
 
 const commandCases: ReadonlyArray<Case> = [
   { name: "negative timeout", setting: "timeout", patch: { timeout: "-1 second" }, ops: commands },
+  { name: "timeout NaN", setting: "timeout", patch: { timeout: Number.NaN }, ops: commands },
   ...["1X", "A-B", "A B", "", "X=Y", "A;touch x", "Ä", "A\nB"].map((name): Case => ({
     name: `env name ${JSON.stringify(name)}`,
     setting: "env",
@@ -280,6 +288,24 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
       const error = failureOf(exit)
       assert.instanceOf(error, SettingsError)
       assert.strictEqual((error as SettingsError).setting, "timeout")
+      assert.isFalse(fs.existsSync(marker))
+    }))
+
+  it.effect("a timeout of NaN is refused before the command starts, not taken for an instant time-out", () =>
+    Effect.gen(function*() {
+      const marker = path.join(dir, "local-ran-nan")
+      const runs: ReadonlyArray<
+        Effect.Effect<unknown, unknown, Ssh.SshConnections | NodeServices.NodeServices>
+      > = [
+        Operations.local(`touch ${marker}`, { timeout: Number.NaN }),
+        Operations.remote(`touch ${marker}`, { timeout: Number.NaN })
+      ]
+      for (const run of runs) {
+        const error = failureOf(yield* Effect.exit(run))
+        assert.instanceOf(error, SettingsError)
+        assert.strictEqual((error as SettingsError).setting, "timeout")
+        assert.include((error as SettingsError).detail, "not a duration")
+      }
       assert.isFalse(fs.existsSync(marker))
     }))
 

@@ -6,7 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { CommandResult } from "../CommandResult.ts"
 import { CommandFailed, SettingsError } from "../Errors.ts"
-import { Settings } from "../Settings.ts"
+import { isNotADuration, Settings } from "../Settings.ts"
 
 /**
  * Succeeds with a result that exited 0. Otherwise fails with `CommandFailed`, logging it first
@@ -27,17 +27,19 @@ export const finish = Effect.fnUntraced(function*(result: CommandResult) {
 })
 
 /** Refuses a negative `timeout` before anything runs (it would stop every command at once). */
-export const checkTimeout = (timeout: Duration.Duration | undefined): Effect.Effect<void, SettingsError> =>
-  timeout === undefined || Duration.toMillis(timeout) >= 0
-    ? Effect.void
-    : Effect.fail(
-      new SettingsError({
-        setting: "timeout",
-        value: `${Duration.toMillis(timeout)} millis`,
-        detail:
-          "a command time limit cannot be negative; give one such as \"5 minutes\", or none for no limit"
-      })
-    )
+export const checkTimeout = (timeout: Duration.Duration | undefined): Effect.Effect<void, SettingsError> => {
+  if (timeout === undefined || Duration.toMillis(timeout) >= 0) return Effect.void
+  const invalid = isNotADuration(timeout)
+  return Effect.fail(
+    new SettingsError({
+      setting: "timeout",
+      value: invalid ? "not a duration" : `${Duration.toMillis(timeout)} millis`,
+      detail: invalid
+        ? "not a duration (NaN, or text that does not read as one); give a limit such as \"5 minutes\", or none"
+        : "a command time limit cannot be negative; give one such as \"5 minutes\", or none for no limit"
+    })
+  )
+}
 
 /** The result of a command that `dryRun` did not run. */
 export const dryRunResult = (host: string, command: string, realCommand: string): CommandResult =>

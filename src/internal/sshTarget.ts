@@ -9,7 +9,7 @@ import { existsSync, readFileSync, statSync } from "node:fs"
 import { userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../Errors.ts"
-import { defaults, expandHome, type Settings } from "../Settings.ts"
+import { defaults, expandHome, isNotADuration, type Settings } from "../Settings.ts"
 import type { Target } from "../Ssh.ts"
 import { isUserName, parseHostString, parsePort } from "./hostString.ts"
 import * as SshConfig from "./sshConfig.ts"
@@ -111,8 +111,12 @@ const checkConnectionSettings = (settings: Settings): Effect.Effect<void, Settin
       ? undefined
       : new SettingsError({
         setting: key,
-        value: `${Duration.toMillis(settings[key])} millis`,
-        detail: "a duration cannot be negative; give one such as \"10 seconds\""
+        value: isNotADuration(settings[key])
+          ? "not a duration"
+          : `${Duration.toMillis(settings[key])} millis`,
+        detail: isNotADuration(settings[key])
+          ? "not a duration (NaN, or text that does not read as one); give one such as \"10 seconds\""
+          : "a duration cannot be negative; give one such as \"10 seconds\""
       })
   const user = settings.user === undefined || isUserName(settings.user)
     ? undefined

@@ -8,7 +8,7 @@
 import * as Duration from "effect/Duration"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import type { Settings } from "../Settings.ts"
+import { apply, defaults, isNotADuration, type Settings } from "../Settings.ts"
 
 /**
  * One setting on the wire. `millis: null` stands for an infinite duration (JSON has no Infinity).
@@ -17,6 +17,8 @@ import type { Settings } from "../Settings.ts"
  */
 export const WireValue = Schema.Union([
   Schema.TaggedStruct("Duration", { millis: Schema.NullOr(Schema.Number) }),
+  // A duration input that was no duration (see `Settings.apply`): refused in the worker as here.
+  Schema.TaggedStruct("NotADuration", {}),
   Schema.TaggedStruct("NonFinite", { value: Schema.Literals(["NaN", "Infinity", "-Infinity"]) }),
   Schema.TaggedStruct("Redacted", { value: Schema.String }),
   Schema.TaggedStruct("Plain", { value: Schema.Json })
@@ -30,6 +32,7 @@ export type SettingsWire = typeof SettingsWire.Type
 
 const encodeValue = (value: unknown): typeof WireValue.Type => {
   if (Duration.isDuration(value)) {
+    if (isNotADuration(value)) return { _tag: "NotADuration" }
     const millis = Duration.toMillis(value)
     return { _tag: "Duration", millis: Number.isFinite(millis) ? millis : null }
   }
@@ -44,6 +47,8 @@ const decodeValue = (wire: typeof WireValue.Type): unknown => {
   switch (wire._tag) {
     case "Duration":
       return wire.millis === null ? Duration.infinity : Duration.millis(wire.millis)
+    case "NotADuration":
+      return apply(defaults, { timeout: Number.NaN }).timeout
     case "Redacted":
       return Redacted.make(wire.value)
     case "NonFinite":
