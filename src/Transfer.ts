@@ -37,7 +37,7 @@ import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { ConnectionError, type SettingsError, TransferError } from "./Errors.ts"
+import { ConnectionError, SettingsError, TransferError } from "./Errors.ts"
 import { quote } from "./internal/shell.ts"
 import { readKey } from "./internal/sshClient.ts"
 import { resolveTarget } from "./internal/sshTarget.ts"
@@ -160,6 +160,22 @@ const readPipeline = (sftp: SftpSession): Io.Pipeline => {
 }
 
 const nonce = Effect.sync(() => randomBytes(6).toString("hex"))
+
+/**
+ * Refuses an empty path argument before anything is touched: `""` is what an unset variable
+ * gives, and every layer below would read it as somewhere real (the current directory, the
+ * login user's home directory), where an upload or `delete: true` would do damage.
+ */
+const nonEmpty = (argument: string, value: string | undefined): Effect.Effect<void, SettingsError> =>
+  value === ""
+    ? Effect.fail(
+      new SettingsError({
+        setting: argument,
+        value,
+        detail: "an empty path names no file; give the path (\".\" for the current directory)"
+      })
+    )
+    : Effect.void
 
 const withOptions = (current: Settings, options: TransferOptions | RsyncOptions): Settings => {
   const patch: Record<string, unknown> = {}
@@ -460,7 +476,7 @@ const putStaged = Effect.fnUntraced(function*(
       cleanup(ctx, Remote.shellLine(`rm -rf -- "$1"`, [stage], undefined)),
       cleanup(
         ctx,
-        Remote.shellLine(`rm -rf -- "$@"`, [
+        Remote.shellLine(Remote.removeTreesScript, [
           Remote.tempBeside(target, id),
           ...(source.basename === undefined ? [] : [Remote.tempBeside(`${target}/${source.basename}`, id)])
         ], sudo),
@@ -549,6 +565,8 @@ export const upload = Effect.fn("Transfer.upload")(function*(
   remotePath: string,
   options: UploadOptions = {}
 ) {
+  if (typeof source === "string") yield* nonEmpty("localPath", source)
+  yield* nonEmpty("remotePath", remotePath)
   const settings = withOptions(yield* Settings, options)
   return yield* Effect.scoped(uploadWith(source, remotePath, settings, options)).pipe(
     Effect.provideService(Settings, settings)
@@ -913,6 +931,8 @@ export const download: {
   target?: string | undefined,
   options: DownloadOptions = {}
 ) {
+  yield* nonEmpty("remotePath", remotePath)
+  yield* nonEmpty("localPath", target)
   const settings = withOptions(yield* Settings, options)
   return yield* Effect.scoped(downloadWith(remotePath, target, settings, options)).pipe(
     Effect.provideService(Settings, settings)
@@ -1011,6 +1031,8 @@ const runRsync = Effect.fnUntraced(function*(
   remotePath: string,
   options: RsyncOptions
 ) {
+  yield* nonEmpty("localPath", localPath)
+  yield* nonEmpty("remotePath", remotePath)
   const settings = withOptions(yield* Settings, options)
   const target = yield* resolveTarget(settings)
   // A bad key file is a setting error here as for every other operation, not a failed ssh login.
@@ -1021,12 +1043,12 @@ const runRsync = Effect.fnUntraced(function*(
   const local = slash(resolveLocal(settings, localPath), localPath)
   const remote = slash(Remote.remotePath(settings, remotePath), remotePath)
   const remoteDir = path.posix.dirname(remote.replace(/\/+$/, "")) || "."
-  // rsync creates only the last directory of a destination; the parents are made here.
+  // rsync creates only the last directory of a destination; the parents are made here, as the
+  // user the remote rsync runs as, since only root may write where a sudo upload goes.
+  const sudo = options.useSudo === true ? "sudo -n " : ""
   const rsyncPath = direction === "upload"
-    ? `mkdir -p -- ${quote(remote.endsWith("/") ? remote : remoteDir)} && ${
-      options.useSudo === true ? "sudo -n " : ""
-    }rsync`
-    : `${options.useSudo === true ? "sudo -n " : ""}rsync`
+    ? `${sudo}mkdir -p -- ${quote(remote.endsWith("/") ? remote : remoteDir)} && ${sudo}rsync`
+    : `${sudo}rsync`
   const args = [
     "-a",
     "-s", // arguments travel inside the rsync protocol, never through the remote shell

@@ -318,22 +318,46 @@ mv -f -- "$tmp/f" "$target"
 echo moved`
 
 /**
+ * `rm -rf` of the paths given, that also removes a tree holding read-only directories (a
+ * release unpacked with its `0555` modes, an old tree moved aside): the user who made them may
+ * remove their entries only once they are writable again. Symbolic links are never followed:
+ * `chmod -R` does not follow those it meets, and one named here is removed as it is.
+ */
+export const removeTreesScript = `rm -rf -- "$@" 2>/dev/null && exit 0
+for p in "$@"; do [ -L "$p" ] || [ ! -d "$p" ] || chmod -R u+w -- "$p" 2>/dev/null; done
+exec rm -rf -- "$@"`
+
+/**
  * Unpacks a tar stream from standard input (our own archive, whose root is `t`) into a private
  * directory beside the target, then, once told to ({@link awaitGo}), moves it into place,
  * replacing an old tree of that name. Arguments: target, local name, transfer id, owner (or
  * empty), overwrite (1/0), size of the archive.
+ *
+ * Modes are kept, read-only directories included: a user who is not root may move a directory to
+ * another parent only when it can write in it (its `..` changes), so a tree whose top is
+ * read-only (and an old one being replaced) gets `u+w` for its move and its mode back after it.
+ * Root needs none of that.
  */
 export const putTreeScript = `${placeTarget}size=$6
 if { [ -e "$target" ] || [ -L "$target" ]; } && [ ! -d "$target" ]; then echo "tb:is-directory the target exists and is not a directory" >&2; exit 3; fi
 if [ "$overwrite" = 0 ] && [ -e "$target" ]; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
 mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
-trap 'rm -rf -- "$tmp"' EXIT
+trap 'rm -rf -- "$tmp" 2>/dev/null || { chmod -R u+w -- "$tmp"; rm -rf -- "$tmp"; }' EXIT
 trap 'exit 5' HUP INT TERM PIPE
 head -c "$size" | tar -x -f - -C "$tmp" --no-same-owner -p
 if [ -n "$owner" ]; then chown -R -- "$owner" "$tmp/t"; fi
+newmode= oldmode=
+if [ ! -w "$tmp/t" ]; then newmode=$(stat -c %a -- "$tmp/t"); chmod u+w -- "$tmp/t"; fi
 ${awaitGo}
-if [ -e "$target" ]; then mv -- "$target" "$tmp/old"; fi
-mv -- "$tmp/t" "$target"
+if [ -e "$target" ]; then
+  if [ ! -L "$target" ] && [ ! -w "$target" ]; then oldmode=$(stat -c %a -- "$target"); chmod u+w -- "$target" || oldmode=; fi
+  mv -- "$target" "$tmp/old" || { [ -z "$oldmode" ] || chmod -- "$oldmode" "$target"; exit 1; }
+fi
+if ! mv -- "$tmp/t" "$target"; then
+  if [ -e "$tmp/old" ] || [ -L "$tmp/old" ]; then mv -- "$tmp/old" "$target" && { [ -z "$oldmode" ] || chmod -- "$oldmode" "$target"; }; fi
+  exit 1
+fi
+if [ -n "$newmode" ]; then chmod -- "$newmode" "$target" || :; fi
 echo moved`
 
 /**

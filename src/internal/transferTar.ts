@@ -5,13 +5,23 @@
  *
  * The writer emits POSIX ustar headers, with a pax extended header (`x`) in front of an entry
  * whose name, link target or size does not fit ustar's fields. The reader understands what GNU
- * tar and BSD tar produce for such trees: ustar, pax (`x`, `g`) and GNU long names (`L`, `K`).
+ * tar and BSD tar produce for such trees: ustar, pax (`x`, `g`) and GNU long names (`L`, `K`),
+ * and hard links (`1`) to a file earlier in the archive.
+ *
+ * Names and link targets are byte strings: one character per byte (latin1), since a file name on
+ * Linux is any bytes but `/` and NUL, not necessarily UTF-8. Decoded as UTF-8, `caf\xe9` would
+ * come back renamed (`caf\ufffd`), and two names could become one. {@link nameBytes} turns one
+ * into the bytes to give `fs` (which takes a `Buffer` as a path); {@link showName} into text for
+ * a message.
  */
 
-/** What a tar entry is. */
-export type EntryType = "file" | "directory" | "symlink"
+/** What a tar entry is. A `hardlink` names, as its `linkTarget`, a file earlier in the archive. */
+export type EntryType = "file" | "directory" | "symlink" | "hardlink"
 
-/** One entry of an archive. `name` is relative, `/`-separated, without a trailing slash. */
+/**
+ * One entry of an archive. `name` is relative, `/`-separated, without a trailing slash; it and
+ * `linkTarget` are byte strings (one character per byte).
+ */
 export interface Entry {
   readonly name: string
   readonly type: EntryType
@@ -21,14 +31,22 @@ export interface Entry {
   readonly size: number
   /** Modification time, seconds since the epoch. */
   readonly mtime: number
-  /** The target of a symbolic link. */
+  /** The target of a symbolic link, or the name of the file a hard link shares. */
   readonly linkTarget?: string | undefined
 }
+
+/** The bytes of a byte-string name, for `fs` calls. */
+export const nameBytes = (name: string): Buffer => Buffer.from(name, "latin1")
+
+/** A byte string made from bytes (a name read with `encoding: "buffer"`). */
+export const byteString = (bytes: Uint8Array): string => Buffer.from(bytes).toString("latin1")
+
+/** A byte-string name as text for a message (bytes that are not UTF-8 show as U+FFFD). */
+export const showName = (name: string): string => JSON.stringify(nameBytes(name).toString("utf8"))
 
 export const BLOCK = 512
 
 const encoder = new TextEncoder()
-const decoder = new TextDecoder("utf-8", { ignoreBOM: true })
 
 /** The two zero blocks that end an archive. */
 export const endOfArchive = (): Uint8Array => new Uint8Array(BLOCK * 2)
@@ -47,7 +65,7 @@ const writeOctal = (block: Uint8Array, offset: number, length: number, value: nu
 
 const fitsOctal = (value: number, length: number): boolean => value < 8 ** (length - 1)
 
-const typeFlag: Record<EntryType, string> = { file: "0", directory: "5", symlink: "2" }
+const typeFlag: Record<EntryType, string> = { file: "0", directory: "5", symlink: "2", hardlink: "1" }
 
 const rawHeader = (fields: {
   readonly name: Uint8Array
@@ -75,13 +93,11 @@ const rawHeader = (fields: {
   return block
 }
 
+// A record of byte strings: its length is in bytes, and counts its own digits.
 const paxRecord = (key: string, value: string): string => {
   const body = ` ${key}=${value}\n`
-  // The length counts its own digits: grow until it is stable.
-  let length = encoder.encode(body).length
-  while (String(length).length + encoder.encode(body).length !== length) {
-    length = String(length).length + encoder.encode(body).length
-  }
+  let length = body.length
+  while (String(length).length + body.length !== length) length = String(length).length + body.length
   return `${length}${body}`
 }
 
@@ -90,8 +106,8 @@ const paxRecord = (key: string, value: string): string => {
  * target or size does not fit. Content and {@link padding} follow for files.
  */
 export const header = (entry: Entry): Uint8Array => {
-  const name = encoder.encode(entry.type === "directory" ? `${entry.name}/` : entry.name)
-  const link = encoder.encode(entry.linkTarget ?? "")
+  const name = nameBytes(entry.type === "directory" ? `${entry.name}/` : entry.name)
+  const link = nameBytes(entry.linkTarget ?? "")
   const records: Array<string> = []
   if (name.length > 100) {
     records.push(paxRecord("path", entry.type === "directory" ? `${entry.name}/` : entry.name))
@@ -107,7 +123,7 @@ export const header = (entry: Entry): Uint8Array => {
     link
   })
   if (records.length === 0) return main
-  const pax = encoder.encode(records.join(""))
+  const pax = nameBytes(records.join(""))
   const paxHeader = rawHeader({
     name: encoder.encode("PaxHeader"),
     mode: 0o644,
@@ -143,7 +159,7 @@ export class TarFormatError {
 
 const cString = (bytes: Uint8Array): string => {
   const nul = bytes.indexOf(0)
-  return decoder.decode(nul === -1 ? bytes : bytes.subarray(0, nul))
+  return byteString(nul === -1 ? bytes : bytes.subarray(0, nul))
 }
 
 const readOctal = (bytes: Uint8Array): number => {
@@ -164,9 +180,9 @@ const parsePax = (bytes: Uint8Array): Map<string, string> => {
   while (at < bytes.length) {
     const space = bytes.indexOf(0x20, at)
     if (space === -1) break
-    const length = Number(decoder.decode(bytes.subarray(at, space)))
+    const length = Number(byteString(bytes.subarray(at, space)))
     if (!Number.isInteger(length) || length <= 0) break
-    const record = decoder.decode(bytes.subarray(space + 1, at + length - 1))
+    const record = byteString(bytes.subarray(space + 1, at + length - 1))
     const eq = record.indexOf("=")
     if (eq !== -1) records.set(record.slice(0, eq), record.slice(eq + 1))
     at += length
@@ -296,18 +312,20 @@ export class TarReader {
       ? "directory"
       : type === "2"
       ? "symlink"
+      : type === "1"
+      ? "hardlink"
       : undefined
     const clean = name.replace(/\/+$/, "").replace(/^\.\//, "")
     this.remaining = size
     this.pad = (BLOCK - (size % BLOCK)) % BLOCK
     if (entryType === undefined) {
-      // Hard links, devices, fifos: not part of a tree we transfer. Skip their content.
+      // Devices, fifos: not part of a tree we transfer. Skip their content.
       this.meta = { type: "skip", size, parts: [], got: 0 }
       if (size === 0) this.meta = undefined
       return undefined
     }
     if (clean === "" || clean.startsWith("/") || clean.split("/").includes("..")) {
-      return new TarFormatError(`unsafe path in archive: ${JSON.stringify(name)}`)
+      return new TarFormatError(`unsafe path in archive: ${showName(name)}`)
     }
     events.push({
       _tag: "Entry",
@@ -317,10 +335,12 @@ export class TarReader {
         mode: readOctal(block.subarray(100, 108)) & 0o7777,
         size: entryType === "file" ? size : 0,
         mtime: readOctal(block.subarray(136, 148)),
-        linkTarget: entryType === "symlink" ? link : undefined
+        linkTarget: entryType === "symlink" || entryType === "hardlink" ? link : undefined
       }
     })
-    if (size === 0) events.push({ _tag: "EntryEnd" })
+    // A hard link has no content of its own (a copy of the file's may follow; it is skipped).
+    if (entryType === "hardlink" && size > 0) this.meta = { type: "skip", size, parts: [], got: 0 }
+    else if (size === 0) events.push({ _tag: "EntryEnd" })
     return undefined
   }
 }

@@ -5,11 +5,13 @@
  * the local directory's own name never reaches a command line), and `.` when unpacking what
  * `tar -c .` sent. File-system calls here are synchronous and wrapped by the caller in
  * `Effect.try`: each takes microseconds, and a tree of many small files is the common case.
+ *
+ * Names inside a tree travel as bytes (`Buffer` paths, `readdir` with `encoding: "buffer"`, tar
+ * names as byte strings), so a name that is not UTF-8 arrives as it was, never renamed.
  */
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
-import * as path from "node:path"
 import type { TransferError } from "../Errors.ts"
 import { localSync, type Place, transferError } from "./transferIo.ts"
 import * as Tar from "./transferTar.ts"
@@ -17,9 +19,17 @@ import * as Tar from "./transferTar.ts"
 interface PackEntry {
   readonly entry: Tar.Entry
   readonly header: Uint8Array
-  /** The local file to read content from (files only). */
-  readonly source: string
+  /** The local file to read content from (files only), as bytes. */
+  readonly source: Buffer
 }
+
+const slash = Buffer.from("/")
+
+/** A path under `root` (text, as the caller gave it) for a byte-string `name`. */
+const under = (root: string | Buffer, name: string): Buffer =>
+  Buffer.concat([typeof root === "string" ? Buffer.from(root) : root, slash, Tar.nameBytes(name)])
+
+const shown = (file: Buffer): string => JSON.stringify(file.toString("utf8"))
 
 /** A local tree ready to stream as tar. */
 export interface PackedTree {
@@ -29,32 +39,37 @@ export interface PackedTree {
   readonly blocks: Stream.Stream<Uint8Array, TransferError>
 }
 
-const entryOf = (name: string, info: fs.Stats, absolute: string): Tar.Entry => {
+const entryOf = (name: string, info: fs.Stats, absolute: Buffer): Tar.Entry => {
   const mtime = Math.floor(info.mtimeMs / 1000)
   if (info.isDirectory()) return { name, type: "directory", mode: info.mode & 0o7777, size: 0, mtime }
   if (info.isSymbolicLink()) {
-    return { name, type: "symlink", mode: 0o777, size: 0, mtime, linkTarget: fs.readlinkSync(absolute) }
+    const linkTarget = Tar.byteString(fs.readlinkSync(absolute, { encoding: "buffer" }))
+    return { name, type: "symlink", mode: 0o777, size: 0, mtime, linkTarget }
   }
   return { name, type: "file", mode: info.mode & 0o7777, size: info.size, mtime }
 }
 
-/** Lists the tree under `root` (which must be a directory), parents before children. */
+/**
+ * Lists the tree under `root` (which must be a directory), parents before children. Names are
+ * read as bytes: a name that is not UTF-8 would not survive a round trip through a JS string.
+ * Files linked to each other go as separate copies.
+ */
 const walk = (root: string): Array<PackEntry> => {
   const out: Array<PackEntry> = []
-  const visit = (absolute: string, name: string, info: fs.Stats): void => {
+  const visit = (absolute: Buffer, name: string, info: fs.Stats): void => {
     const entry = entryOf(name, info, absolute)
     out.push({ entry, header: Tar.header(entry), source: absolute })
     if (!info.isDirectory()) return
-    for (const child of fs.readdirSync(absolute).sort()) {
-      const childPath = path.join(absolute, child)
+    for (const child of fs.readdirSync(absolute, { encoding: "buffer" }).sort(Buffer.compare)) {
+      const childPath = Buffer.concat([absolute, slash, child])
       const childInfo = fs.lstatSync(childPath)
       // Sockets, fifos and devices have no content to send.
       if (childInfo.isFile() || childInfo.isDirectory() || childInfo.isSymbolicLink()) {
-        visit(childPath, `${name}/${child}`, childInfo)
+        visit(childPath, `${name}/${Tar.byteString(child)}`, childInfo)
       }
     }
   }
-  visit(root, "t", fs.statSync(root))
+  visit(Buffer.from(root), "t", fs.statSync(root))
   return out
 }
 
@@ -88,7 +103,9 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
           const buffer = Buffer.allocUnsafe(Math.min(left, blockSize - filled))
           const n = fs.readSync(fd!, buffer, 0, buffer.length, null)
           if (n === 0) {
-            throw Object.assign(new Error(`${current.source} shrank while being sent`), { code: "ESHRANK" })
+            throw Object.assign(new Error(`${shown(current.source)} shrank while being sent`), {
+              code: "ESHRANK"
+            })
           }
           pieces.push(buffer.subarray(0, n))
           filled += n
@@ -117,7 +134,9 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
           // open of a FIFO from waiting for a writer, with the whole process.
           fd = fs.openSync(next.source, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
           if (!fs.fstatSync(fd).isFile()) {
-            throw Object.assign(new Error(`${next.source} is no longer a regular file`), { code: "ECHANGED" })
+            throw Object.assign(new Error(`${shown(next.source)} is no longer a regular file`), {
+              code: "ECHANGED"
+            })
           }
         }
       }
@@ -147,14 +166,18 @@ export const downloadModeMask = 0o755
 /**
  * Writes the entries of a downloaded archive under `root` (created here), with modes masked by
  * {@link downloadModeMask}. Directory modes are applied at the end, deepest first, so that a
- * read-only directory does not stop its own content from being written.
+ * read-only directory does not stop its own content from being written. A hard link is made
+ * again, to the file of the tree it names; one that names anything else (outside the tree, a
+ * directory, a link, a file not seen yet) fails the transfer.
  */
 export class TreeWriter {
   private reader = new Tar.TarReader()
   private fd: number | undefined
   private mode = 0
-  private dirs: Array<readonly [string, number]> = []
+  private dirs: Array<readonly [Buffer, number]> = []
   private links = new Set<string>()
+  /** The regular files written so far, by name: what a hard link may name. */
+  private written = new Set<string>()
   files = 0
   readonly root: string
 
@@ -167,18 +190,35 @@ export class TreeWriter {
     fs.mkdirSync(this.root, { mode: 0o700 })
   }
 
-  private target(name: string): string {
-    if (name === ".") return this.root
+  private target(name: string): Buffer {
+    if (name === ".") return Buffer.from(this.root)
     // Nothing may be written through a link the archive itself made.
     const parts = name.split("/")
     for (let i = 1; i < parts.length; i++) {
       if (this.links.has(parts.slice(0, i).join("/"))) {
-        throw Object.assign(new Error(`archive entry ${name} goes through a symbolic link`), {
+        throw Object.assign(new Error(`archive entry ${Tar.showName(name)} goes through a symbolic link`), {
           code: "EUNSAFE"
         })
       }
     }
-    return path.join(this.root, name)
+    return under(this.root, name)
+  }
+
+  /** The file of the tree that a hard link entry `name` shares, checked. */
+  private linkSource(name: string, linkTarget: string): Buffer {
+    // Named like the entries (`./a`, or `a`), relative to the archive's root.
+    const source = linkTarget.replace(/^(\.\/)+/, "").replace(/\/+$/, "")
+    if (!this.written.has(source)) {
+      throw Object.assign(
+        new Error(
+          `archive entry ${Tar.showName(name)} is a hard link to ${
+            Tar.showName(linkTarget)
+          }, which is not a file of the tree`
+        ),
+        { code: "EUNSAFE" }
+      )
+    }
+    return this.target(source)
   }
 
   /** Feeds a chunk of the archive; throws on a malformed archive or a failed write. */
@@ -191,14 +231,19 @@ export class TreeWriter {
           const { entry } = event
           const at = this.target(entry.name)
           if (entry.type === "directory") {
-            if (at !== this.root) fs.mkdirSync(at, { recursive: true, mode: 0o700 })
+            if (entry.name !== ".") fs.mkdirSync(at, { recursive: true, mode: 0o700 })
             this.dirs.push([at, entry.mode & downloadModeMask])
           } else if (entry.type === "symlink") {
-            fs.symlinkSync(entry.linkTarget ?? "", at)
+            fs.symlinkSync(Tar.nameBytes(entry.linkTarget ?? ""), at)
             this.links.add(entry.name)
+          } else if (entry.type === "hardlink") {
+            // Its mode is the file's, set when that was written.
+            fs.linkSync(this.linkSource(entry.name, entry.linkTarget ?? ""), at)
+            this.files++
           } else {
             this.fd = fs.openSync(at, "wx", 0o600)
             this.mode = entry.mode & downloadModeMask
+            this.written.add(entry.name)
             this.files++
           }
           break

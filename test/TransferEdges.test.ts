@@ -1,0 +1,387 @@
+/**
+ * Transfers of trees and paths at their edges, against the throwaway OpenSSH server of
+ * `tests-remote/`: files that are hard links of each other, read-only directories, names that
+ * are not UTF-8, rsync through sudo into directories only root may create, and empty paths.
+ * The server is this machine and the tests run as root, so remote files are checked with node:fs.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { afterAll, assert, describe, it as plainIt, layer } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { SettingsError } from "../src/Errors.ts"
+import * as Tar from "../src/internal/transferTar.ts"
+import * as Tree from "../src/internal/transferTree.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
+import { readServerFromEnv } from "../tests-remote/server.ts"
+
+const server = readServerFromEnv()
+const host = `${server.user}@127.0.0.1:${server.port}`
+const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${server.user}:`))
+const userUid = Number(passwd?.split(":")[2] ?? -1)
+const userHome = passwd?.split(":")[5] ?? ""
+
+// Sudo and tree uploads stage in a directory of this file's own, so that the leftover checks
+// see only this file's transfers.
+const stagingDir = fs.mkdtempSync(path.join(tmpdir(), "tbedge-staging-"))
+fs.chownSync(stagingDir, userUid, userUid)
+fs.chmodSync(stagingDir, 0o700)
+
+const connection = {
+  keyFile: server.keyPath,
+  knownHostsFile: server.knownHostsPath,
+  hostKeyPolicy: "strict",
+  sshConfigFile: false,
+  useAgent: false,
+  quiet: true,
+  connectRetryDelay: "200 millis"
+} as const
+const base = Settings.layer({ host, remoteTempDir: stagingDir, ...connection })
+
+/** Every path under `dir` (not `dir` itself), as bytes, parents first; links not followed. */
+const walk = (dir: string | Buffer): Array<Buffer> =>
+  fs.readdirSync(dir, { encoding: "buffer" }).flatMap((name) => {
+    const p = Buffer.concat([Buffer.from(dir), Buffer.from("/"), name])
+    return fs.lstatSync(p).isDirectory() ? [p, ...walk(p)] : [p]
+  })
+
+const made: Array<string> = []
+const tempDir = (prefix: string) => {
+  const dir = fs.mkdtempSync(path.join(tmpdir(), prefix))
+  made.push(dir)
+  return dir
+}
+afterAll(() => {
+  for (const dir of [...made, stagingDir]) {
+    // Read-only trees are what some tests make: writable again before removal.
+    fs.chmodSync(dir, 0o700)
+    for (const p of walk(dir)) if (fs.lstatSync(p).isDirectory()) fs.chmodSync(p, 0o700)
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+/** A directory the test user owns (the remote side) and one for the local side. */
+const makeDirs = () => {
+  const remote = tempDir("tbedge-remote-")
+  fs.chownSync(remote, userUid, userUid)
+  fs.chmodSync(remote, 0o755)
+  const local = tempDir("tbedge-local-")
+  return { remote, local }
+}
+
+/** Gives everything under `dir` (itself included) to the test user, links not followed. */
+const giveTree = (dir: string) => {
+  fs.lchownSync(dir, userUid, userUid)
+  for (const p of walk(dir)) fs.lchownSync(p, userUid, userUid)
+}
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${String(exit.value)}`)
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
+  return error.value
+}
+
+const leftovers = (dir: string): Array<string> =>
+  fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
+
+const stagingLeftovers = (): Array<string> =>
+  fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
+
+/** Every entry under `dir` as `<hex name> <kind> <mode> <content or link target, hex>`, sorted. */
+const listing = (dir: string): Array<string> => {
+  const root = Buffer.from(dir + "/")
+  return walk(dir).map((p) => {
+    const name = p.subarray(root.length)
+    const info = fs.lstatSync(p)
+    const what = info.isSymbolicLink()
+      ? `l ${fs.readlinkSync(p, { encoding: "buffer" }).toString("hex")}`
+      : info.isDirectory()
+      ? `d ${(info.mode & 0o7777).toString(8)}`
+      : `f ${(info.mode & 0o7777).toString(8)} ${fs.readFileSync(p).toString("hex")}`
+    return `${name.toString("hex")} ${what}`
+  }).sort()
+}
+
+/** A port nothing listens on: a connection to it is refused (or, if attempted, fails). */
+const closedPort = () =>
+  Effect.promise(() =>
+    new Promise<number>((resolve) => {
+      const probe = net.createServer()
+      probe.listen(0, "127.0.0.1", () => {
+        const port = (probe.address() as net.AddressInfo).port
+        probe.close(() => resolve(port))
+      })
+    })
+  )
+
+const bytes = (...parts: Array<string | Array<number>>): Buffer =>
+  Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from(p))))
+
+layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
+  timeout: "300 seconds",
+  excludeTestServices: true
+})(
+  "Transfer edges",
+  (it) => {
+    describe("hard links", () => {
+      it.effect("a downloaded tree keeps every file that is a hard link of another, with and without sudo", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const tree = path.join(remote, "tree")
+          fs.mkdirSync(path.join(tree, "sub", "deeper"), { recursive: true })
+          fs.writeFileSync(path.join(tree, "a.conf"), "important-config\n")
+          fs.chmodSync(path.join(tree, "a.conf"), 0o640)
+          fs.linkSync(path.join(tree, "a.conf"), path.join(tree, "sub", "b.conf"))
+          fs.linkSync(path.join(tree, "a.conf"), path.join(tree, "sub", "deeper", "c.conf"))
+          fs.writeFileSync(path.join(tree, "other"), "other\n")
+          giveTree(tree)
+          for (const useSudo of [false, true]) {
+            const back = yield* Transfer.download(tree, path.join(local, `copy-${useSudo}`), { useSudo })
+            for (const name of ["a.conf", "sub/b.conf", "sub/deeper/c.conf"]) {
+              assert.strictEqual(fs.readFileSync(path.join(back, name), "utf8"), "important-config\n", name)
+              assert.strictEqual(fs.statSync(path.join(back, name)).mode & 0o777, 0o640, name)
+            }
+            assert.strictEqual(fs.readFileSync(path.join(back, "other"), "utf8"), "other\n")
+            // Made again as links of one file, as they were.
+            assert.strictEqual(
+              fs.statSync(path.join(back, "sub/b.conf")).ino,
+              fs.statSync(path.join(back, "a.conf")).ino
+            )
+            assert.strictEqual(fs.statSync(path.join(back, "a.conf")).nlink, 3)
+          }
+          assert.deepStrictEqual(leftovers(local), [])
+        }))
+
+      it.effect("a tree with hard-linked files goes up with every file", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const tree = path.join(local, "tree")
+          fs.mkdirSync(path.join(tree, "sub"), { recursive: true })
+          fs.writeFileSync(path.join(tree, "a.conf"), "important-config\n")
+          fs.linkSync(path.join(tree, "a.conf"), path.join(tree, "sub", "b.conf"))
+          for (const useSudo of [false, true]) {
+            const up = yield* Transfer.upload(tree, path.join(remote, `up-${useSudo}`), { useSudo })
+            assert.strictEqual(fs.readFileSync(path.join(up, "a.conf"), "utf8"), "important-config\n")
+            assert.strictEqual(fs.readFileSync(path.join(up, "sub", "b.conf"), "utf8"), "important-config\n")
+          }
+          assert.deepStrictEqual(leftovers(remote), [])
+          assert.deepStrictEqual(stagingLeftovers(), [])
+        }))
+    })
+
+    describe("read-only trees", () => {
+      it.effect("a read-only local tree uploads with its modes, and replaces an older read-only tree, with and without sudo", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          // Both named `release`: uploaded into the same directory, the second replaces the first.
+          const release = (content: string) => {
+            const dir = path.join(fs.mkdtempSync(path.join(local, "build-")), "release")
+            fs.mkdirSync(path.join(dir, "sub"), { recursive: true })
+            fs.writeFileSync(path.join(dir, "app.js"), content)
+            fs.writeFileSync(path.join(dir, "sub", "x"), content)
+            fs.chmodSync(path.join(dir, "app.js"), 0o444)
+            fs.chmodSync(path.join(dir, "sub"), 0o555)
+            fs.chmodSync(dir, 0o555)
+            return dir
+          }
+          const first = release("one\n")
+          const second = release("two\n")
+          for (const useSudo of [false, true]) {
+            const into = path.join(remote, `into-${useSudo}`)
+            fs.mkdirSync(into)
+            fs.chownSync(into, userUid, userUid)
+            const target = path.join(into, "release")
+            for (const [source, content] of [[first, "one\n"], [second, "two\n"]] as const) {
+              const written = yield* Transfer.upload(source, into, { useSudo })
+              assert.strictEqual(written, target)
+              assert.strictEqual(fs.statSync(target).mode & 0o7777, 0o555, `useSudo: ${useSudo}`)
+              assert.strictEqual(fs.statSync(path.join(target, "sub")).mode & 0o7777, 0o555)
+              assert.strictEqual(fs.statSync(path.join(target, "app.js")).mode & 0o7777, 0o444)
+              assert.strictEqual(fs.readFileSync(path.join(target, "app.js"), "utf8"), content)
+              assert.strictEqual(fs.readFileSync(path.join(target, "sub", "x"), "utf8"), content)
+              assert.deepStrictEqual(leftovers(into), [], `useSudo: ${useSudo}, ${content.trim()}`)
+            }
+          }
+          assert.deepStrictEqual(stagingLeftovers(), [])
+        }))
+    })
+
+    describe("names that are not UTF-8", () => {
+      it.effect("a tree whose names are not UTF-8 goes up and comes back byte for byte, with and without sudo", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const tree = path.join(local, "tree")
+          fs.mkdirSync(tree)
+          const at = (...name: Array<string | Array<number>>) =>
+            Buffer.concat([Buffer.from(tree + "/"), bytes(...name)])
+          fs.writeFileSync(at("a", [0xff]), "one")
+          fs.writeFileSync(at("a", [0xfe]), "two")
+          fs.writeFileSync(at("caf", [0xe9], ".txt"), "latin-1")
+          fs.writeFileSync(at("café ✓"), "utf-8")
+          // Past ustar's 100 bytes: carried in a long-name record.
+          fs.writeFileSync(at("x".repeat(120), [0xff, 0x80]), "long")
+          fs.mkdirSync(at("dir", [0xc0]))
+          fs.writeFileSync(at("dir", [0xc0], "/in", [0xfe]), "inside")
+          fs.symlinkSync(bytes("a", [0xff]), at("link", [0xfd]))
+          const expected = listing(tree)
+          assert.strictEqual(expected.length, 8)
+          for (const useSudo of [false, true]) {
+            const up = yield* Transfer.upload(tree, path.join(remote, `up-${useSudo}`), { useSudo })
+            assert.deepStrictEqual(listing(up), expected, `upload, useSudo: ${useSudo}`)
+            giveTree(up)
+            const down = yield* Transfer.download(up, path.join(local, `down-${useSudo}`), { useSudo })
+            assert.deepStrictEqual(listing(down), expected, `download, useSudo: ${useSudo}`)
+          }
+          assert.deepStrictEqual(leftovers(remote), [])
+          assert.deepStrictEqual(leftovers(local), [])
+          assert.deepStrictEqual(stagingLeftovers(), [])
+        }))
+    })
+
+    describe("rsync through sudo", () => {
+      it.effect("rsyncUpload with useSudo creates missing directories where only root may write", () =>
+        Effect.gen(function*() {
+          const { local } = makeDirs()
+          const rootOnly = tempDir("tbedge-root-")
+          fs.chmodSync(rootOnly, 0o755)
+          fs.writeFileSync(path.join(local, "index.html"), "hi")
+          yield* Transfer.rsyncUpload(`${local}/`, path.join(rootOnly, "missing") + "/", { useSudo: true })
+          yield* Transfer.rsyncUpload(`${local}/`, path.join(rootOnly, "a", "b", "site"), { useSudo: true })
+          assert.strictEqual(fs.readFileSync(path.join(rootOnly, "missing", "index.html"), "utf8"), "hi")
+          assert.strictEqual(
+            fs.readFileSync(path.join(rootOnly, "a", "b", "site", "index.html"), "utf8"),
+            "hi"
+          )
+          assert.strictEqual(fs.statSync(path.join(rootOnly, "a")).uid, 0)
+        }))
+    })
+
+    describe("empty paths", () => {
+      it.effect("an empty local or remote path is refused with a SettingsError naming it, before any connection", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          fs.writeFileSync(path.join(remote, "f"), "f")
+          // Nothing listens there: an operation that connected would fail with a ConnectionError.
+          const port = yield* closedPort()
+          const cases = [
+            ["upload(\"\", …)", "localPath", Transfer.upload("", path.join(remote, "x"), { port })],
+            ["upload(…, \"\")", "remotePath", Transfer.upload(path.join(local), "", { port })],
+            ["download(\"\", …)", "remotePath", Transfer.download("", path.join(local, "x"), { port })],
+            ["download(…, \"\")", "localPath", Transfer.download(path.join(remote, "f"), "", { port })],
+            ["rsyncUpload(\"\", …)", "localPath", Transfer.rsyncUpload("", remote, { port })],
+            [
+              "rsyncUpload(…, \"\")",
+              "remotePath",
+              Transfer.rsyncUpload(`${local}/`, "", { port, delete: true })
+            ],
+            ["rsyncDownload(\"\", …)", "remotePath", Transfer.rsyncDownload("", local, { port })],
+            ["rsyncDownload(…, \"\")", "localPath", Transfer.rsyncDownload(remote + "/", "", { port })]
+          ] as const
+          for (const [name, argument, operation] of cases) {
+            const error = failureOf(yield* Effect.exit(operation as Effect.Effect<unknown, unknown>))
+            assert.instanceOf(error, SettingsError, name)
+            assert.strictEqual((error as SettingsError).setting, argument, name)
+            assert.include((error as SettingsError).message, "empty path", name)
+          }
+        }))
+
+      it.effect("rsyncUpload with delete: true and an empty remote path leaves the login user's home alone", () =>
+        Effect.gen(function*() {
+          const { local } = makeDirs()
+          const marker = path.join(userHome, `tbedge-marker-${process.pid}`)
+          fs.writeFileSync(marker, "precious")
+          fs.chownSync(marker, userUid, userUid)
+          // Everything else in the home directory is excluded: only the marker could go.
+          const options = [`--include=/${path.basename(marker)}`, "--exclude=/*"]
+          const exit = yield* Effect.exit(Transfer.rsyncUpload(`${local}/`, "", { delete: true, options }))
+          const survived = fs.existsSync(marker)
+          fs.rmSync(marker, { force: true })
+          assert.instanceOf(failureOf(exit), SettingsError)
+          assert.isTrue(survived, "the marker in the home directory was deleted")
+        }))
+    })
+  }
+)
+
+describe("hard links in a downloaded archive", () => {
+  const archive = (...entries: Array<Tar.Entry & { readonly content?: string }>) =>
+    Buffer.concat([
+      ...entries.flatMap((entry) => [
+        Tar.header(entry),
+        Buffer.from(entry.content ?? ""),
+        Tar.padding(entry.size)
+      ]),
+      Tar.endOfArchive()
+    ])
+  const dir = (name: string): Tar.Entry => ({ name, type: "directory", mode: 0o755, size: 0, mtime: 0 })
+  const file = (name: string, content: string) => ({
+    name,
+    type: "file" as const,
+    mode: 0o644,
+    size: content.length,
+    mtime: 0,
+    content
+  })
+  const hardlink = (name: string, linkTarget: string): Tar.Entry => ({
+    name,
+    type: "hardlink",
+    mode: 0o644,
+    size: 0,
+    mtime: 0,
+    linkTarget
+  })
+
+  plainIt("a hard link that names anything but a file already in the tree is refused", () => {
+    const outside = tempDir("tbedge-outside-")
+    fs.writeFileSync(path.join(outside, "secret"), "secret")
+    const refused = [
+      path.join(outside, "secret"),
+      "../secret",
+      "./../secret",
+      "sub",
+      "link",
+      "later",
+      "missing"
+    ]
+    for (const linkTarget of refused) {
+      const root = path.join(tempDir("tbedge-writer-"), "t")
+      const writer = new Tree.TreeWriter(root)
+      writer.open()
+      const feed = () =>
+        writer.push(archive(
+          dir("."),
+          dir("sub"),
+          file("a", "a"),
+          {
+            name: "link",
+            type: "symlink",
+            mode: 0o777,
+            size: 0,
+            mtime: 0,
+            linkTarget: path.join(outside, "secret")
+          },
+          hardlink("evil", linkTarget),
+          file("later", "later")
+        ))
+      assert.throws(feed, /not a file of the tree/, linkTarget)
+      writer.abandon()
+      assert.isFalse(fs.existsSync(path.join(root, "evil")), linkTarget)
+      assert.strictEqual(fs.statSync(path.join(outside, "secret")).nlink, 1)
+    }
+    const root = path.join(tempDir("tbedge-writer-"), "t")
+    const writer = new Tree.TreeWriter(root)
+    writer.open()
+    writer.push(archive(dir("."), dir("sub"), file("sub/a", "a"), hardlink("b", "./sub/a")))
+    writer.finish()
+    assert.isTrue(writer.complete)
+    assert.strictEqual(fs.readFileSync(path.join(root, "b"), "utf8"), "a")
+  })
+})
