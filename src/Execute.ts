@@ -76,6 +76,7 @@ import { fileURLToPath } from "node:url"
 import type { ConnectionError } from "./Errors.ts"
 import { exitCodec, inWorkerKey, WorkerRpcs } from "./internal/workerProtocol.ts"
 import * as WorkerSettings from "./internal/workerSettings.ts"
+import * as Watchdog from "./internal/workerWatchdog.ts"
 import { Output, type Writer } from "./Output.ts"
 import { Settings } from "./Settings.ts"
 import * as Ssh from "./Ssh.ts"
@@ -396,9 +397,13 @@ const makeSlot = (
         // (logs, stray console output) go where ours go.
         stdio: ["ignore", "inherit", "inherit", "ipc"]
       })
+      // The worker notices its parent's death on its event loop, which a task looping on the
+      // CPU never lets turn: a watchdog beside it stops it (and what it started) without it.
+      const watchdog = child.pid === undefined ? undefined : Watchdog.watch(child.pid)
       // Registered before the worker platform's listener, so it is set when the failure arrives.
       child.once("exit", (code, signal) => {
         state.ended = { code, signal, runsInFlight: state.inFlight }
+        watchdog?.kill("SIGTERM")
       })
       state.child = child
       return child
@@ -412,10 +417,13 @@ const makeSlot = (
 
 /**
  * After one of its runs is interrupted, a worker has `answerGrace` to answer a ping, then
- * `killGrace` between SIGTERM and SIGKILL: RELIABILITY.md states the sum as the bound.
+ * `Watchdog.killGraceMillis` (1 s) between SIGTERM and SIGKILL: RELIABILITY.md states the sum
+ * as the bound.
  */
 const answerGrace = Duration.seconds(1)
-const killGrace = Duration.seconds(1)
+// A stop that has not ended by then (a process table that cannot be read) falls back on
+// killing the worker alone.
+const stopBound = Duration.seconds(10)
 
 const awaitExit = (child: ChildProcess.ChildProcess): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
@@ -429,7 +437,9 @@ const awaitExit = (child: ChildProcess.ChildProcess): Effect.Effect<void> =>
 // loops on the CPU never lets it, and would keep its worker (and, in a shared pool, its slot)
 // busy for ever: a worker that does not answer a ping in time is stopped from outside, SIGTERM
 // first (a worker whose loop turns again stops its tasks cleanly on it), SIGKILL after
-// `killGrace`. The slot's protocol starts a new worker for later runs.
+// `Watchdog.killGraceMillis`. Its local commands run in process groups of their own, which its
+// death would leave running: they get the same signals (`Watchdog.stop`). The slot's protocol
+// starts a new worker for later runs.
 const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
   Effect.gen(function*() {
     const child = slot.child
@@ -441,10 +451,10 @@ const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
       Effect.timeoutOption(answerGrace)
     )
     if (Option.isSome(answer)) return
-    yield* Effect.sync(() => child.kill("SIGTERM"))
-    const ended = yield* awaitExit(child).pipe(Effect.interruptible, Effect.timeoutOption(killGrace))
-    if (Option.isSome(ended)) return
-    yield* Effect.sync(() => child.kill("SIGKILL"))
+    if (child.pid !== undefined) yield* Effect.timeoutOption(Watchdog.stop(child.pid), stopBound)
+    yield* Effect.sync(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    })
     yield* awaitExit(child)
   })
 

@@ -18,6 +18,7 @@ import * as Execute from "../src/Execute.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+import { commandThenSpin } from "./fixtures/execute-orphan-tasks.ts"
 import { remoteSleep, serverAddress } from "./fixtures/execute-remote-tasks.ts"
 import { cyclicDefect, spinOrFail } from "./fixtures/execute-stop-tasks.ts"
 import {
@@ -79,6 +80,27 @@ const mostAtOnce = (spans: ReadonlyArray<{ readonly start: number; readonly end:
 // Delays that make later values finish first, so order cannot come from completion order.
 const scrambled = (count: number) =>
   Array.from({ length: count }, (_, i) => ({ label: `v${i}`, millis: ((i * 7) % count) * 25 }))
+
+/** The processes of a process group that are still there (zombies count as gone). */
+const groupMembers = (pgid: number): Array<string> => {
+  const ps = ChildProcess.spawnSync("ps", ["-e", "-o", "pid=,pgid=,stat=,args="], { encoding: "utf8" })
+  return ps.stdout.split("\n").filter((line) => {
+    const [, group, stat = ""] = line.trim().split(/\s+/)
+    return group === String(pgid) && !stat.startsWith("Z")
+  })
+}
+
+/** SIGKILL for processes a failed test may have left (a pid, or a group as -pgid). */
+const killLeftovers = (targets: ReadonlyArray<number>) =>
+  Effect.sync(() => {
+    for (const target of targets) {
+      try {
+        process.kill(target, "SIGKILL")
+      } catch {
+        // gone already
+      }
+    }
+  })
 
 const hosts13 = Array.from({ length: 13 }, (_, i) => `127.0.0.${i + 1}`)
 
@@ -459,6 +481,29 @@ describe("Execute", () => {
         console.log(`[measure] busy worker: timeout 4000 ms, call returned after ${elapsed} ms`)
       })))
 
+    it.live("is killed with the local commands it started (process groups of their own) when a timeout interrupts its run", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* pidDir
+        const mark = marker("spin-local")
+        const started = Date.now()
+        const result = yield* Execute.forEach(commandThenSpin, [{ dir, label: "a", marker: mark }], {
+          poolSize: 1
+        }).pipe(Effect.timeoutOption(Duration.seconds(4)))
+        const elapsed = Date.now() - started
+        assert.isTrue(Option.isNone(result))
+        const pid = yield* pidOf(dir, "a")
+        const group = Number(fs.readFileSync(path.join(dir, "a.group"), "utf8"))
+        yield* Effect.addFinalizer(() => killLeftovers([pid, -group]))
+        assert.isFalse(alive(pid), `the busy worker ${pid} is gone`)
+        assert.deepStrictEqual(groupMembers(group), [], "its command's process group is gone")
+        assert.deepStrictEqual(processesWith(mark), [])
+        assert.deepStrictEqual(liveWorkers(), [])
+        assert.isBelow(elapsed, 4_000 + grace + slack)
+        console.log(
+          `[measure] busy worker with a local command: timeout 4000 ms, call returned after ${elapsed} ms`
+        )
+      })))
+
     it.live("is killed when a sibling fails under failFast, and the failure comes back", () =>
       Effect.scoped(Effect.gen(function*() {
         const dir = yield* pidDir
@@ -505,6 +550,57 @@ describe("Execute", () => {
         })
         yield* program.pipe(Effect.provide(Layer.fresh(Execute.layerPool({ poolSize: 1, workers: 1 }))))
         assert.deepStrictEqual(liveWorkers(), [])
+      })))
+  })
+
+  describe("a worker whose parent is killed with SIGKILL", () => {
+    const mainScript = path.join(import.meta.dirname, "fixtures", "execute-orphan-main.ts")
+    // Documented in RELIABILITY.md: a watchdog looks every 0.5 s, then gives SIGTERM and SIGKILL
+    // 1 s later. The slack is for a loaded machine.
+    const bound = 1_500
+    const slack = 3_000
+
+    const alive = (pid: number): boolean => {
+      const ps = ChildProcess.spawnSync("ps", ["-o", "stat=", "-p", String(pid)], { encoding: "utf8" })
+      const state = ps.stdout.trim()
+      return state !== "" && !state.startsWith("Z")
+    }
+
+    it.live("stops though its task loops on the CPU, with the local commands it started", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* Effect.acquireRelease(
+          Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tb-exec-orphan-"))),
+          (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+        )
+        const mark = marker("orphan-spin")
+        const main = yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            ChildProcess.spawn(process.execPath, [mainScript, dir, mark], {
+              stdio: ["ignore", "inherit", "inherit"]
+            })
+          ),
+          (child) => killLeftovers([child.pid!])
+        )
+        const file = path.join(dir, "a.pid")
+        for (let i = 0; i < 600 && !fs.existsSync(file); i++) yield* Effect.sleep(Duration.millis(50))
+        const worker = Number(fs.readFileSync(file, "utf8"))
+        const group = Number(fs.readFileSync(path.join(dir, "a.group"), "utf8"))
+        yield* Effect.addFinalizer(() => killLeftovers([worker, -group]))
+        assert.isTrue(alive(worker), "the worker loops on the CPU")
+        assert.strictEqual(groupMembers(group).length, 3, "its command runs: a shell and two sleeps")
+
+        const killed = Date.now()
+        main.kill("SIGKILL")
+        const stopped = () => !alive(worker) && groupMembers(group).length === 0
+        while (!stopped() && Date.now() - killed < bound + slack) yield* Effect.sleep(Duration.millis(50))
+        const elapsed = Date.now() - killed
+        assert.isFalse(alive(worker), `the worker ${worker} is gone`)
+        assert.deepStrictEqual(groupMembers(group), [], "its command's process group is gone")
+        assert.deepStrictEqual(processesWith(mark), [])
+        assert.isBelow(elapsed, bound + slack)
+        console.log(
+          `[measure] parent SIGKILLed while its worker loops: worker and command gone after ${elapsed} ms`
+        )
       })))
   })
 
