@@ -10,6 +10,8 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import { execFileSync, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
@@ -262,6 +264,81 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           )
           assert.strictEqual(fs.statSync(path.join(rootOnly, "a")).uid, 0)
         }))
+    })
+
+    describe("a program killed with SIGKILL mid-transfer", () => {
+      const program = path.join(import.meta.dirname, "fixtures", "transfer-killed.ts")
+      /** What `find <dir> -name '*.tb-*'` (the command README.md gives) lists under `dir`. */
+      const found = (dir: string) =>
+        execFileSync("find", [dir, "-name", "*.tb-*"], { encoding: "utf8" }).split("\n").filter((l) =>
+          l !== ""
+        )
+      const sizeOf = (file: string) => fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0
+
+      it.effect(
+        "leaves its temporary file or staging directory, which the documented find lists",
+        () =>
+          Effect.gen(function*() {
+            const { remote, local } = makeDirs()
+            // Large enough that the transfer is still running when the kill comes.
+            const block = randomBytes(1 << 20)
+            const big = path.join(local, "big")
+            fs.writeFileSync(big, Buffer.concat(Array.from({ length: 256 }, () => block)))
+            fs.copyFileSync(big, path.join(remote, "big"))
+            fs.chownSync(path.join(remote, "big"), userUid, userUid)
+            const cases = [
+              {
+                kind: "upload",
+                from: big,
+                to: path.join(remote, "up"),
+                watch: remote,
+                left: /^\.up\.tb-[0-9a-f]{12}\.part$/
+              },
+              {
+                kind: "sudo-upload",
+                from: big,
+                to: path.join(remote, "up"),
+                watch: stagingDir,
+                left: /^\.tb-[0-9a-f]{12}$/
+              },
+              {
+                kind: "download",
+                from: path.join(remote, "big"),
+                to: path.join(local, "down"),
+                watch: local,
+                left: /^\.down\.tb-[0-9a-f]{12}\.part$/
+              }
+            ]
+            for (const { from, kind, left, to, watch } of cases) {
+              const child = spawn(process.execPath, [
+                program,
+                JSON.stringify({ host, remoteTempDir: stagingDir, ...connection }),
+                kind,
+                from,
+                to
+              ], { stdio: "ignore" })
+              const exited = new Promise((resolve) => child.once("exit", resolve))
+              // Killed once some content has arrived: the transfer is under way.
+              const partial = () =>
+                fs.readdirSync(watch).filter((name) => left.test(name)).some((name) =>
+                  sizeOf(path.join(watch, name)) > 0 || sizeOf(path.join(watch, name, "data")) > 0
+                )
+              for (let i = 0; i < 1500 && !partial(); i++) yield* Effect.sleep("20 millis")
+              assert.isTrue(partial(), `${kind}: the transfer never started`)
+              child.kill("SIGKILL")
+              yield* Effect.promise(() => exited)
+              // Time for sshd to see the connection gone and end the session.
+              yield* Effect.sleep("2 seconds")
+              const leftBehind = fs.readdirSync(watch).filter((name) => name.includes(".tb-"))
+              assert.strictEqual(leftBehind.length, 1, `${kind}: ${leftBehind.join(" ")}`)
+              assert.match(leftBehind[0]!, left, kind)
+              assert.deepStrictEqual(found(watch), [path.join(watch, leftBehind[0]!)], kind)
+              assert.isFalse(fs.existsSync(to), `${kind}: the target appeared`)
+              fs.rmSync(path.join(watch, leftBehind[0]!), { recursive: true })
+            }
+          }),
+        120_000
+      )
     })
 
     describe("empty paths", () => {
