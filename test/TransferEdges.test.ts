@@ -273,7 +273,12 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
         execFileSync("find", [dir, "-name", "*.tb-*"], { encoding: "utf8" }).split("\n").filter((l) =>
           l !== ""
         )
-      const sizeOf = (file: string) => fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0
+      const hasContent = (p: string): boolean => {
+        const info = fs.lstatSync(p, { throwIfNoEntry: false })
+        return info?.isDirectory() === true
+          ? fs.readdirSync(p).some((name) => hasContent(path.join(p, name)))
+          : (info?.size ?? 0) > 0
+      }
 
       it.effect(
         "leaves its temporary file or staging directory, which the documented find lists",
@@ -285,6 +290,11 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             const big = path.join(local, "big")
             fs.writeFileSync(big, Buffer.concat(Array.from({ length: 256 }, () => block)))
             fs.copyFileSync(big, path.join(remote, "big"))
+            for (const side of [local, remote]) {
+              fs.mkdirSync(path.join(side, "tree"))
+              fs.linkSync(path.join(side, "big"), path.join(side, "tree", "big"))
+            }
+            fs.chownSync(path.join(remote, "tree"), userUid, userUid)
             fs.chownSync(path.join(remote, "big"), userUid, userUid)
             const cases = [
               {
@@ -302,11 +312,25 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
                 left: /^\.tb-[0-9a-f]{12}$/
               },
               {
+                kind: "upload",
+                from: path.join(local, "tree"),
+                to: path.join(remote, "uptree"),
+                watch: stagingDir,
+                left: /^\.tb-[0-9a-f]{12}$/
+              },
+              {
                 kind: "download",
                 from: path.join(remote, "big"),
                 to: path.join(local, "down"),
                 watch: local,
                 left: /^\.down\.tb-[0-9a-f]{12}\.part$/
+              },
+              {
+                kind: "download",
+                from: path.join(remote, "tree"),
+                to: path.join(local, "downtree"),
+                watch: local,
+                left: /^\.downtree\.tb-[0-9a-f]{12}$/
               }
             ]
             for (const { from, kind, left, to, watch } of cases) {
@@ -321,19 +345,19 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
               // Killed once some content has arrived: the transfer is under way.
               const partial = () =>
                 fs.readdirSync(watch).filter((name) => left.test(name)).some((name) =>
-                  sizeOf(path.join(watch, name)) > 0 || sizeOf(path.join(watch, name, "data")) > 0
+                  hasContent(path.join(watch, name))
                 )
               for (let i = 0; i < 1500 && !partial(); i++) yield* Effect.sleep("20 millis")
-              assert.isTrue(partial(), `${kind}: the transfer never started`)
+              assert.isTrue(partial(), `${kind} of ${from}: the transfer never started`)
               child.kill("SIGKILL")
               yield* Effect.promise(() => exited)
               // Time for sshd to see the connection gone and end the session.
               yield* Effect.sleep("2 seconds")
               const leftBehind = fs.readdirSync(watch).filter((name) => name.includes(".tb-"))
-              assert.strictEqual(leftBehind.length, 1, `${kind}: ${leftBehind.join(" ")}`)
-              assert.match(leftBehind[0]!, left, kind)
-              assert.deepStrictEqual(found(watch), [path.join(watch, leftBehind[0]!)], kind)
-              assert.isFalse(fs.existsSync(to), `${kind}: the target appeared`)
+              assert.strictEqual(leftBehind.length, 1, `${kind} of ${from}: ${leftBehind.join(" ")}`)
+              assert.match(leftBehind[0]!, left, from)
+              assert.deepStrictEqual(found(watch), [path.join(watch, leftBehind[0]!)], from)
+              assert.isFalse(fs.existsSync(to), `${kind} of ${from}: the target appeared`)
               fs.rmSync(path.join(watch, leftBehind[0]!), { recursive: true })
             }
           }),
