@@ -855,7 +855,7 @@ const downloadTree = Effect.fnUntraced(function*(
   const stage = path.join(dir, `.${Remote.tempBase(path.basename(destination.path))}.tb-${yield* nonce}`)
   yield* Effect.acquireRelease(
     Io.localSync(localPlace, () => fs.mkdirSync(stage, { mode: 0o700 })),
-    () => Effect.sync(() => fs.rmSync(stage, { recursive: true, force: true }))
+    () => Tree.removeTree(stage)
   )
   const writer = new Tree.TreeWriter(path.join(stage, "t"))
   yield* Effect.addFinalizer(() => Effect.sync(() => writer.abandon()))
@@ -872,12 +872,27 @@ const downloadTree = Effect.fnUntraced(function*(
       "the directory stream ended early; nothing was replaced"
     )
   }
-  yield* Tree.treeStep(localPlace, () => {
-    writer.finish()
-    // The old tree moves aside into the staging directory, which the finalizer removes.
-    if (destination.existing !== undefined) fs.renameSync(destination.path, path.join(stage, "old"))
-    fs.renameSync(writer.root, destination.path)
-  })
+  yield* Tree.treeStep(localPlace, () => writer.finish())
+  // The old tree moves aside into the staging directory, which the finalizer removes; a user who
+  // is not root may move a read-only directory only once it can write in it (its `..` changes).
+  const old = destination.existing
+  const aside = path.join(stage, "old")
+  if (old !== undefined) {
+    yield* Io.localSync(localPlace, () => {
+      if ((old.mode & 0o200) === 0) fs.chmodSync(destination.path, (old.mode & 0o7777) | 0o200)
+      fs.renameSync(destination.path, aside)
+    })
+  }
+  yield* Io.localSync(localPlace, () => fs.renameSync(writer.root, destination.path)).pipe(
+    // Not in place: the old tree goes back, as it was.
+    Effect.tapError(() =>
+      old === undefined ? Effect.void : Effect.ignore(Effect.try(() => {
+        fs.renameSync(aside, destination.path)
+        fs.chmodSync(destination.path, old.mode & 0o7777)
+      }))
+    )
+  )
+  yield* Io.localSync(localPlace, () => fs.chmodSync(destination.path, writer.rootMode))
   return destination.path
 })
 

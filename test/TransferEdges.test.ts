@@ -10,7 +10,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import { execFileSync, spawn } from "node:child_process"
+import { execFile, execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -124,6 +124,32 @@ const closedPort = () =>
     })
   )
 
+const childProgram = path.join(import.meta.dirname, "fixtures", "transfer-child.ts")
+
+/**
+ * Runs one transfer in a program of its own as the test user, not root (who may move and remove
+ * read-only directories anyway); resolves with how it ended.
+ */
+const asUser = (kind: "upload" | "download", from: string, to: string) =>
+  Effect.promise(() => {
+    const home = tempDir("tbedge-user-")
+    fs.copyFileSync(server.keyPath, path.join(home, "key"))
+    for (const p of [home, path.join(home, "key")]) fs.chownSync(p, userUid, userUid)
+    fs.chmodSync(path.join(home, "key"), 0o600)
+    const settings = { host, ...connection, keyFile: path.join(home, "key") }
+    return new Promise<{ readonly ok?: string; readonly error?: string }>((resolve) =>
+      execFile(
+        process.execPath,
+        [childProgram, JSON.stringify(settings), kind, from, to],
+        { uid: userUid, gid: userUid, cwd: home, env: { ...process.env, HOME: home } },
+        (error, stdout, stderr) =>
+          resolve(
+            error === null ? JSON.parse(stdout.trim().split("\n").pop()!) : { error: `${error} ${stderr}` }
+          )
+      )
+    )
+  })
+
 const bytes = (...parts: Array<string | Array<number>>): Buffer =>
   Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from(p))))
 
@@ -216,6 +242,35 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
         }))
     })
 
+    describe("read-only trees downloaded by a user who is not root", () => {
+      it.effect("a read-only remote tree downloads with its modes, and replaces an older read-only local tree", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          fs.chownSync(local, userUid, userUid)
+          const tree = path.join(remote, "release")
+          fs.mkdirSync(path.join(tree, "sub"), { recursive: true })
+          const write = (content: string) => {
+            for (const dir of [tree, path.join(tree, "sub")]) fs.chmodSync(dir, 0o755)
+            fs.writeFileSync(path.join(tree, "sub", "x"), content)
+            fs.chmodSync(path.join(tree, "sub", "x"), 0o444)
+            giveTree(tree)
+            for (const dir of [path.join(tree, "sub"), tree]) fs.chmodSync(dir, 0o555)
+          }
+          const target = path.join(local, "release")
+          for (const content of ["one\n", "two\n"]) {
+            write(content)
+            // Into the directory: the second download replaces the first's `release`.
+            const outcome = yield* asUser("download", tree, local + "/")
+            assert.deepStrictEqual(outcome, { ok: target }, content)
+            assert.strictEqual(fs.statSync(target).mode & 0o7777, 0o555)
+            assert.strictEqual(fs.statSync(path.join(target, "sub")).mode & 0o7777, 0o555)
+            assert.strictEqual(fs.readFileSync(path.join(target, "sub", "x"), "utf8"), content)
+            assert.strictEqual(fs.statSync(path.join(target, "sub", "x")).uid, userUid)
+            assert.deepStrictEqual(leftovers(local), [], content)
+          }
+        }))
+    })
+
     describe("names that are not UTF-8", () => {
       it.effect("a tree whose names are not UTF-8 goes up and comes back byte for byte, with and without sudo", () =>
         Effect.gen(function*() {
@@ -267,7 +322,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
     })
 
     describe("a program killed with SIGKILL mid-transfer", () => {
-      const program = path.join(import.meta.dirname, "fixtures", "transfer-killed.ts")
+      const program = childProgram
       /** What `find <dir> -name '*.tb-*'` (the command README.md gives) lists under `dir`. */
       const found = (dir: string) =>
         execFileSync("find", [dir, "-name", "*.tb-*"], { encoding: "utf8" }).split("\n").filter((l) =>

@@ -269,10 +269,21 @@ export class TreeWriter {
     return this.reader.isEnded
   }
 
-  /** Applies directory modes; throws like `fs` does. */
+  /**
+   * Applies directory modes, but the root's: a user who is not root may move a directory to
+   * another parent only while it can write in it, so the root gets its mode once in place
+   * ({@link rootMode}). Throws like `fs` does.
+   */
   finish(): void {
-    for (const [dir, mode] of this.dirs.slice().reverse()) fs.chmodSync(dir, mode)
+    const root = Buffer.from(this.root)
+    for (const [dir, mode] of this.dirs.slice().reverse()) {
+      if (dir.equals(root)) this.rootMode = mode
+      else fs.chmodSync(dir, mode)
+    }
   }
+
+  /** The mode the root directory is to get once moved into place (after {@link finish}). */
+  rootMode = 0o700
 
   /** Closes a file left open by a failed or cut transfer. */
   abandon(): void {
@@ -280,6 +291,32 @@ export class TreeWriter {
     this.fd = undefined
   }
 }
+
+/** Gives the owner write permission on `dir` and every directory under it, links not followed. */
+const makeWritable = (dir: Buffer): void => {
+  const info = fs.lstatSync(dir)
+  if (!info.isDirectory()) return
+  if ((info.mode & 0o200) === 0) fs.chmodSync(dir, (info.mode & 0o7777) | 0o200)
+  for (const name of fs.readdirSync(dir, { encoding: "buffer" })) {
+    makeWritable(Buffer.concat([dir, slash, name]))
+  }
+}
+
+/**
+ * Removes a local tree, also one holding read-only directories (a downloaded `0555` tree, an old
+ * one moved aside): their entries can be removed only once they are writable again. Never fails:
+ * it is a cleanup, run when the outcome is decided.
+ */
+export const removeTree = (dir: string): Effect.Effect<void> =>
+  Effect.try(() => fs.rmSync(dir, { recursive: true, force: true })).pipe(
+    Effect.catch(() =>
+      Effect.try(() => {
+        if (fs.existsSync(dir)) makeWritable(Buffer.from(dir))
+        fs.rmSync(dir, { recursive: true, force: true })
+      })
+    ),
+    Effect.ignore
+  )
 
 /** Wraps a {@link TreeWriter} call for Effect, naming `place` in a failure. */
 export const treeStep = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
