@@ -540,7 +540,10 @@ const putStaged = Effect.fnUntraced(function*(
  * - `useSudo` writes where the connecting user cannot (as root, or `sudoUser`): the content is
  *   staged in a private mode-700 directory and moved into place by `sudo`.
  * - A directory travels as one tar stream, unpacked beside the target and renamed into place
- *   (replacing an older tree of that name), modes kept.
+ *   (replacing an older tree of that name), modes kept, read-only directories included. Names
+ *   go as bytes (a name that is not UTF-8 arrives unchanged); hard-linked files go as copies.
+ * - An empty `source` path or `remotePath` is refused with a `SettingsError` naming it, before
+ *   anything connects.
  * - Only regular files and directories: a local FIFO, socket or device is refused up front
  *   (`not-a-file`), never opened in a way that waits. Interruption ends an upload at once; a sudo or
  *   directory upload interrupted before its move into place never replaces the target later,
@@ -904,7 +907,12 @@ const downloadTree = Effect.fnUntraced(function*(
  *   taken from `lcd`; missing local directories are created.
  * - Without a `target` it returns the file's bytes.
  * - A remote directory is fetched as a tree (one `tar` stream), into a local directory only:
- *   into memory, or over a local file, it is refused with `is-directory`.
+ *   into memory, or over a local file, it is refused with `is-directory`. Names come as bytes
+ *   (a name that is not UTF-8 arrives unchanged), read-only directories too, and files that are
+ *   hard links of each other are linked again (a link naming anything but a file earlier in the
+ *   tree fails the download).
+ * - An empty `remotePath` or `target` is refused with a `SettingsError` naming it
+ *   (`remotePath`, `localPath`), before anything connects.
  * - Atomic on the local side: written to a temporary file beside the target and renamed into
  *   place when complete and of the right size; removed otherwise.
  * - `useSudo` reads what the connecting user cannot: the content is streamed out by
@@ -1132,9 +1140,11 @@ const runRsync = Effect.fnUntraced(function*(
  * Copies a local file or tree to the current host with the system `rsync` over `ssh` (the
  * original's `rsync_upload`): only what changed is sent. The connection settings (user, host,
  * port, key, known_hosts and host key policy, gateway) become `ssh` options; `BatchMode` is on,
- * so a missing key fails rather than asks. Missing remote parent directories are created. As
- * with rsync itself, a trailing `/` on `localPath` copies a directory's contents, not the
- * directory.
+ * so a missing key fails rather than asks. Missing remote parent directories are created (through
+ * `sudo -n` with `useSudo`). As with rsync itself, a trailing `/` on `localPath` copies a
+ * directory's contents, not the directory. An empty `localPath` or `remotePath` is refused
+ * (`SettingsError`) before anything runs: rsync would take `""` for the home directory, where
+ * `delete: true` deletes.
  *
  * Fails with `TransferError` (reason `rsync`, with rsync's own explanation of its exit code and
  * its last words), `SettingsError`. Needs a `ChildProcessSpawner` (`NodeServices.layer`).
