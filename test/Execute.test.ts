@@ -498,6 +498,12 @@ describe("Execute", () => {
         assert.deepStrictEqual(groupMembers(group), [], "its command's process group is gone")
         assert.deepStrictEqual(processesWith(mark), [])
         assert.deepStrictEqual(liveWorkers(), [])
+        // Ended by this process once its worker exited; it needs a moment to take the signal.
+        const watchdog = `threadbare-watchdog watch ${pid} `
+        for (let i = 0; i < 20 && processesWith(watchdog).length > 0; i++) {
+          yield* Effect.sleep(Duration.millis(50))
+        }
+        assert.deepStrictEqual(processesWith(watchdog), [], "its watchdog is done")
         assert.isBelow(elapsed, 4_000 + grace + slack)
         console.log(
           `[measure] busy worker with a local command: timeout 4000 ms, call returned after ${elapsed} ms`
@@ -597,6 +603,12 @@ describe("Execute", () => {
         assert.isFalse(alive(worker), `the worker ${worker} is gone`)
         assert.deepStrictEqual(groupMembers(group), [], "its command's process group is gone")
         assert.deepStrictEqual(processesWith(mark), [])
+        // The watchdog exits once it has seen them gone.
+        const watchdog = `threadbare-watchdog watch ${worker} `
+        for (let i = 0; i < 20 && processesWith(watchdog).length > 0; i++) {
+          yield* Effect.sleep(Duration.millis(50))
+        }
+        assert.deepStrictEqual(processesWith(watchdog), [], "its watchdog is done")
         assert.isBelow(elapsed, bound + slack)
         console.log(
           `[measure] parent SIGKILLed while its worker loops: worker and command gone after ${elapsed} ms`

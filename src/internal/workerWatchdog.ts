@@ -10,7 +10,7 @@
  *   worker is gone (a zombie counts as gone) it exits; once the worker's parent is no longer the
  *   parent that started it (killed, even by SIGKILL: the worker then belongs to init), it stops
  *   the worker as `stop` does, then exits. The parent also ends it (SIGTERM) when the worker exits.
- * - `stop`: takes the worker's process tree first (its local commands run in process groups of
+ * - `stop`: takes the worker's process tree first (`/proc`, else `ps`; its local commands run in process groups of
  *   their own, which nobody signals once the worker is dead, and which leave its tree when it
  *   dies), then sends SIGTERM to the worker and to the groups of its descendants (those sharing
  *   the worker's group, which is its parent's, one by one), SIGKILL after {@link killGraceMillis}
@@ -43,8 +43,18 @@ look() {
   S=\${1-} P=\${2-}
 }
 gone() { look; case $S in ''|Z*) return 0;; esac; return 1; }
+table() {
+  if [ -z "$proc" ]; then ps -e -o pid= -o ppid= -o pgid= -o stat= 2>/dev/null; return; fi
+  for f in /proc/[0-9]*/stat; do
+    l=; { read -r l < "$f"; } 2>/dev/null
+    [ -n "$l" ] || continue
+    p=\${f#/proc/}
+    set -- \${l##*") "}
+    echo "\${p%/stat} $2 $3 $1"
+  done
+}
 tree() {
-  ps -e -o pid= -o ppid= -o pgid= -o stat= | awk -v w="$w" '
+  table | awk -v w="$w" '
     { pp[$1] = $2; pg[$1] = $3; st[$1] = $4 }
     END {
       d[w] = 1
@@ -55,9 +65,9 @@ tree() {
 }
 left() {
   [ -n "$T" ] || return 1
-  ps -e -o pid= -o pgid= -o stat= | awk -v t="$T" '
+  table | awk -v t="$T" '
     BEGIN { n = split(t, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
-    $3 !~ /^Z/ && (($1 in want) || (("-" $2) in want)) { found = 1 }
+    $4 !~ /^Z/ && (($1 in want) || (("-" $3) in want)) { found = 1 }
     END { exit !found }'
 }
 settle() {
