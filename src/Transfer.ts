@@ -177,6 +177,22 @@ const nonEmpty = (argument: string, value: string | undefined): Effect.Effect<vo
     )
     : Effect.void
 
+/**
+ * A `mode` option is permission bits, `0` to `0o7777`, a whole number: anything else (`NaN`, a
+ * negative number, bits beyond the permission bits) would be cut down to bits nobody asked for,
+ * with `useSudo` a root-owned setuid file, so it is refused before anything is touched.
+ */
+const checkMode = (mode: number | undefined): Effect.Effect<void, SettingsError> =>
+  mode === undefined || (Number.isInteger(mode) && mode >= 0 && mode <= 0o7777)
+    ? Effect.void
+    : Effect.fail(
+      new SettingsError({
+        setting: "mode",
+        value: String(mode),
+        detail: "not permission bits; give a whole number from 0 to 0o7777, such as 0o644"
+      })
+    )
+
 const withOptions = (current: Settings, options: TransferOptions | RsyncOptions): Settings => {
   const patch: Record<string, unknown> = {}
   for (
@@ -570,6 +586,7 @@ export const upload = Effect.fn("Transfer.upload")(function*(
 ) {
   if (typeof source === "string") yield* nonEmpty("localPath", source)
   yield* nonEmpty("remotePath", remotePath)
+  yield* checkMode(options.mode)
   const settings = withOptions(yield* Settings, options)
   return yield* Effect.scoped(uploadWith(source, remotePath, settings, options)).pipe(
     Effect.provideService(Settings, settings)

@@ -449,6 +449,24 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           }
         }))
 
+      it.effect("a mode that is not permission bits is refused before any connection, never cut down", () =>
+        Effect.gen(function*() {
+          const { local } = makeDirs()
+          fs.writeFileSync(path.join(local, "f"), "f")
+          const port = yield* closedPort()
+          for (const mode of [Number.NaN, -1, 0o777777, 0o10000, 1.5]) {
+            for (const useSudo of [false, true]) {
+              const error = failureOf(
+                yield* Effect.exit(
+                  Transfer.upload(path.join(local, "f"), "/tmp/never", { port, mode, useSudo })
+                )
+              )
+              assert.instanceOf(error, SettingsError, String(mode))
+              assert.strictEqual((error as SettingsError).setting, "mode")
+            }
+          }
+        }))
+
       it.effect("rsyncUpload with delete: true and an empty remote path leaves the login user's home alone", () =>
         Effect.gen(function*() {
           const { local } = makeDirs()
