@@ -31,6 +31,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { guard } from "../src/internal/remote.ts"
 import { remote, type RemoteOptions } from "../src/Operations.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
@@ -437,11 +438,12 @@ const main = async (): Promise<void> => {
     let libraryLine: string
     try {
       // What the library sends for "true" once it knows the login shell is the bash of `shell`:
-      // its wrapper, with the command run in that shell (see remote.ts).
+      // its wrapper and the guard that stops the command if its channel goes, with the command
+      // run in that shell (see remote.ts).
       await runtime.runPromise(remote("true"))
       libraryLine =
         `[ "$BASH" -ef /bin/bash ] && b=1 || b=0; echo __threadbare_pid_${"0".repeat(13)}=$$:$b >&2; ` +
-        "exec 2>&1; true"
+        `${guard}; exec 2>&1; true`
       timed = await interleaved(
         [
           ...[headline, ...variants].map((variant) => () => runtime.runPromise(remoteTrue(variant))),

@@ -343,7 +343,7 @@ const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; 
  * at /dev/null, for the command it `exec`s next. An explicit redirection: a background job's
  * input would otherwise be /dev/null too.
  */
-const guard = `exec 3<&0 </dev/null; (${watcher}) <&3 >/dev/null 2>&1 & exec 3<&-`
+export const guard = `exec 3<&0 </dev/null; (${watcher}) <&3 >/dev/null 2>&1 & exec 3<&-`
 
 /**
  * Stops the process group of an interrupted or timed-out command. Under sudo the kill runs
