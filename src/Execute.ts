@@ -27,8 +27,8 @@
  * A worker that cannot read the interruption (its task loops on the CPU) and does not answer
  * within 1 s gets SIGTERM, then SIGKILL 1 s later, and so do the process groups of the local
  * commands it started. A worker whose parent dies (even by SIGKILL) stops its tasks and exits;
- * one too busy to notice is stopped the same way by its watchdog, a `/bin/sh` loop beside it
- * that looks every 0.5 s.
+ * one too busy to notice is stopped the same way by its watchdog, a `/bin/sh` beside it that
+ * reads a pipe from this process, which the kernel closes when this process dies.
  *
  * Changes a task makes to settings stay in its run: nothing flows back to this process.
  * Workers are forked with this process's `execArgv`, so a program run with `tsx`, with Node's

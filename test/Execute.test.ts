@@ -561,9 +561,9 @@ describe("Execute", () => {
 
   describe("a worker whose parent is killed with SIGKILL", () => {
     const mainScript = path.join(import.meta.dirname, "fixtures", "execute-orphan-main.ts")
-    // Documented in RELIABILITY.md: a watchdog looks every 0.5 s, then gives SIGTERM and SIGKILL
-    // 1 s later. The slack is for a loaded machine.
-    const bound = 1_500
+    // Documented in RELIABILITY.md: the watchdog sees the parent's death at once (the end of its
+    // pipe), gives SIGTERM, and SIGKILL 1 s later. The slack is for a loaded machine.
+    const bound = 1_000
     const slack = 3_000
 
     const alive = (pid: number): boolean => {

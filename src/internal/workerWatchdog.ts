@@ -5,11 +5,12 @@
  * Both halves are one small POSIX shell script, so they need no JavaScript of the worker and
  * none of the parent once it is started:
  *
- * - `watch`: started by the parent beside each worker, in a session of its own. Every
- *   {@link pollMillis} it reads the worker's state and parent pid (`/proc`, else `ps`). Once the
- *   worker is gone (a zombie counts as gone) it exits; once the worker's parent is no longer the
- *   parent that started it (killed, even by SIGKILL: the worker then belongs to init), it stops
- *   the worker as `stop` does, then exits. The parent also ends it (SIGTERM) when the worker exits.
+ * - `watch`: started by the parent beside each worker, in a session of its own, reading a pipe
+ *   from the parent that the parent never writes to. The kernel closes the parent's end when the
+ *   parent dies, however it dies (SIGKILL too): the read then ends, and the watchdog stops the
+ *   worker as `stop` does, then exits. Nothing polls. The parent ends the watchdog (SIGTERM) as
+ *   soon as its worker exits. Node opens every descriptor close-on-exec, so the pipe's end stays
+ *   in the parent: no worker or command holds it open.
  * - `stop`: takes the worker's process tree first (`/proc`, else `ps`; its local commands run in process groups of
  *   their own, which nobody signals once the worker is dead, and which leave its tree when it
  *   dies), then sends SIGTERM to the worker and to the groups of its descendants (those sharing
@@ -19,28 +20,25 @@
 import * as Effect from "effect/Effect"
 import * as ChildProcess from "node:child_process"
 
-/** How often the watchdog looks at its worker: the bound of noticing a dead parent. */
-export const pollMillis = 500
-
 /** Between SIGTERM and SIGKILL, for the worker and its descendants. */
 export const killGraceMillis = 1_000
 
 /** How long `stop` waits for processes to disappear after SIGKILL. */
 const afterKillMillis = 2_000
 
-// $1: watch | stop; $2: the worker's pid; $3: the grace in tenths of a second; $4: the parent's pid.
-const script = `w=$2 grace=$3 parent=$4 proc=
+// $1: watch | stop; $2: the worker's pid; $3: the grace in tenths of a second.
+const script = `w=$2 grace=$3 proc=
 [ -r /proc/$$/stat ] && proc=1
 look() {
-  S= P=
+  S=
   if [ -n "$proc" ]; then
     l=; { read -r l < /proc/$w/stat; } 2>/dev/null
     [ -n "$l" ] || return 0
     set -- \${l##*") "}
   else
-    set -- $(ps -o stat= -o ppid= -p "$w" 2>/dev/null)
+    set -- $(ps -o stat= -p "$w" 2>/dev/null)
   fi
-  S=\${1-} P=\${2-}
+  S=\${1-}
 }
 gone() { look; case $S in ''|Z*) return 0;; esac; return 1; }
 table() {
@@ -86,21 +84,16 @@ stop() {
 case $1 in
 stop) stop ;;
 watch)
-  trap 'kill $! 2>/dev/null; exit 0' TERM
-  while :; do
-    look
-    case $S in ''|Z*) exit 0;; esac
-    if [ "$P" != "$parent" ]; then stop; exit 0; fi
-    sleep ${pollMillis / 1000} & wait $!
-  done ;;
+  while read -r _; do :; done
+  gone || stop ;;
 esac`
 
-const shell = (args: ReadonlyArray<string>): ChildProcess.ChildProcess => {
+const shell = (args: ReadonlyArray<string>, input: "pipe" | "ignore"): ChildProcess.ChildProcess => {
   const child = ChildProcess.spawn("/bin/sh", ["-c", script, "threadbare-watchdog", ...args], {
     // A session of its own: the terminal's Ctrl-C and hang-up do not reach it, and it outlives
     // the parent's process group.
     detached: true,
-    stdio: "ignore"
+    stdio: [input, "ignore", "ignore"]
   })
   // A shell that cannot start only loses the watch; the parent still stops its workers itself.
   child.on("error", () => {})
@@ -110,12 +103,14 @@ const shell = (args: ReadonlyArray<string>): ChildProcess.ChildProcess => {
 const grace = String(Math.ceil(killGraceMillis / 100))
 
 /**
- * Starts the watchdog of `worker`, a child of this process. It does not keep this process
- * alive; kill it (SIGTERM) once the worker has exited.
+ * Starts the watchdog of `worker`, a child of this process: once this process is gone, it
+ * stops the worker as {@link stop} does. It does not keep this process alive; kill it
+ * (SIGTERM) once the worker has exited.
  */
 export const watch = (worker: number): ChildProcess.ChildProcess => {
-  const watchdog = shell(["watch", String(worker), grace, String(process.pid)])
-  watchdog.unref()
+  const watchdog = shell(["watch", String(worker), grace], "pipe")
+  watchdog.unref() // Never written to, never closed by us: only our death (or the watchdog's) closes it.
+  ;(watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.()
   return watchdog
 }
 
@@ -125,7 +120,7 @@ export const watch = (worker: number): ChildProcess.ChildProcess => {
  */
 export const stop = (worker: number): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
-    const stopper = shell(["stop", String(worker), grace, ""])
+    const stopper = shell(["stop", String(worker), grace], "ignore")
     const done = () => resume(Effect.void)
     stopper.once("exit", done)
     stopper.once("error", done)
