@@ -454,7 +454,10 @@ const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
       Effect.timeoutOption(answerGrace)
     )
     if (Option.isSome(answer)) return
-    if (child.pid !== undefined) yield* Effect.timeoutOption(Watchdog.stop(child.pid), stopBound)
+    // Exited meanwhile: its pid may already belong to another process.
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      yield* Effect.timeoutOption(Watchdog.stop(child.pid), stopBound)
+    }
     yield* Effect.sync(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
     })

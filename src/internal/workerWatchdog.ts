@@ -11,11 +11,12 @@
  *   worker as `stop` does, then exits. Nothing polls. The parent ends the watchdog (SIGTERM) as
  *   soon as its worker exits. Node opens every descriptor close-on-exec, so the pipe's end stays
  *   in the parent: no worker or command holds it open.
- * - `stop`: takes the worker's process tree first (`/proc`, else `ps`; its local commands run in process groups of
- *   their own, which nobody signals once the worker is dead, and which leave its tree when it
- *   dies), then sends SIGTERM to the worker and to the groups of its descendants (those sharing
- *   the worker's group, which is its parent's, one by one), SIGKILL after {@link killGraceMillis}
- *   to whatever is left, and waits until they are gone (zombies count as gone).
+ * - `stop`: takes the worker's process tree first (from `/proc`, else `ps`): its local commands
+ *   run in process groups of their own, which nobody signals once the worker is dead, and which
+ *   leave its tree when it dies. Then it sends SIGTERM to the worker and to the groups of its
+ *   descendants (those sharing the worker's group, which is its parent's, one by one), SIGKILL
+ *   after {@link killGraceMillis} to whatever is left, and waits until they are gone (zombies
+ *   count as gone).
  */
 import * as Effect from "effect/Effect"
 import * as ChildProcess from "node:child_process"
