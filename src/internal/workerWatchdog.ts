@@ -20,6 +20,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as ChildProcess from "node:child_process"
+import type * as Net from "node:net"
 
 /** Between SIGTERM and SIGKILL, for the worker and its descendants. */
 export const killGraceMillis = 1_000
@@ -110,8 +111,11 @@ const grace = String(Math.ceil(killGraceMillis / 100))
  */
 export const watch = (worker: number): ChildProcess.ChildProcess => {
   const watchdog = shell(["watch", String(worker), grace], "pipe")
-  watchdog.unref() // Never written to, never closed by us: only our death (or the watchdog's) closes it.
-  ;(watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.()
+  watchdog.unref()
+  // Never written to, never closed by us: only our death (or the watchdog's) closes it.
+  const pipe = watchdog.stdin as Net.Socket | null
+  pipe?.on("error", () => {})
+  pipe?.unref()
   return watchdog
 }
 
