@@ -687,7 +687,11 @@ export const make = Effect.gen(function*() {
               state.open = false
               return resume(Effect.fail(
                 state.lastError ??
-                  connectionError(target, "disconnected", `the connection is closed (${String(requested.failure)})`)
+                  connectionError(
+                    target,
+                    "disconnected",
+                    `the connection is closed (${String(requested.failure)})`
+                  )
               ))
             }
             return Effect.sync(() => void (abandoned = true))
