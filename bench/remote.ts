@@ -442,7 +442,9 @@ const main = async (): Promise<void> => {
       // run in that shell (see remote.ts).
       await runtime.runPromise(remote("true"))
       libraryLine =
-        `[ "$BASH" -ef /bin/bash ] && b=1 || b=0; echo __threadbare_pid_${"0".repeat(13)}=$$:$b >&2; ` +
+        `[ "$BASH" -ef /bin/bash ] && tb_b=1 || tb_b=0; echo __threadbare_pid_${
+          "0".repeat(13)
+        }=$$:$tb_b >&2; unset tb_b; ` +
         `${guard}; exec 2>&1; true`
       timed = await interleaved(
         [

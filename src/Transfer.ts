@@ -337,6 +337,8 @@ interface OpenedSource {
   readonly basename: string | undefined
   /** Where the blocks' buffers come from, so that a sent block's buffer can be reused. */
   readonly pool?: Io.BufferPool | undefined
+  /** Entries of a tree that are not sent (FIFOs, sockets, devices), each to be warned of. */
+  readonly skipped?: ReadonlyArray<Tree.Skipped> | undefined
 }
 
 const openSource = Effect.fnUntraced(function*(settings: Settings, source: Source, label: string) {
@@ -368,7 +370,8 @@ const openSource = Effect.fnUntraced(function*(settings: Settings, source: Sourc
       size: tree.size,
       mode: undefined,
       blocks: tree.blocks,
-      basename: path.basename(local)
+      basename: path.basename(local),
+      skipped: tree.skipped
     }
     return { _tag: "Tree" as const, opened }
   }
@@ -561,7 +564,8 @@ const putStaged = Effect.fnUntraced(function*(
  * - An empty `source` path or `remotePath` is refused with a `SettingsError` naming it, before
  *   anything connects.
  * - Only regular files and directories: a local FIFO, socket or device is refused up front
- *   (`not-a-file`), never opened in a way that waits. Interruption ends an upload at once; a sudo or
+ *   (`not-a-file`), never opened in a way that waits. Inside a tree, one is skipped (never
+ *   opened), with a warning naming it (`Effect.logWarning`), and the rest goes up. Interruption ends an upload at once; a sudo or
  *   directory upload interrupted before its move into place never replaces the target later,
  *   and one interrupted during the move waits for it (at most 10 s).
  *
@@ -611,6 +615,9 @@ const uploadWith = Effect.fnUntraced(function*(
     settings.useSudo ? "sudo put" : "put",
     `${opened.describe} -> ${remotePath}`
   )
+  for (const { kind: what, path: file } of opened.skipped ?? []) {
+    yield* Io.warnSkipped({ host: label, side: "local", path: file }, what)
+  }
   if (settings.dryRun) return remotePath
   const ssh = yield* SshConnections
   const connection = yield* ssh.connect(settings)
@@ -661,11 +668,10 @@ type Destination =
 /**
  * The name a remote path gives its copy inside a local directory: its last component once `.`
  * and `..` are resolved by name (`/srv/app/.` and `/srv/app/inner/..` are `app`), or `undefined`
- * when it has none (`.`, `..`, the home directory `~`), so that no path ever names the local
+ * when it has none (`.`, `..`, the home directory `~`, the root `/`), so that no path ever names the local
  * directory itself, or one of its parents, as the copy to replace.
  */
 const remoteName = (remotePath: string): string | undefined => {
-  if (/^\/+$/.test(remotePath)) return "download"
   const name = path.posix.basename(path.posix.normalize(remotePath.replace(/\/+$/, "")))
   return name === "" || name === "." || name === ".." ? undefined : name
 }
@@ -791,8 +797,9 @@ const streamRemote = Effect.fnUntraced(function*(
 ) {
   const input = ctx.settings.useSudo ? Remote.sudoInput(ctx.settings) : undefined
   const done = yield* Remote.runCommand(ctx.connection, line, { input, onStdout: sink })
+  const { sockets, stderr: rest } = Remote.skippedSockets(done.stderr)
   if (done.exitCode !== 0) {
-    const stderr = done.stderr.trim()
+    const stderr = rest.trim()
     return yield* Io.transferError(
       remotePlace(ctx),
       /denied|not permitted|password/i.test(stderr)
@@ -803,6 +810,7 @@ const streamRemote = Effect.fnUntraced(function*(
       stderr === "" ? `the remote command ended with ${done.exitCode ?? done.signal}` : stderr
     )
   }
+  return sockets
 })
 
 /**
@@ -881,7 +889,7 @@ const downloadTree = Effect.fnUntraced(function*(
   yield* Effect.addFinalizer(() => Effect.sync(() => writer.abandon()))
   yield* Tree.treeStep(localPlace, () => writer.open())
   const sudo = ctx.settings.useSudo ? Remote.sudoPrefix(ctx.settings) : undefined
-  yield* streamRemote(ctx, Remote.tarCreateLine(target, sudo), (bytes) => {
+  const sockets = yield* streamRemote(ctx, Remote.tarCreateLine(target, sudo), (bytes) => {
     meter.add(bytes.length)
     return Tree.treeStep(localPlace, () => writer.push(bytes))
   })
@@ -892,6 +900,10 @@ const downloadTree = Effect.fnUntraced(function*(
       "the directory stream ended early; nothing was replaced"
     )
   }
+  // Neither `tar` nor `find` opened them; what they are is said, and the tree goes without them.
+  const inTree = (name: string) => remotePlace(ctx, path.posix.join(target, name))
+  for (const { kind, name } of writer.skipped) yield* Io.warnSkipped(inTree(name), kind)
+  for (const name of sockets) yield* Io.warnSkipped(inTree(name), "a socket")
   yield* Tree.treeStep(localPlace, () => writer.finish())
   // The old tree moves aside into the staging directory, which the finalizer removes; a user who
   // is not root may move a read-only directory only once it can write in it (its `..` changes).
@@ -938,9 +950,11 @@ const downloadTree = Effect.fnUntraced(function*(
  *   or world write). A file is read to its end, even past the size the server reported
  *   (`/proc` files report 0).
  * - Into a local directory, the copy is named after the remote path's last component once `.`
- *   and `..` are resolved by name; a path with none (`.`, `..`, `~`) is refused there
+ *   and `..` are resolved by name; a path with none (`.`, `..`, `~`, `/`) is refused there
  *   (`not-found`), so the named directory itself is never replaced.
  * - Only regular files and directories: a FIFO, socket or device is refused up front (`not-a-file`).
+ *   Inside a tree, one is skipped (never opened), with a warning naming it (`Effect.logWarning`),
+ *   and the rest comes down.
  *   Interruption ends a download at once, even when the server's SFTP process stopped answering.
  *
  * Reads the connection settings, `overwrite`, `useSudo`, `sudoUser`, `sudoPassword`,

@@ -144,6 +144,52 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
         }))
     })
 
+    describe("the guard is nobody's job", () => {
+      it.effect("a command that waits for its background jobs ends, on every command of a connection", () =>
+        Effect.gen(function*() {
+          // From the second command on, a command for the login bash runs in that very shell.
+          const host = hostOn("127.0.0.4")
+          for (const useShell of [true, false]) {
+            for (let i = 0; i < 3; i++) {
+              const result = yield* remote("sleep 0.2 & sleep 0.3 & jobs -p | wc -l; wait; echo done", {
+                host,
+                useShell,
+                quiet: true,
+                timeout: Duration.seconds(20)
+              })
+              assert.strictEqual(
+                result.stdout.replace(/\s+/g, " ").trim(),
+                "2 done",
+                `useShell ${useShell}, #${i}`
+              )
+            }
+          }
+        }))
+
+      it.effect("no variable of the library's wrapper reaches the command", () =>
+        Effect.gen(function*() {
+          const host = hostOn("127.0.0.4")
+          for (let i = 0; i < 3; i++) {
+            const result = yield* remote("echo \"[${tb_b-unset}][${b-unset}][${t-unset}][${me-unset}]\"", {
+              host,
+              quiet: true
+            })
+            assert.strictEqual(result.stdout, "[unset][unset][unset][unset]\n", `#${i}`)
+          }
+        }))
+    })
+
+    describe("output is exact unless sudo read the password", () => {
+      it.effect("a sudo password that was never written masks nothing", () =>
+        Effect.gen(function*() {
+          const options = { sudoPassword: Redacted.make("deploy"), quiet: true } as const
+          for (const useSudo of [false, true]) {
+            const result = yield* remote("echo release deploy-2024 by deploy", { ...options, useSudo })
+            assert.strictEqual(result.stdout, "release deploy-2024 by deploy\n", `useSudo ${useSudo}`)
+          }
+        }))
+    })
+
     describe("commands always see end of input", () => {
       it.effect("cat and read return at once with a password that sudo never asks for, or with sudo off", () =>
         Effect.gen(function*() {

@@ -246,6 +246,24 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.deepStrictEqual(leftovers(local), [])
           assert.deepStrictEqual(leftovers(work), [])
         }))
+
+      it.effect("a remote path with no name of its own (the root, the home directory) is refused into a local directory", () =>
+        Effect.gen(function*() {
+          const { local } = makeDirs()
+          const into = path.join(local, "into")
+          fs.mkdirSync(into)
+          fs.writeFileSync(path.join(into, "precious"), "keep me")
+          for (const source of ["/", "//", "~", "~/", "~//", "~/."]) {
+            // Were it taken, `/` would start copying the whole filesystem: the time limit ends that.
+            const exit = yield* Effect.exit(
+              Transfer.download(source, into + "/").pipe(Effect.timeout("10 seconds"))
+            )
+            const error = failureOf(exit)
+            assert.instanceOf(error, TransferError, source)
+            assert.include(error.message, "no name of its own", source)
+          }
+          assert.deepStrictEqual(fs.readdirSync(into), ["precious"])
+        }))
     })
 
     describe("rsync host keys", () => {

@@ -112,6 +112,12 @@ interface Run {
   readonly authPipe: "out" | "err"
   /** Whether the command has started (the start marker was seen, or there is none to wait for). */
   started: boolean
+  /**
+   * Whether the password was written (to sudo, on its prompt). Only then is output masked:
+   * masking rewrites real output (`deploy-2024` for the password `deploy`), so it is kept for the
+   * one case where an echo of the password is conceivable.
+   */
+  answered: boolean
   readonly password: string | undefined
   readonly pty: boolean
   /** Whether output lines are printed (`quiet` is off); otherwise they are only kept. */
@@ -136,7 +142,9 @@ const makeStream = (pipe: "out" | "err", keep: boolean): Stream => ({
 
 /** Replaces the sudo password wherever it might show up, should anything ever echo it. */
 const mask = (run: Run, text: string): string =>
-  run.password === undefined || run.password === "" ? text : text.replaceAll(run.password, "********")
+  !run.answered || run.password === undefined || run.password === "" ?
+    text :
+    text.replaceAll(run.password, "********")
 
 /** What one chunk of output comes to: lines completed by it, and sudo prompts found in it. */
 interface Scanned {
@@ -264,6 +272,7 @@ const answerSudo = (run: Run): Effect.Effect<void> => {
   if (run.prompts === 1 && run.password !== undefined) {
     // Only sudo reads it: the command's own input is /dev/null (see `guard`), and the channel's
     // input stays open for the guard to watch.
+    run.answered = true
     return run.channel.write(`${run.password}\n`)
   }
   // sudo asks again after a wrong password: end its input so it gives up instead of waiting.
@@ -341,9 +350,11 @@ const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; 
 /**
  * Shell text that starts the watcher (with the channel's input) and leaves the shell's own input
  * at /dev/null, for the command it `exec`s next. An explicit redirection: a background job's
- * input would otherwise be /dev/null too.
+ * input would otherwise be /dev/null too. The watcher is started from a subshell that exits at
+ * once, so it is no job of the shell that runs the command: a command that runs in that shell
+ * (`a & b & wait`, `kill $(jobs -p)`) never waits for it or stops it.
  */
-export const guard = `exec 3<&0 </dev/null; (${watcher}) <&3 >/dev/null 2>&1 & exec 3<&-`
+export const guard = `exec 3<&0 </dev/null; ( (${watcher}) <&3 >/dev/null 2>&1 & ); exec 3<&-`
 
 /**
  * Stops the process group of an interrupted or timed-out command. Under sudo the kill runs
@@ -479,7 +490,7 @@ const execute = Effect.fnUntraced(function*(
       // `[` is a builtin in bash and dash alike: the check costs no process.
       return `[ "$BASH" -ef ${
         quote(shellWords[0] ?? "")
-      } ] && b=1 || b=0; echo ${pidMarker}$$:$b >&2; ${loginGuard}${merge}${command}`
+      } ] && tb_b=1 || tb_b=0; echo ${pidMarker}$$:$tb_b >&2; unset tb_b; ${loginGuard}${merge}${command}`
     }
     // A cached connection may turn out dead only when used. The command has not started then,
     // so it is safe to start it once more on a fresh connection. A connection that could not be
@@ -505,6 +516,7 @@ const execute = Effect.fnUntraced(function*(
       startMarker,
       authPipe: settings.pty || settings.combineStderr ? "out" : "err",
       started: startMarker === undefined,
+      answered: false,
       password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
       pty: settings.pty,
       printing: !settings.quiet,

@@ -405,9 +405,40 @@ export const parseProbe = (
     : { _tag: "File", size: Number(match[1]), mode: Number.parseInt(match[2]!, 8) }
 }
 
-/** `tar -c` of a directory's contents (`./...`) to standard output. */
+/**
+ * `tar -c` of a directory's contents (`./...`) to standard output. `tar` stores a FIFO or a
+ * device as a header alone, never opening it (the reader reports it as skipped), but drops a
+ * socket with a mere "socket ignored" (in the server's language): so the sockets of the tree are
+ * listed first, on standard error, between markers ({@link skippedSockets}). `find` only looks
+ * at entries, it opens none.
+ */
 export const tarCreateLine = (dir: string, sudo: string | undefined): string =>
-  shellLine(`cd -- "$1" && exec tar -c -f - .`, [dir], sudo)
+  shellLine(
+    `cd -- "$1" || exit
+{ printf '${socketsStart}\\0'; find . -type s -print0 2>/dev/null; printf '${socketsEnd}\\n'; } >&2
+exec tar -c -f - .`,
+    [dir],
+    sudo
+  )
+
+const socketsStart = "tb-sockets"
+const socketsEnd = "tb-sockets-end"
+// Every name `find .` prints starts with `./` and ends with a NUL, which no name holds: a name
+// (newlines and all) can never pass for the end marker.
+const socketList = new RegExp(`${socketsStart}\\0((?:\\./[^\\0]*\\0)*)${socketsEnd}\\n`)
+
+/**
+ * The sockets a {@link tarCreateLine} listed, as names in the tree (`sub/app.sock`; bytes that
+ * are not UTF-8 show as U+FFFD), and its standard error without that list.
+ */
+export const skippedSockets = (
+  stderr: string
+): { readonly sockets: ReadonlyArray<string>; readonly stderr: string } => {
+  const match = socketList.exec(stderr)
+  if (match === null) return { sockets: [], stderr }
+  const sockets = match[1]!.split("\0").filter((name) => name !== "").map((name) => name.slice(2))
+  return { sockets, stderr: stderr.slice(0, match.index) + stderr.slice(match.index + match[0].length) }
+}
 
 /** `cat` of a file to standard output. */
 export const catLine = (file: string, sudo: string | undefined): string =>
@@ -418,7 +449,9 @@ export const catLine = (file: string, sudo: string | undefined): string =>
  * directory), and a relative path is taken from `remoteWorkingDir` (`rcd`) when set.
  */
 export const remotePath = (settings: Settings, p: string): string => {
-  const strip = (q: string): string => (q === "~" ? "." : q.startsWith("~/") ? q.slice(2) || "." : q)
+  // `~//x` is `x` in the home directory, never the absolute `/x`.
+  const strip = (q: string): string =>
+    q === "~" ? "." : q.startsWith("~/") ? q.slice(2).replace(/^\/+/, "") || "." : q
   const own = strip(p)
   if (path.posix.isAbsolute(own) || settings.remoteWorkingDir === undefined) return own
   return path.posix.join(strip(settings.remoteWorkingDir), own)
