@@ -1,7 +1,8 @@
 /**
  * Transfers of trees and paths at their edges, against the throwaway OpenSSH server of
  * `tests-remote/`: files that are hard links of each other, read-only directories, names that
- * are not UTF-8, rsync through sudo into directories only root may create, and empty paths.
+ * are not UTF-8, FIFOs, sockets and devices inside trees (skipped, each named), rsync through
+ * sudo into directories only root may create, and empty paths.
  * The server is this machine and the tests run as root, so remote files are checked with node:fs.
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -10,6 +11,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import { execFile, execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -149,6 +151,16 @@ const asUser = (kind: "upload" | "download", from: string, to: string) =>
       )
     )
   })
+
+/** Runs a command; whether it succeeded. */
+const spawnSyncOk = (command: string, args: Array<string>): boolean => {
+  try {
+    execFileSync(command, args, { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+}
 
 const bytes = (...parts: Array<string | Array<number>>): Buffer =>
   Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from(p))))
@@ -296,6 +308,91 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             giveTree(up)
             const down = yield* Transfer.download(up, path.join(local, `down-${useSudo}`), { useSudo })
             assert.deepStrictEqual(listing(down), expected, `download, useSudo: ${useSudo}`)
+          }
+          assert.deepStrictEqual(leftovers(remote), [])
+          assert.deepStrictEqual(leftovers(local), [])
+          assert.deepStrictEqual(stagingLeftovers(), [])
+        }))
+    })
+
+    describe("FIFOs, sockets and devices inside a tree", () => {
+      it.effect("a tree holding a FIFO, a socket and a device goes up and comes down without them, each named in a warning, with and without sudo", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const logs: Array<string> = []
+          const logger = Logger.make(({ logLevel, message }) =>
+            void logs.push(`${logLevel} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
+          )
+          /** Regular files (and a link) first, listed; then what has no content to copy. */
+          const makeTree = (tree: string) => {
+            fs.mkdirSync(path.join(tree, "sub", "deeper"), { recursive: true })
+            fs.writeFileSync(path.join(tree, "a.txt"), "hello\n")
+            fs.writeFileSync(path.join(tree, "sub", "big.bin"), randomBytes(300_000))
+            fs.writeFileSync(path.join(tree, "sub", "deeper", "z"), randomBytes(1000))
+            fs.symlinkSync("a.txt", path.join(tree, "link"))
+            const expected = listing(tree)
+            const specials = new Map<string, string>()
+            // No writer ever comes: anything that opened it to read would wait for ever.
+            execFileSync("mkfifo", [path.join(tree, "sub", "pipe")])
+            specials.set("sub/pipe", "a FIFO (named pipe)")
+            // Bound by a process that then exits: the socket file stays, nothing listens on it.
+            execFileSync("python3", [
+              "-c",
+              "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+              path.join(tree, "sub", "deeper", "app.sock")
+            ])
+            specials.set("sub/deeper/app.sock", "a socket")
+            // A device needs CAP_MKNOD (the tests run as root); without it, the rest still holds.
+            const device = spawnSyncOk("mknod", [path.join(tree, "null"), "c", "1", "3"])
+            if (device) specials.set("null", "a character device")
+            return { expected, specials }
+          }
+          const skippedOf = (side: "local" | "remote", root: string, specials: Map<string, string>) =>
+            [...specials].map(([name, kind]) =>
+              `skipped ${side} ${JSON.stringify(path.join(root, name))}: ${kind}, not a regular file`
+            )
+          const warned = (expected: Array<string>, what: string) => {
+            for (const line of expected) {
+              assert.isTrue(
+                logs.some((log) => log.startsWith("Warn [127.0.0.1] ") && log.includes(line)),
+                `${what}: no warning "${line}" in ${JSON.stringify(logs)}`
+              )
+            }
+            // One warning per entry, none else.
+            assert.strictEqual(logs.filter((log) => log.includes(" skipped ")).length, expected.length, what)
+          }
+          const bounded = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+            self.pipe(
+              Effect.timeoutOrElse({
+                duration: "20 seconds",
+                orElse: () => Effect.die(new Error("the transfer hung"))
+              }),
+              Effect.provide(Logger.layer([logger]))
+            )
+
+          const tree = path.join(local, "tree")
+          const up = makeTree(tree)
+          for (const useSudo of [false, true]) {
+            logs.length = 0
+            const what = `upload, useSudo: ${useSudo}`
+            const written = yield* bounded(
+              Transfer.upload(tree, path.join(remote, `up-${useSudo}`), { useSudo })
+            )
+            assert.deepStrictEqual(listing(written), up.expected, what)
+            warned(skippedOf("local", tree, up.specials), what)
+          }
+
+          const remoteTree = path.join(remote, "tree")
+          const down = makeTree(remoteTree)
+          giveTree(remoteTree)
+          for (const useSudo of [false, true]) {
+            logs.length = 0
+            const what = `download, useSudo: ${useSudo}`
+            const written = yield* bounded(
+              Transfer.download(remoteTree, path.join(local, `down-${useSudo}`), { useSudo })
+            )
+            assert.deepStrictEqual(listing(written), down.expected, what)
+            warned(skippedOf("remote", remoteTree, down.specials), what)
           }
           assert.deepStrictEqual(leftovers(remote), [])
           assert.deepStrictEqual(leftovers(local), [])

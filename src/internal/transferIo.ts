@@ -116,6 +116,17 @@ export const kindOf = (
     ? "a symbolic link"
     : "not a regular file"
 
+/**
+ * The warning for an entry of a tree that is not transferred: a FIFO, socket or device has no
+ * content to copy (reading one could wait for a writer for ever), so a tree goes without it, as
+ * with rsync, and each one is named, never dropped in silence. `place.path` is the entry.
+ */
+export const warnSkipped = (place: Place, kind: string): Effect.Effect<void> =>
+  Effect.logWarning(
+    `[${place.host}] skipped ${place.side} ${JSON.stringify(place.path)}: ${kind}, not a regular file ` +
+      `(not transferred: only files, directories and symbolic links of a tree are)`
+  ).pipe(Effect.annotateLogs({ host: place.host, side: place.side, path: place.path, skipped: kind }))
+
 /** The refusal of a path that is neither a regular file nor a directory. */
 export const notRegular = (place: Place, kind: string): TransferError =>
   transferError(

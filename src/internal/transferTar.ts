@@ -141,9 +141,13 @@ export const header = (entry: Entry): Uint8Array => {
 
 // -- reading --------------------------------------------------------------------------------------
 
-/** What the reader finds, in order: an entry, its content in pieces, its end; finally `end`. */
+/**
+ * What the reader finds, in order: an entry, its content in pieces, its end; finally `end`. An
+ * entry of another type (a FIFO, a device) is `Skipped`: its name (a byte string) and what it is.
+ */
 export type ReadEvent =
   | { readonly _tag: "Entry"; readonly entry: Entry }
+  | { readonly _tag: "Skipped"; readonly name: string; readonly kind: string }
   | { readonly _tag: "Data"; readonly bytes: Uint8Array }
   | { readonly _tag: "EntryEnd" }
   | { readonly _tag: "End" }
@@ -189,6 +193,16 @@ const parsePax = (bytes: Uint8Array): Map<string, string> => {
   }
   return records
 }
+
+/** An entry type that is not transferred, in words. */
+const otherType = (type: string): string =>
+  type === "6"
+    ? "a FIFO (named pipe)"
+    : type === "3"
+    ? "a character device"
+    : type === "4"
+    ? "a block device"
+    : `an entry of tar type ${JSON.stringify(type)}`
 
 /**
  * Reads an archive pushed to it in chunks of any size, and says what it holds. Content is
@@ -318,14 +332,15 @@ export class TarReader {
     const clean = name.replace(/\/+$/, "").replace(/^\.\//, "")
     this.remaining = size
     this.pad = (BLOCK - (size % BLOCK)) % BLOCK
+    if (clean === "" || clean.startsWith("/") || clean.split("/").includes("..")) {
+      return new TarFormatError(`unsafe path in archive: ${showName(name)}`)
+    }
     if (entryType === undefined) {
-      // Devices, fifos: not part of a tree we transfer. Skip their content.
+      // FIFOs, devices: not part of a tree we transfer, but said, never dropped in silence.
+      events.push({ _tag: "Skipped", name: clean, kind: otherType(type) })
       this.meta = { type: "skip", size, parts: [], got: 0 }
       if (size === 0) this.meta = undefined
       return undefined
-    }
-    if (clean === "" || clean.startsWith("/") || clean.split("/").includes("..")) {
-      return new TarFormatError(`unsafe path in archive: ${showName(name)}`)
     }
     events.push({
       _tag: "Entry",

@@ -13,7 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import type { TransferError } from "../Errors.ts"
-import { localSync, type Place, transferError } from "./transferIo.ts"
+import { kindOf, localSync, type Place, transferError } from "./transferIo.ts"
 import * as Tar from "./transferTar.ts"
 
 interface PackEntry {
@@ -37,6 +37,14 @@ export interface PackedTree {
   readonly size: number
   readonly files: number
   readonly blocks: Stream.Stream<Uint8Array, TransferError>
+  /** Entries left out (FIFOs, sockets, devices): their local paths, and what each is. */
+  readonly skipped: ReadonlyArray<Skipped>
+}
+
+/** An entry of a tree that is not transferred, and what it is in words ("a FIFO (named pipe)"). */
+export interface Skipped {
+  readonly path: string
+  readonly kind: string
 }
 
 const entryOf = (name: string, info: fs.Stats, absolute: Buffer): Tar.Entry => {
@@ -52,10 +60,12 @@ const entryOf = (name: string, info: fs.Stats, absolute: Buffer): Tar.Entry => {
 /**
  * Lists the tree under `root` (which must be a directory), parents before children. Names are
  * read as bytes: a name that is not UTF-8 would not survive a round trip through a JS string.
- * Files linked to each other go as separate copies.
+ * Files linked to each other go as separate copies. FIFOs, sockets and devices have no content
+ * to send: they are only looked at (`lstat`, never opened) and listed in `skipped`.
  */
-const walk = (root: string): Array<PackEntry> => {
+const walk = (root: string): { readonly entries: Array<PackEntry>; readonly skipped: Array<Skipped> } => {
   const out: Array<PackEntry> = []
+  const skipped: Array<Skipped> = []
   const visit = (absolute: Buffer, name: string, info: fs.Stats): void => {
     const entry = entryOf(name, info, absolute)
     out.push({ entry, header: Tar.header(entry), source: absolute })
@@ -63,14 +73,15 @@ const walk = (root: string): Array<PackEntry> => {
     for (const child of fs.readdirSync(absolute, { encoding: "buffer" }).sort(Buffer.compare)) {
       const childPath = Buffer.concat([absolute, slash, child])
       const childInfo = fs.lstatSync(childPath)
-      // Sockets, fifos and devices have no content to send.
       if (childInfo.isFile() || childInfo.isDirectory() || childInfo.isSymbolicLink()) {
         visit(childPath, `${name}/${Tar.byteString(child)}`, childInfo)
+      } else {
+        skipped.push({ path: childPath.toString("utf8"), kind: kindOf(childInfo) })
       }
     }
   }
   visit(Buffer.from(root), "t", fs.statSync(root))
-  return out
+  return { entries: out, skipped }
 }
 
 const blockSize = 256 * 1024
@@ -80,7 +91,7 @@ const blockSize = 256 * 1024
  * as the consumer pulls, so memory stays bounded whatever the size of the tree.
  */
 export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, TransferError> =>
-  Effect.map(localSync(place, () => walk(root)), (entries) => {
+  Effect.map(localSync(place, () => walk(root)), ({ entries, skipped }) => {
     let size = Tar.endOfArchive().length
     for (const { entry, header } of entries) {
       size += header.length + entry.size + Tar.padding(entry.size).length
@@ -152,7 +163,7 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
     ).pipe(
       Stream.ensuring(Effect.sync(() => void (fd !== undefined && fs.closeSync(fd))))
     )
-    return { size, files: entries.filter((e) => e.entry.type === "file").length, blocks }
+    return { size, files: entries.filter((e) => e.entry.type === "file").length, blocks, skipped }
   })
 
 /**
@@ -179,6 +190,12 @@ export class TreeWriter {
   /** The regular files written so far, by name: what a hard link may name. */
   private written = new Set<string>()
   files = 0
+  /**
+   * Entries of the archive that are not written: FIFOs and devices (`tar -c` stores them as a
+   * header alone, never opening them), by their names in the tree (as text: bytes that are not
+   * UTF-8 show as U+FFFD), and what each is.
+   */
+  readonly skipped: Array<{ readonly name: string; readonly kind: string }> = []
   readonly root: string
 
   constructor(root: string) {
@@ -248,6 +265,9 @@ export class TreeWriter {
           }
           break
         }
+        case "Skipped":
+          this.skipped.push({ name: Tar.nameBytes(event.name).toString("utf8"), kind: event.kind })
+          break
         case "Data":
           if (this.fd !== undefined) fs.writeSync(this.fd, event.bytes)
           break
