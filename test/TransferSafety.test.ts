@@ -572,7 +572,9 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
                   yield* Effect.sleep("200 millis")
                 })
               )
-              assert.isBelow(took, grace)
+              // On a loaded machine the script may have said it is ready before it was stopped: the
+              // interruption then waits for the move, at most 10 s (README), before the grace.
+              assert.isBelow(took, 10_000 + grace)
               assert.strictEqual(current(), "old\n", `${kind}: at return`)
               // sudo stops itself when its child stops: it goes on too.
               for (const pid of [...held, ...held.map(parentOf)]) signal(pid, "SIGCONT")
