@@ -204,7 +204,16 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
             ),
             remote(command, { quiet: true, timeout: Duration.seconds(20), sudoUser: server.otherUser! }).pipe(
               Settings.settings({ sudoPassword: password, useSudo: true, combineStderr: false })
-            )
+            ),
+            // Handed to the login shell as written, sudo in front of its first command only: what
+            // follows reads /dev/null too.
+            remoteSudo(`true; ${command}`, { useShell: false, quiet: true, timeout: Duration.seconds(20) }),
+            remoteSudo(`true; ${command}`, {
+              useShell: false,
+              sudoPassword: password,
+              quiet: true,
+              timeout: Duration.seconds(20)
+            })
           ]
           for (const run of runs) {
             const result = yield* run

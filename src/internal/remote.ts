@@ -448,8 +448,15 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
     ...(startMarker === undefined ? [] : [`echo ${startMarker} >&2`]),
     ...(settings.pty ? [] : [guard])
   ]
+  // Without a pty, sudo alone reads the channel (fd 4, see `lineFor`), for its password: the
+  // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads
+  // /dev/null like the command itself.
   const sent: BuiltCommand = settings.useSudo && prelude.length > 0
-    ? yield* fromResult(build({ ...spec, sudoPrelude: prelude.join("; ") }))
+    ? yield* fromResult(build({
+      ...spec,
+      sudoPrelude: prelude.join("; "),
+      ...(settings.pty ? {} : { sudoInputFd: 4 })
+    }))
     : built
   return { built, sent, prompt, startMarker }
 })
@@ -480,9 +487,10 @@ const execute = Effect.fnUntraced(function*(
     // the connection, sparing the start of a second bash (about 1 ms a command). Bash runs the
     // last command of `-c` in place of itself, as the `exec` of our second shell would.
     const shellWords = splitShell(settings.shell)
-    // Under sudo the guard runs inside sudo (see `buildFor`); on a pty sshd hangs the command up
-    // itself when the channel goes, and the terminal stays its input.
-    const loginGuard = settings.useSudo || settings.pty ? "" : `${guard}; `
+    // Under sudo the guard runs inside sudo (see `buildFor`), and the login shell keeps the
+    // channel on fd 4 for sudo alone; on a pty sshd hangs the command up itself when the channel
+    // goes, and the terminal stays its input.
+    const loginGuard = settings.pty ? "" : settings.useSudo ? "exec 4<&0 </dev/null; " : `${guard}; `
     const lineFor = (connection: Connection): string => {
       const inline = sent.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
         loginBash.get(connection) === shellWords[0]

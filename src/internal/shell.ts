@@ -59,6 +59,11 @@ export interface CommandSpec {
    * which it then `exec`s in its own place (so the command keeps that process). Only with sudo.
    */
   readonly sudoPrelude?: string | undefined
+  /**
+   * A file descriptor that sudo (and what it runs) takes as its standard input, instead of the
+   * shell's own: the caller keeps the real input there and gives everything else `/dev/null`.
+   */
+  readonly sudoInputFd?: number | undefined
   /** A directory to `cd` into first, or `undefined`. */
   readonly cwd: string | undefined
   readonly env: Readonly<Record<string, string>>
@@ -86,7 +91,8 @@ export interface BuiltCommand {
 
 const sudoWords = (spec: CommandSpec): ReadonlyArray<string> => {
   if (!spec.useSudo) return []
-  const words = ["sudo"]
+  const fd = spec.sudoInputFd
+  const words = fd === undefined ? ["sudo"] : ["/bin/sh", "-c", `exec sudo "$@" <&${fd} ${fd}<&-`, "sh"]
   if (spec.sudoPrompt === undefined) words.push("-n")
   else words.push("-S", "-p", spec.sudoPrompt)
   if (spec.sudoUser !== undefined) words.push("-u", spec.sudoUser)
