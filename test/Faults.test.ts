@@ -235,10 +235,18 @@ const connectionFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError =
 const marker = (name: string) => `tb-fault-${name}-${process.pid}-${randomBytes(4).toString("hex")}`
 
 /** Waits until `count` remote processes carry `mark` (bounded). */
+/**
+ * Waits until `count` commands carrying `mark` run on the server. A command's login shell, and the
+ * guard it forks before it `exec`s the command, carry the whole wrapped line (with the library's
+ * pid marker): they are not the command yet, so they do not count.
+ */
+const runningCommands = (mark: string) =>
+  remoteProcesses(mark).filter((p) => !p.args.includes("__threadbare_pid_"))
+
 const waitForRemote = (mark: string, count = 1) =>
   Effect.gen(function*() {
-    for (let i = 0; i < 800 && remoteProcesses(mark).length < count; i++) yield* Effect.sleep("25 millis")
-    assert.isAtLeast(remoteProcesses(mark).length, count, `remote processes of ${mark}`)
+    for (let i = 0; i < 800 && runningCommands(mark).length < count; i++) yield* Effect.sleep("25 millis")
+    assert.isAtLeast(runningCommands(mark).length, count, `remote commands of ${mark}`)
   })
 
 const sha = (data: Uint8Array) => createHash("sha256").update(data).digest("hex")
