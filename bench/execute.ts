@@ -43,13 +43,14 @@ import * as Operations from "../src/Operations.ts"
 import { Output, type Writer } from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
-import { type Server, startServer } from "../tests-remote/server.ts"
+import { startServer } from "../tests-remote/server.ts"
 import { epochMs, probe, remoteTrue, type Stamps } from "./execute-tasks.ts"
 import {
   envInt,
   fmt,
   fmtMs,
   fmtRatio,
+  librarySettings,
   machineNote,
   metText,
   now,
@@ -131,17 +132,6 @@ const eachLimited = async <A>(items: ReadonlyArray<A>, limit: number, task: (a: 
 // ---------------------------------------------------------------------------------------------------
 // effect-threadbare.
 
-const baseSettings = (server: Server): Settings.Patch => ({
-  user: server.user,
-  port: server.port,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  quiet: true
-})
-
 const failureText = (exit: Exit.Exit<unknown, unknown>): string =>
   Exit.isFailure(exit) ? Cause.pretty(exit.cause).split("\n")[0]! : "ok"
 
@@ -205,7 +195,7 @@ const main = async (): Promise<void> => {
   const rows: Array<SummaryRow> = []
   try {
     const hosts = server.hosts.slice(0, HOSTS)
-    const settings = Settings.layer(baseSettings(server))
+    const settings = Settings.layer(librarySettings(server))
     const run = <A, E>(effect: Effect.Effect<A, E>): Promise<A> =>
       Effect.runPromise(Effect.provide(effect, settings))
 

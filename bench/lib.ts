@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { performance } from "node:perf_hooks"
 import ssh2 from "ssh2"
+import type * as Settings from "../src/Settings.ts"
 import type { ServerDescription } from "../tests-remote/server.ts"
 
 /** Milliseconds from an arbitrary origin, sub-millisecond resolution. */
@@ -164,6 +165,21 @@ export const machineNote = async (): Promise<string> => {
     `load average ${fmt(one)} / ${fmt(five)} (1/5 min) at start` +
     (one! > os.cpus().length * 0.5 ? " -- the machine is busy: expect noisy, slower numbers" : "")
 }
+
+/**
+ * The library's settings for the throwaway server: its user, port, key and known_hosts, strict
+ * host key checking, nothing of this machine's ssh configuration or agent, and no printing.
+ */
+export const librarySettings = (server: ServerDescription): Settings.Patch => ({
+  user: server.user,
+  port: server.port,
+  keyFile: server.keyPath,
+  knownHostsFile: server.knownHostsPath,
+  hostKeyPolicy: "strict",
+  sshConfigFile: false,
+  useAgent: false,
+  quiet: true
+})
 
 // Raw ssh2: the floor. TCP_NODELAY on, host key checked against the server's known_hosts.
 

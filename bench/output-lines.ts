@@ -34,6 +34,7 @@ import {
   fmtMiB,
   fmtMs,
   fmtRatio,
+  librarySettings,
   machineNote,
   metText,
   now,
@@ -96,15 +97,8 @@ interface One {
 const one = async (where: Where, shape: Shape, discard: boolean, stateDir: string): Promise<void> => {
   const server = readServer(stateDir)
   const settings = Settings.layer({
+    ...librarySettings(server),
     host: server.host,
-    user: server.user,
-    port: server.port,
-    keyFile: server.keyPath,
-    knownHostsFile: server.knownHostsPath,
-    hostKeyPolicy: "strict",
-    sshConfigFile: false,
-    useAgent: false,
-    quiet: true,
     capture: true,
     discardOutput: discard
   })

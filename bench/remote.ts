@@ -43,6 +43,7 @@ import {
   fmtMiB,
   fmtMs,
   fmtRatio,
+  librarySettings,
   machineNote,
   metText,
   now,
@@ -89,17 +90,7 @@ const limited = (limit: number) => {
 // ---------------------------------------------------------------------------------------------------
 // effect-threadbare: `remote` under `Ssh.layer`, settings pointing at the throwaway server.
 
-const baseSettings = (server: Server, host: string): Settings.Patch => ({
-  host,
-  user: server.user,
-  port: server.port,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  quiet: true
-})
+const baseSettings = (server: Server, host: string): Settings.Patch => ({ host, ...librarySettings(server) })
 
 const libraryLayer = (server: Server, host: string) =>
   Layer.mergeAll(Ssh.layer, Settings.layer(baseSettings(server, host)))

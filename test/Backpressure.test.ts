@@ -14,17 +14,11 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import { settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 
-const base = Settings.layer({
-  host: `${server.user}@127.0.0.6:${server.port}`,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false
-})
+const base = settingsLayer({ host: `${server.user}@127.0.0.6:${server.port}` })
 
 /** The highest resident set size of this process while `self` runs, over what it was before. */
 const peakGrowth = <A, E, R>(self: Effect.Effect<A, E, R>) =>

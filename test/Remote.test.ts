@@ -18,19 +18,12 @@ import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+import { settingsLayer, uniqueMarker, waitForProcesses } from "./support.ts"
 
 const server = readServerFromEnv()
 const host = `${server.user}@127.0.0.1:${server.port}`
 
-const base = Settings.layer({
-  host,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  connectRetryDelay: "200 millis"
-})
+const base = settingsLayer({ host, connectRetryDelay: "200 millis" })
 
 /** Runs `self` with its printed lines collected, and returns both. */
 const collect = <A, E, R>(self: Effect.Effect<A, E, R>) =>
@@ -46,19 +39,6 @@ const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
   return error.value
 }
-
-const uniqueMarker = (name: string) =>
-  `tbmark_${name}_${process.pid}_${Math.random().toString(36).slice(2, 10)}`
-
-/** Polls the process table until `pattern` shows up (or not), for at most `seconds`. */
-const waitForProcesses = (pattern: string, present: boolean, seconds = 10) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < seconds * 10; i++) {
-      if ((remoteProcesses(pattern).length > 0) === present) return true
-      yield* Effect.sleep("100 millis")
-    }
-    return false
-  })
 
 layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServices: true })(
   "remote",

@@ -22,33 +22,14 @@ import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+import { connectionSettings, uniqueMarker, waitForProcesses } from "./support.ts"
 
 const server = readServerFromEnv()
 const hostOn = (address: string, user = server.user) => `${user}@${address}:${server.port}`
 
-const connection = {
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  connectRetryDelay: "200 millis"
-} as const
+const connection = { ...connectionSettings(server), connectRetryDelay: "200 millis" } as const
 
 const base = Settings.layer({ host: hostOn("127.0.0.1"), ...connection })
-
-const uniqueMarker = (name: string) =>
-  `tbmark_${name}_${process.pid}_${Math.random().toString(36).slice(2, 10)}`
-
-/** Polls the process table until `pattern` shows up (or not), for at most `seconds`. */
-const waitForProcesses = (pattern: string, present: boolean, seconds = 10) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < seconds * 10; i++) {
-      if ((remoteProcesses(pattern).length > 0) === present) return true
-      yield* Effect.sleep("100 millis")
-    }
-    return false
-  })
 
 const hex = (text: string) => Buffer.from(text).toString("hex")
 

@@ -33,6 +33,7 @@ import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import { settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 const temp = mkdtempSync(path.join(tmpdir(), "threadbare-secrets-test-"))
@@ -40,15 +41,7 @@ const temp = mkdtempSync(path.join(tmpdir(), "threadbare-secrets-test-"))
 const sudoPasswordOf = (): string => readServerFromEnv().passwordUserPassword!
 const random = (): string => Math.random().toString(36).slice(2, 12)
 
-const base = Settings.layer({
-  port: server.port,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  connectAttempts: 1
-})
+const base = settingsLayer({ port: server.port, connectAttempts: 1 })
 
 const connections = Layer.mergeAll(Ssh.layer, base)
 

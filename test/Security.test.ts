@@ -36,6 +36,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import { settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 const temp = mkdtempSync(path.join(tmpdir(), "threadbare-security-test-"))
@@ -57,15 +58,10 @@ afterAll(() => {
 })
 
 /** The settings of every test here: the server's user and key, strict about host keys. */
-const base = Settings.layer({
+const base = settingsLayer({
   user: server.user,
   remoteTempDir: staging,
   port: server.port,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
   connectAttempts: 1,
   quiet: true
 })

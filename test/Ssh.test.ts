@@ -25,6 +25,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
+import { settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 const temp = mkdtempSync(path.join(tmpdir(), "threadbare-ssh-test-"))
@@ -33,17 +34,7 @@ const hostKeyBlob = Buffer.from(
   "base64"
 )
 
-const base = Settings.layer({
-  user: server.user,
-  port: server.port,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  connectAttempts: 1,
-  quiet: true
-})
+const base = settingsLayer({ user: server.user, port: server.port, connectAttempts: 1, quiet: true })
 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${JSON.stringify(exit.value)}`)

@@ -5,15 +5,12 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, describe, layer } from "@effect/vitest"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError, TransferError } from "../src/Errors.ts"
 import * as Settings from "../src/Settings.ts"
@@ -21,62 +18,41 @@ import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import {
+  dirPairs,
+  failureOf,
+  leftovers,
+  settingsLayer,
+  stagingDirFor,
+  stagingLeftovers,
+  tempDirs,
+  uid
+} from "./support.ts"
 
 const server = readServerFromEnv()
 const host = `${server.user}@127.0.0.1:${server.port}`
-const uid = (name: string) =>
-  Number(
-    /^[^:]+:[^:]*:(\d+):/m.exec(
-      fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${name}:`)) ?? ""
-    )?.[1] ?? -1
-  )
 const userUid = uid(server.user)
 
 // Sudo and tree uploads stage in a directory of this file's own, so that the leftover checks
 // see only this file's transfers, not those of test files running alongside.
-const stagingDir = fs.mkdtempSync(path.join(tmpdir(), "tbxfer-staging-"))
-fs.chownSync(stagingDir, userUid, userUid)
-fs.chmodSync(stagingDir, 0o700)
+const stagingDir = stagingDirFor("tbxfer-staging-", userUid)
 
-const base = Settings.layer({
+const base = settingsLayer({
   host,
   remoteTempDir: stagingDir,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
   quiet: true,
   connectRetryDelay: "200 millis"
 })
 
 const sha = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex")
 
-const made: Array<string> = []
-const tempDir = (prefix: string) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), prefix))
-  made.push(dir)
-  return dir
-}
+const { made, tempDir } = tempDirs()
 afterAll(() => {
   for (const dir of [...made, stagingDir]) fs.rmSync(dir, { recursive: true, force: true })
 })
 
 /** A directory the test user owns (the remote side) and one for the local side. */
-const makeDirs = () => {
-  const remote = tempDir("tbxfer-remote-")
-  fs.chownSync(remote, userUid, userUid)
-  fs.chmodSync(remote, 0o755)
-  const local = tempDir("tbxfer-local-")
-  return { remote, local }
-}
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${String(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
+const makeDirs = dirPairs(tempDir, "tbxfer-", userUid)
 
 /** Incompressible enough and fast to make: a random MiB repeated with a counter mixed in. */
 const patterned = (size: number): Buffer => {
@@ -88,12 +64,6 @@ const patterned = (size: number): Buffer => {
   }
   return out
 }
-
-const leftovers = (dir: string): Array<string> =>
-  fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
-
-const stagingLeftovers = (): Array<string> =>
-  fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
 
 /** A proxy in front of sshd that cuts every connection once `limit` bytes went either way. */
 const cuttingProxy = (limit: number) =>
@@ -178,7 +148,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           }
           assert.isFalse(fs.existsSync(path.join(remote, "INJECTED")))
           assert.isFalse(fs.existsSync("INJECTED"))
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
         }))
     })
 
@@ -205,7 +175,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.strictEqual(info.uid, 0)
           assert.strictEqual(info.mode & 0o777, 0o600)
           assert.deepStrictEqual(leftovers(path.dirname(target)), [])
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
 
           // Replacing keeps the mode of the file replaced.
           yield* Transfer.upload({ content: "X=2\n" }, target, { useSudo: true })
@@ -223,7 +193,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.strictEqual(fs.readFileSync(saved, "utf8"), "X=2\n")
           assert.strictEqual(fs.statSync(saved).mode & 0o777, 0o600 & 0o755)
           // Nothing readable was left on the server by the download.
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
           fs.rmSync(secret, { recursive: true })
         }))
 
@@ -400,7 +370,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             useSudo: true
           })
           assert.strictEqual(fs.readFileSync(path.join(back, "a.conf"), "utf8"), "a")
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
           assert.deepStrictEqual(leftovers(secret), [])
           fs.rmSync(secret, { recursive: true })
         }))

@@ -7,16 +7,13 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, describe, it as plainIt, layer } from "@effect/vitest"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import { execFile, execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as net from "node:net"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../src/Errors.ts"
 import * as Tar from "../src/internal/transferTar.ts"
@@ -25,28 +22,28 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import {
+  connectionSettings,
+  dirPairs,
+  failureOf,
+  homeOf,
+  leftovers,
+  stagingDirFor,
+  stagingLeftovers,
+  tempDirs,
+  uid
+} from "./support.ts"
 
 const server = readServerFromEnv()
 const host = `${server.user}@127.0.0.1:${server.port}`
-const passwd = fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${server.user}:`))
-const userUid = Number(passwd?.split(":")[2] ?? -1)
-const userHome = passwd?.split(":")[5] ?? ""
+const userUid = uid(server.user)
+const userHome = homeOf(server.user)
 
 // Sudo and tree uploads stage in a directory of this file's own, so that the leftover checks
 // see only this file's transfers.
-const stagingDir = fs.mkdtempSync(path.join(tmpdir(), "tbedge-staging-"))
-fs.chownSync(stagingDir, userUid, userUid)
-fs.chmodSync(stagingDir, 0o700)
+const stagingDir = stagingDirFor("tbedge-staging-", userUid)
 
-const connection = {
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
-  quiet: true,
-  connectRetryDelay: "200 millis"
-} as const
+const connection = { ...connectionSettings(server), quiet: true, connectRetryDelay: "200 millis" } as const
 const base = Settings.layer({ host, remoteTempDir: stagingDir, ...connection })
 
 /** Every path under `dir` (not `dir` itself), as bytes, parents first; links not followed. */
@@ -56,12 +53,7 @@ const walk = (dir: string | Buffer): Array<Buffer> =>
     return fs.lstatSync(p).isDirectory() ? [p, ...walk(p)] : [p]
   })
 
-const made: Array<string> = []
-const tempDir = (prefix: string) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), prefix))
-  made.push(dir)
-  return dir
-}
+const { made, tempDir } = tempDirs()
 afterAll(() => {
   for (const dir of [...made, stagingDir]) {
     // Read-only trees are what some tests make: writable again before removal.
@@ -72,32 +64,13 @@ afterAll(() => {
 })
 
 /** A directory the test user owns (the remote side) and one for the local side. */
-const makeDirs = () => {
-  const remote = tempDir("tbedge-remote-")
-  fs.chownSync(remote, userUid, userUid)
-  fs.chmodSync(remote, 0o755)
-  const local = tempDir("tbedge-local-")
-  return { remote, local }
-}
+const makeDirs = dirPairs(tempDir, "tbedge-", userUid)
 
 /** Gives everything under `dir` (itself included) to the test user, links not followed. */
 const giveTree = (dir: string) => {
   fs.lchownSync(dir, userUid, userUid)
   for (const p of walk(dir)) fs.lchownSync(p, userUid, userUid)
 }
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${String(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
-
-const leftovers = (dir: string): Array<string> =>
-  fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
-
-const stagingLeftovers = (): Array<string> =>
-  fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
 
 /** Every entry under `dir` as `<hex name> <kind> <mode> <content or link target, hex>`, sorted. */
 const listing = (dir: string): Array<string> => {
@@ -213,7 +186,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             assert.strictEqual(fs.readFileSync(path.join(up, "sub", "b.conf"), "utf8"), "important-config\n")
           }
           assert.deepStrictEqual(leftovers(remote), [])
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
         }))
     })
 
@@ -250,7 +223,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
               assert.deepStrictEqual(leftovers(into), [], `useSudo: ${useSudo}, ${content.trim()}`)
             }
           }
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
         }))
     })
 
@@ -311,7 +284,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           }
           assert.deepStrictEqual(leftovers(remote), [])
           assert.deepStrictEqual(leftovers(local), [])
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
         }))
     })
 
@@ -396,7 +369,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           }
           assert.deepStrictEqual(leftovers(remote), [])
           assert.deepStrictEqual(leftovers(local), [])
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
         }))
     })
 

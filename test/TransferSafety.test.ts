@@ -7,7 +7,6 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, describe, layer } from "@effect/vitest"
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -17,90 +16,55 @@ import * as Redacted from "effect/Redacted"
 import { execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError, TransferError } from "../src/Errors.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import {
+  dirPairs,
+  failureOf,
+  leftovers,
+  settingsLayer,
+  signal,
+  stagingDirFor,
+  stagingLeftovers,
+  tempDirs,
+  uid
+} from "./support.ts"
 
 const server = readServerFromEnv()
 const host = `${server.user}@127.0.0.1:${server.port}`
-const uid = (name: string) =>
-  Number(
-    /^[^:]+:[^:]*:(\d+):/m.exec(
-      fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${name}:`)) ?? ""
-    )?.[1] ?? -1
-  )
 const userUid = uid(server.user)
 
-const stagingDir = fs.mkdtempSync(path.join(tmpdir(), "tbsafe-staging-"))
-fs.chownSync(stagingDir, userUid, userUid)
-fs.chmodSync(stagingDir, 0o700)
+const stagingDir = stagingDirFor("tbsafe-staging-", userUid)
 
-const base = Settings.layer({
+const base = settingsLayer({
   host,
   remoteTempDir: stagingDir,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  hostKeyPolicy: "strict",
-  sshConfigFile: false,
-  useAgent: false,
   quiet: true,
   connectRetryDelay: "200 millis"
 })
 
-const made: Array<string> = []
-const tempDir = (prefix: string) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), prefix))
-  made.push(dir)
-  return dir
-}
+const { made, tempDir } = tempDirs()
 const stopped: Array<number> = []
 afterAll(() => {
   for (const pid of stopped) signal(pid, "SIGCONT")
   for (const dir of [...made, stagingDir]) fs.rmSync(dir, { recursive: true, force: true })
 })
 
-const signal = (pid: number, name: NodeJS.Signals) => {
-  try {
-    process.kill(pid, name)
-  } catch {
-    // gone already
-  }
-}
-
 /** A directory the test user owns (the remote side) and one for the local side. */
-const makeDirs = () => {
-  const remote = tempDir("tbsafe-remote-")
-  fs.chownSync(remote, userUid, userUid)
-  fs.chmodSync(remote, 0o755)
-  const local = tempDir("tbsafe-local-")
-  return { remote, local }
-}
+const makeDirs = dirPairs(tempDir, "tbsafe-", userUid)
 
 /** Makes `file` (and its parents under `root`) belong to the test user. */
 const give = (root: string, file: string) => {
   for (let p = file; p.startsWith(root) && p !== root; p = path.dirname(p)) fs.lchownSync(p, userUid, userUid)
 }
 
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${String(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
-
-const leftovers = (dir: string): Array<string> =>
-  fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.includes(".tb-")) : []
-
-const stagingLeftovers = (): Array<string> =>
-  fs.readdirSync(stagingDir).filter((name) => name.startsWith(".tb-"))
-
 /** Whether a transfer's content, of `size` bytes, is whole in the staging directory. */
 const staged = (size: number): boolean =>
-  stagingLeftovers().some((name) => {
+  stagingLeftovers(stagingDir).some((name) => {
     try {
       return fs.statSync(path.join(stagingDir, name, "data")).size === size
     } catch {
@@ -516,7 +480,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
               assert.deepStrictEqual(leftovers(secret), [], `at ${delay} ms`)
             }
             assert.include(outcomes, "old")
-            assert.deepStrictEqual(stagingLeftovers(), [])
+            assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
           }),
         { timeout: 180_000 }
       )
@@ -582,7 +546,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
               assert.strictEqual(current(), "old\n", `${kind}: replaced after the interrupted call returned`)
               assert.deepStrictEqual(leftovers(secret), [], kind)
             }
-            assert.deepStrictEqual(stagingLeftovers(), [])
+            assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
           }),
         { timeout: 60_000 }
       )
@@ -705,7 +669,7 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             }
           }
           assert.strictEqual(fs.readFileSync(path.join(remote, "blocker"), "utf8"), "a file")
-          assert.deepStrictEqual(stagingLeftovers(), [])
+          assert.deepStrictEqual(stagingLeftovers(stagingDir), [])
         }))
     })
   }
