@@ -363,6 +363,55 @@ const directSocket = (target: Target): Duplex => {
 
 // -- channels -------------------------------------------------------------------------------------
 
+/**
+ * Asks ssh2 for something it answers through a callback (a channel, an SFTP session, a forward),
+ * interruptibly. ssh2 cannot cancel a request in flight, so one answered after its requester left
+ * is handed to `discard` at once; with `awaitLate`, the interruption also waits for such a late
+ * answer (bounded, and only while it can still come), so that what it holds (a session slot) is
+ * given back only once nothing can still arrive. ssh2 throws when its socket is no longer writable: that is `lost`.
+ */
+const request = <A>(options: {
+  readonly send: (callback: (error: Error | undefined | null, value: A) => void) => void
+  readonly failed: (error: Error) => ConnectionError
+  readonly lost: (cause: unknown) => ConnectionError
+  readonly discard: (value: A) => void
+  readonly awaitLate?: { readonly atMost: Duration.Duration; readonly while: () => boolean } | undefined
+}): Effect.Effect<A, ConnectionError> =>
+  Effect.callback<A, ConnectionError>((resume) => {
+    let abandoned = false
+    let late: (() => void) | undefined
+    const sent = Result.try({
+      try: () =>
+        options.send((error, value) => {
+          if (!abandoned) {
+            return resume(
+              error === undefined || error === null
+                ? Effect.succeed(value)
+                : Effect.fail(options.failed(error))
+            )
+          }
+          if (error === undefined || error === null) options.discard(value)
+          late?.()
+        }),
+      catch: (cause) => cause
+    })
+    if (Result.isFailure(sent)) return resume(Effect.fail(options.lost(sent.failure)))
+    const awaitLate = options.awaitLate
+    if (awaitLate === undefined) return Effect.sync(() => void (abandoned = true))
+    return Effect.callback<void>((resumeCleanup) => {
+      abandoned = true
+      late = () => resumeCleanup(Effect.void)
+      if (!awaitLate.while()) resumeCleanup(Effect.void)
+    }).pipe(Effect.timeoutOption(awaitLate.atMost), Effect.asVoid)
+  })
+
+/** The failure of a request on a connection whose socket is gone (ssh2 threw `cause`). */
+const lostConnection = (target: Target, state: ConnectionState, cause: unknown): ConnectionError => {
+  state.open = false
+  return state.lastError ??
+    connectionError(target, "disconnected", `the connection is closed (${String(cause)})`)
+}
+
 const normaliseSignal = (signal: string): string => signal.startsWith("SIG") ? signal : `SIG${signal}`
 
 // A pty without echo (nothing written to the command, a sudo password included, comes back) and
@@ -395,55 +444,24 @@ const openChannel = (
     let discarding = false
     let buffered = 0
     let paused = false
-    const acquire = Effect.callback<ClientChannel, ConnectionError>((resume) => {
-      if (!state.open) {
-        return resume(
-          Effect.fail(state.lastError ?? connectionError(target, "disconnected", "the connection is closed"))
-        )
-      }
-      let abandoned = false
-      let whenSettled: (() => void) | undefined
-      const settle = () => {
-        const done = whenSettled
-        whenSettled = undefined
-        done?.()
-      }
-      const onOpen = (error: Error | undefined, channel: ClientChannel) => {
-        if (abandoned) {
+    const acquire = Effect.suspend(() =>
+      state.open
+        ? request<ClientChannel>({
+          send: (callback) => client.exec(command, pty ? { pty: ptyOptions } : {}, callback),
+          failed: (error) =>
+            state.open ? classify(target, error) : state.lastError ?? classify(target, error),
+          lost: (cause) => lostConnection(target, state, cause),
           // Its requester is gone: close it now; no event of it is wanted.
-          if (error === undefined || error === null) {
+          discard: (channel) => {
             channel.on("error", () => {})
             channel.resume()
             channel.stderr.resume()
             channel.close()
-          }
-          return settle()
-        }
-        if (error !== undefined && error !== null) {
-          return resume(Effect.fail(
-            state.open ? classify(target, error) : state.lastError ?? classify(target, error)
-          ))
-        }
-        resume(Effect.succeed(channel))
-      }
-      const requested = Result.try({
-        try: () => client.exec(command, pty ? { pty: ptyOptions } : {}, onOpen),
-        catch: (cause) => cause
-      })
-      if (Result.isFailure(requested)) {
-        // ssh2 throws when its socket is no longer writable: the connection is gone.
-        state.open = false
-        return resume(Effect.fail(
-          state.lastError ??
-            connectionError(target, "disconnected", `the connection is closed (${String(requested.failure)})`)
-        ))
-      }
-      return Effect.callback<void>((resumeCleanup) => {
-        abandoned = true
-        whenSettled = () => resumeCleanup(Effect.void)
-        if (!state.open) resumeCleanup(Effect.void)
-      }).pipe(Effect.timeoutOption(Duration.seconds(5)), Effect.asVoid)
-    })
+          },
+          awaitLate: { atMost: Duration.seconds(5), while: () => state.open }
+        })
+        : Effect.fail(state.lastError ?? connectionError(target, "disconnected", "the connection is closed"))
+    )
     const stream = yield* Effect.uninterruptibleMask((restore) =>
       Effect.tap(restore(acquire), (channel) => Effect.addFinalizer(() => closeChannel(channel)))
     )
@@ -452,7 +470,6 @@ const openChannel = (
     let exited = false
     let outEnded = false
     let errEnded = false
-    let channelClosed = false
     const offer = (event: ChannelEvent) => {
       if (discarding) return
       if (event._tag !== "Closed") {
@@ -468,7 +485,7 @@ const openChannel = (
     // `close` comes once standard output has ended; standard error may still hold data when the
     // consumer is behind, so the end is reported only after both streams have delivered it all.
     const maybeClosed = () => {
-      if (!(channelClosed && outEnded && errEnded)) return
+      if (!(closed && outEnded && errEnded)) return
       const error = exited ? undefined : state.lastError ??
         connectionError(
           target,
@@ -498,7 +515,6 @@ const openChannel = (
     stream.on("error", () => {})
     stream.once("close", () => {
       closed = true
-      channelClosed = true
       // A stream that was destroyed rather than ended never reports its `end`.
       if (!stream.readable) outEnded = true
       if (!stream.stderr.readable) errEnded = true
@@ -669,35 +685,14 @@ export const make = Effect.gen(function*() {
           // Interruptible: a server whose SFTP process never answers must not hold its caller.
           // A session that arrives after its requester left is ended at once; the slot is not
           // held for it, since an SFTP process that hangs may never answer at all.
-          const request = Effect.callback<SFTPWrapper, ConnectionError>((resume) => {
-            let abandoned = false
-            const requested = Result.try({
-              try: () =>
-                client.sftp((error, sftp) => {
-                  if (abandoned) {
-                    if (error === undefined || error === null) sftp.end()
-                    return
-                  }
-                  if (error !== undefined && error !== null) resume(Effect.fail(classify(target, error)))
-                  else resume(Effect.succeed(sftp))
-                }),
-              catch: (cause) => cause
-            })
-            if (Result.isFailure(requested)) {
-              state.open = false
-              return resume(Effect.fail(
-                state.lastError ??
-                  connectionError(
-                    target,
-                    "disconnected",
-                    `the connection is closed (${String(requested.failure)})`
-                  )
-              ))
-            }
-            return Effect.sync(() => void (abandoned = true))
+          const session = request<SFTPWrapper>({
+            send: (callback) => client.sftp(callback),
+            failed: (error) => classify(target, error),
+            lost: (cause) => lostConnection(target, state, cause),
+            discard: (sftp) => sftp.end()
           })
           const open = Effect.uninterruptibleMask((restore) =>
-            Effect.tap(restore(request), (sftp) => Effect.addFinalizer(() => Effect.sync(() => sftp.end())))
+            Effect.tap(restore(session), (sftp) => Effect.addFinalizer(() => Effect.sync(() => sftp.end())))
           )
           // A session slot freed a moment ago may still be taken on the server, as for commands.
           return yield* open.pipe(
@@ -705,39 +700,25 @@ export const make = Effect.gen(function*() {
           )
         }),
         forwardOut: (to) => {
-          const forward = Effect.callback<Duplex, ConnectionError>((resume) => {
-            let abandoned = false
-            const requested = Result.try({
-              try: () =>
-                client.forwardOut("127.0.0.1", 0, to.host, to.port, (error, stream) => {
-                  if (abandoned) {
-                    // Its attempt gave up (timed out, interrupted): close it as it arrives.
-                    if (error === undefined || error === null) {
-                      stream.on("error", () => {})
-                      stream.close()
-                    }
-                    return
-                  }
-                  if (error !== undefined && error !== null) {
-                    resume(Effect.fail(forwardError(target, to, error)))
-                  } else resume(Effect.succeed(stream))
-                }),
-              catch: (cause) => cause
-            })
-            if (Result.isFailure(requested)) {
-              // ssh2 throws when the gateway's socket is no longer writable: it is gone.
+          const forward: Effect.Effect<Duplex, ConnectionError> = request<ClientChannel>({
+            send: (callback) => client.forwardOut("127.0.0.1", 0, to.host, to.port, callback),
+            failed: (error) => forwardError(target, to, error),
+            // ssh2 throws when the gateway's socket is no longer writable: it is gone.
+            lost: (cause) => {
               state.open = false
-              const lost = state.lastError?.detail ?? String(requested.failure)
-              return resume(Effect.fail(
-                connectionError(
-                  to,
-                  "disconnected",
-                  `the connection to the gateway was lost (${lost})`,
-                  hopOf(target)
-                )
-              ))
+              const lost = state.lastError?.detail ?? String(cause)
+              return connectionError(
+                to,
+                "disconnected",
+                `the connection to the gateway was lost (${lost})`,
+                hopOf(target)
+              )
+            },
+            // Its attempt gave up (timed out, interrupted): close it as it arrives.
+            discard: (stream) => {
+              stream.on("error", () => {})
+              stream.close()
             }
-            return Effect.sync(() => void (abandoned = true))
           })
           // OpenSSH's sshd waits for its own TCP connect, about 2 minutes for a host that does
           // not answer: connectTimeout bounds it, as it bounds a direct connection's.
