@@ -30,11 +30,11 @@ import * as Effect from "effect/Effect"
 import * as FileSystem from "effect/FileSystem"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as path from "node:path"
 import { SettingsError } from "./Errors.ts"
+import { toDuration } from "./internal/duration.ts"
 
 /**
  * What to do with a host key that is not in the known_hosts file. See {@link Settings.hostKeyPolicy}.
@@ -287,26 +287,6 @@ export const apply = (base: Settings, patch: Patch): Settings => {
   }
   return next as unknown as Settings
 }
-
-/**
- * What a duration input that is no duration (`NaN`, text that does not read as one) becomes:
- * `apply` cannot fail, and quietly reading `NaN` as zero would turn a time limit into an instant
- * time-out. Every check of a duration setting refuses it with a `SettingsError` instead.
- */
-const notADuration = Duration.millis(Number.NEGATIVE_INFINITY)
-
-const toDuration = (value: Duration.Input): Duration.Duration =>
-  typeof value === "number" && Number.isNaN(value)
-    ? notADuration
-    : Option.getOrElse(Duration.fromInput(value), () => notADuration)
-
-/**
- * Whether a duration setting came from an input that is no duration (see {@link apply}).
- *
- * @since 0.1.0
- */
-export const isNotADuration = (duration: Duration.Duration): boolean =>
-  Duration.toMillis(duration) === Number.NEGATIVE_INFINITY
 
 /**
  * Runs `self` with `f` applied to the current settings, in a scope of its own: finalizers that

@@ -6,7 +6,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { CommandResult } from "../CommandResult.ts"
 import { CommandFailed, SettingsError } from "../Errors.ts"
-import { isNotADuration, Settings } from "../Settings.ts"
+import { Settings } from "../Settings.ts"
+import { durationError } from "./duration.ts"
 
 /**
  * Succeeds with a result that exited 0. Otherwise fails with `CommandFailed`, logging it first
@@ -26,19 +27,13 @@ export const finish = Effect.fnUntraced(function*(result: CommandResult) {
   return yield* failure
 })
 
-/** Refuses a negative `timeout` before anything runs (it would stop every command at once). */
+/** Refuses a negative `timeout`, or one that is no duration, before anything runs (it would stop every command at once). */
 export const checkTimeout = (timeout: Duration.Duration | undefined): Effect.Effect<void, SettingsError> => {
-  if (timeout === undefined || Duration.toMillis(timeout) >= 0) return Effect.void
-  const invalid = isNotADuration(timeout)
-  return Effect.fail(
-    new SettingsError({
-      setting: "timeout",
-      value: invalid ? "not a duration" : `${Duration.toMillis(timeout)} millis`,
-      detail: invalid
-        ? "not a duration (NaN, or text that does not read as one); give a limit such as \"5 minutes\", or none"
-        : "a command time limit cannot be negative; give one such as \"5 minutes\", or none for no limit"
-    })
-  )
+  const error = timeout === undefined ? undefined : durationError("timeout", timeout, {
+    example: "\"5 minutes\", or none for no limit",
+    negative: "a command time limit cannot be negative"
+  })
+  return error === undefined ? Effect.void : Effect.fail(error)
 }
 
 /** The result of a command that `dryRun` did not run. */

@@ -45,7 +45,7 @@ export class LineBuffer {
     if (!text.includes("\n")) {
       this.parts.push(text)
       this.partsLength += text.length
-      return this.partsLength >= maxLine ? this.piece() : []
+      return this.partsLength >= maxLine ? [this.piece()] : []
     }
     const lines = text.split("\n")
     const rest = lines.pop()!
@@ -59,18 +59,18 @@ export class LineBuffer {
     this.continued = false
     this.parts = rest === "" ? [] : [rest]
     this.partsLength = rest.length
-    if (this.partsLength >= maxLine) { for (const piece of this.piece()) lines.push(piece) }
+    if (this.partsLength >= maxLine) lines.push(this.piece())
     return lines
   }
 
   /** Gives out the unfinished line so far, but a last `\r` that may be half of a `\r\n`. */
-  private piece(): ReadonlyArray<string> {
+  private piece(): string {
     const text = this.parts.join("")
     const cut = text.endsWith("\r") ? text.length - 1 : text.length
     this.parts = cut === text.length ? [] : ["\r"]
     this.partsLength = text.length - cut
     this.continued = true
-    return [text.slice(0, cut)]
+    return text.slice(0, cut)
   }
 
   /** Returns what is left after the last newline, if anything, once the stream has ended. */

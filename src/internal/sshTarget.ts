@@ -9,8 +9,9 @@ import { existsSync, readFileSync, statSync } from "node:fs"
 import { userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../Errors.ts"
-import { defaults, expandHome, isNotADuration, type Settings } from "../Settings.ts"
+import { defaults, expandHome, type Settings } from "../Settings.ts"
 import type { Target } from "../Ssh.ts"
+import { durationError } from "./duration.ts"
 import { isUserName, parseHostString, parsePort } from "./hostString.ts"
 import * as SshConfig from "./sshConfig.ts"
 
@@ -107,17 +108,10 @@ const checkConnectionSettings = (settings: Settings): Effect.Effect<void, Settin
       ? undefined
       : new SettingsError({ setting: key, value: String(settings[key]), detail })
   const duration = (key: "connectTimeout" | "connectRetryDelay" | "keepaliveInterval") =>
-    Duration.toMillis(settings[key]) >= 0
-      ? undefined
-      : new SettingsError({
-        setting: key,
-        value: isNotADuration(settings[key])
-          ? "not a duration"
-          : `${Duration.toMillis(settings[key])} millis`,
-        detail: isNotADuration(settings[key])
-          ? "not a duration (NaN, or text that does not read as one); give one such as \"10 seconds\""
-          : "a duration cannot be negative; give one such as \"10 seconds\""
-      })
+    durationError(key, settings[key], {
+      example: "\"10 seconds\"",
+      negative: "a duration cannot be negative"
+    })
   const user = settings.user === undefined || isUserName(settings.user)
     ? undefined
     : new SettingsError({

@@ -8,7 +8,8 @@
 import * as Duration from "effect/Duration"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import { apply, defaults, isNotADuration, type Settings } from "../Settings.ts"
+import type { Settings } from "../Settings.ts"
+import { isNotADuration, notADuration } from "./duration.ts"
 
 /**
  * One setting on the wire. `millis: null` stands for an infinite duration (JSON has no Infinity).
@@ -48,7 +49,7 @@ const decodeValue = (wire: typeof WireValue.Type): unknown => {
     case "Duration":
       return wire.millis === null ? Duration.infinity : Duration.millis(wire.millis)
     case "NotADuration":
-      return apply(defaults, { timeout: Number.NaN }).timeout
+      return notADuration
     case "Redacted":
       return Redacted.make(wire.value)
     case "NonFinite":
