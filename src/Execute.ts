@@ -378,6 +378,11 @@ interface Slot {
   ended:
     | { readonly code: number | null; readonly signal: string | null; readonly runsInFlight: number }
     | undefined
+  /**
+   * The check (and, if need be, the stop) of a worker whose runs were interrupted, shared by every
+   * run interrupted on it meanwhile: one ping, one stop, however many runs it held.
+   */
+  stopping: { readonly child: ChildProcess.ChildProcess; readonly done: Effect.Effect<void> } | undefined
 }
 
 // One worker process with an RPC client of its own, taking up to `concurrency` runs at once.
@@ -390,7 +395,12 @@ const makeSlot = (
   compileCache: string
 ): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const state: Omit<Slot, "client"> = { child: undefined, inFlight: 0, ended: undefined }
+    const state: Omit<Slot, "client"> = {
+      child: undefined,
+      inFlight: 0,
+      ended: undefined,
+      stopping: undefined
+    }
     const spawn = () => {
       state.ended = undefined
       // The cache directory is the entry's only argument ("" for none).
@@ -430,7 +440,7 @@ const stopBound = Duration.seconds(10)
 
 const awaitExit = (child: ChildProcess.ChildProcess): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    if (hasExited(child)) return resume(Effect.void)
     const onExit = () => resume(Effect.void)
     child.once("exit", onExit)
     return Effect.sync(() => child.off("exit", onExit))
@@ -446,7 +456,23 @@ const awaitExit = (child: ChildProcess.ChildProcess): Effect.Effect<void> =>
 const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
   Effect.gen(function*() {
     const child = slot.child
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    if (child === undefined || hasExited(child)) return
+    if (slot.stopping?.child !== child) {
+      slot.stopping = {
+        child,
+        done: yield* Effect.cached(
+          checkOrStop(slot, child).pipe(Effect.ensuring(Effect.sync(() => void (slot.stopping = undefined))))
+        )
+      }
+    }
+    yield* slot.stopping.done
+  })
+
+const hasExited = (child: ChildProcess.ChildProcess): boolean =>
+  child.exitCode !== null || child.signalCode !== null
+
+const checkOrStop = (slot: Slot, child: ChildProcess.ChildProcess): Effect.Effect<void> =>
+  Effect.gen(function*() {
     // A failed ping (the worker died, the client closed) is an answer too: nothing to kill.
     const answer = yield* slot.client.Ping().pipe(
       Effect.exit,
@@ -455,11 +481,11 @@ const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
     )
     if (Option.isSome(answer)) return
     // Exited meanwhile: its pid may already belong to another process.
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+    if (child.pid !== undefined && !hasExited(child)) {
       yield* Effect.timeoutOption(Watchdog.stop(child.pid), stopBound)
     }
     yield* Effect.sync(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      if (!hasExited(child)) child.kill("SIGKILL")
     })
     yield* awaitExit(child)
   })
