@@ -28,11 +28,10 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as ChildProcess from "effect/process/ChildProcess"
 import { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import * as Queue from "effect/Queue"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -231,24 +230,6 @@ const remotePlace = (ctx: Job, p?: string): Io.Place => ({
   side: "remote",
   path: p ?? ctx.shown
 })
-
-/**
- * Opens an SFTP session for a transfer without letting its opening hold up an interruption: a
- * server whose SFTP process stopped answering (its connection still answering keepalives) never
- * finishes the opening, which cannot be interrupted once started. The opening runs in a fiber of
- * its own; interrupted, the transfer goes at once, and a session that opens later is ended then.
- */
-const openSftp = (connection: Connection): Effect.Effect<SftpSession, ConnectionError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const opening = yield* Effect.forkDetach(Scope.provide(connection.sftp, scope))
-    yield* Effect.addFinalizer((exit) =>
-      opening.pollUnsafe() !== undefined
-        ? Scope.close(scope, exit)
-        : Effect.asVoid(Effect.forkDetach(Effect.andThen(Fiber.await(opening), Scope.close(scope, exit))))
-    )
-    return yield* Fiber.join(opening)
-  })
 
 /** Turns a failure after the connection dropped into the `ConnectionError` it really is. */
 const whileConnected = <A, E, R>(
@@ -529,10 +510,9 @@ const putStaged = Effect.fnUntraced(function*(
     : target
   if (done.exitCode !== 0) {
     const failure = Remote.scriptFailure(done.stderr)
-    const reason = failure?.reason === "not-a-directory"
-      ? Io.notADirectoryReason
-      : failure?.reason === "exists" || failure?.reason === "is-directory" || failure?.reason === "verify" ||
-          failure?.reason === "permission"
+    const reason = failure?.reason === "exists" || failure?.reason === "is-directory" ||
+        failure?.reason === "verify" || failure?.reason === "permission" ||
+        failure?.reason === "not-a-directory"
       ? failure.reason
       : /password|sudo/i.test(done.stderr)
       ? "permission"
@@ -638,7 +618,7 @@ const uploadWith = Effect.fnUntraced(function*(
   const written = yield* whileConnected(
     ctx,
     Effect.gen(function*() {
-      const sftp = yield* openSftp(connection)
+      const sftp = yield* connection.sftp
       return kind === "File" && !settings.useSudo
         ? yield* putFileSftp(ctx, sftp, target, opened, options, meter)
         : yield* putStaged(ctx, sftp, target, kind, opened, options, meter)
@@ -1014,7 +994,7 @@ const downloadWith = Effect.fnUntraced(function*(
   const result = yield* whileConnected(
     ctx,
     Effect.gen(function*() {
-      const sftp = yield* openSftp(connection)
+      const sftp = yield* connection.sftp
       const kind = yield* probeRemote(ctx, sftp, target)
       if (kind._tag === "Directory") {
         if (destination._tag === "Memory") {

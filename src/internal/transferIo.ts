@@ -8,6 +8,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
@@ -58,14 +59,11 @@ export const localError = (place: Place, error: unknown): TransferError => {
 export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
   Effect.try({ try: f, catch: (error) => localError(place, error) })
 
-/** The reason of a failure because a path that must be a directory (a parent of the target) is a file. */
-export const notADirectoryReason: TransferErrorReason = "not-a-directory"
-
 /** The failure for `file`, found where a directory must be. */
 export const notADirectory = (place: Place, file: string, what: string): TransferError =>
   transferError(
     { ...place, path: file },
-    notADirectoryReason,
+    "not-a-directory",
     `${file} is not a directory (it is a file), so ${what}; remove or rename it, or choose another target`
   )
 
@@ -78,7 +76,9 @@ export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, Tran
     Effect.catch((error) =>
       Effect.suspend(() => {
         for (let p = dir; p !== path.dirname(p); p = path.dirname(p)) {
-          const info = fs.statSync(p, { throwIfNoEntry: false })
+          // Below a file, a path is not missing but "not a directory" (ENOTDIR): go on up.
+          const found = Result.try(() => fs.statSync(p, { throwIfNoEntry: false }))
+          const info = Result.isSuccess(found) ? found.success : undefined
           if (info !== undefined) {
             return info.isDirectory()
               ? Effect.fail(error)
