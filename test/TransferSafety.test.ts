@@ -651,6 +651,23 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.deepStrictEqual(leftovers(local), [])
         }))
 
+      it.effect("an rsync download below a local file says which path is a file, as a TransferError", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          fs.writeFileSync(path.join(remote, "f"), "x")
+          fs.writeFileSync(path.join(local, "blocker"), "a file")
+          const error = failureOf(
+            yield* Effect.exit(Transfer.rsyncDownload(`${remote}/`, path.join(local, "blocker", "sub") + "/"))
+          )
+          assert.instanceOf(error, TransferError)
+          assert.strictEqual((error as TransferError).reason, "not-a-directory")
+          assert.include(
+            (error as TransferError).message,
+            `${path.join(local, "blocker")} is not a directory`
+          )
+          assert.strictEqual(fs.readFileSync(path.join(local, "blocker"), "utf8"), "a file")
+        }))
+
       it.effect("a sudo upload whose remote parent is a file says so, and is not `permission`", () =>
         Effect.gen(function*() {
           const { remote } = makeDirs()

@@ -8,7 +8,6 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
@@ -76,9 +75,8 @@ export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, Tran
     Effect.catch((error) =>
       Effect.suspend(() => {
         for (let p = dir; p !== path.dirname(p); p = path.dirname(p)) {
-          // Below a file, a path is not missing but "not a directory" (ENOTDIR): go on up.
-          const found = Result.try(() => fs.statSync(p, { throwIfNoEntry: false }))
-          const info = Result.isSuccess(found) ? found.success : undefined
+          // `undefined` for a missing path, and for one below a file (ENOTDIR) alike.
+          const info = fs.statSync(p, { throwIfNoEntry: false })
           if (info !== undefined) {
             return info.isDirectory()
               ? Effect.fail(error)
