@@ -883,7 +883,7 @@ const downloadTree = Effect.fnUntraced(function*(
   // Neither `tar` nor `find` opened them; what they are is said, and the tree goes without them.
   const inTree = (name: string) => remotePlace(ctx, path.posix.join(target, name))
   for (const { kind, name } of writer.skipped) yield* Io.warnSkipped(inTree(name), kind)
-  for (const name of sockets) yield* Io.warnSkipped(inTree(name), "a socket")
+  for (const name of sockets) yield* Io.warnSkipped(inTree(name), Io.kindWords.socket)
   yield* Tree.treeStep(localPlace, () => writer.finish())
   // The old tree moves aside into the staging directory, which the finalizer removes; a user who
   // is not root may move a read-only directory only once it can write in it (its `..` changes).

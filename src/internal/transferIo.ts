@@ -93,6 +93,17 @@ export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats |
   localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
 
 /** What a file that is not a regular file is, in words, for messages. */
+/**
+ * What a file that is neither a regular file nor a directory is, in words: the same whether it was
+ * found by a local `lstat`, the remote `stat -c %F` or a tar header.
+ */
+export const kindWords = {
+  fifo: "a FIFO (named pipe)",
+  socket: "a socket",
+  block: "a block device",
+  character: "a character device"
+} as const
+
 export const kindOf = (
   info: {
     isFIFO(): boolean
@@ -103,13 +114,13 @@ export const kindOf = (
   }
 ): string =>
   info.isFIFO()
-    ? "a FIFO (named pipe)"
+    ? kindWords.fifo
     : info.isSocket()
-    ? "a socket"
+    ? kindWords.socket
     : info.isBlockDevice()
-    ? "a block device"
+    ? kindWords.block
     : info.isCharacterDevice()
-    ? "a character device"
+    ? kindWords.character
     : info.isSymbolicLink()
     ? "a symbolic link"
     : "not a regular file"
@@ -302,7 +313,6 @@ const isOpen = (sftp: SftpSession): boolean => {
   return channel.outgoing?.state === "open" && channel.incoming?.state !== "closed"
 }
 
-/** One SFTP request as an Effect. */
 /**
  * One SFTP request as an Effect. Interruptible whether or not the server answers: the fiber
  * goes at once, and a late answer is dropped (a server whose SFTP process is stopped still
@@ -330,7 +340,7 @@ const closeGrace = Duration.seconds(5)
  * is sent and not awaited: the session is ended right after, which closes every handle, and a
  * server that stopped answering must not hold the interruption.
  */
-export const closeRemoteHandle = (
+const closeRemoteHandle = (
   sftp: SftpSession,
   place: Place,
   handle: Buffer,

@@ -16,6 +16,7 @@ import type { ConnectionError } from "../Errors.ts"
 import type { Settings } from "../Settings.ts"
 import type { ChannelEvent, Connection } from "../Ssh.ts"
 import { join, quote } from "./shell.ts"
+import { kindWords } from "./transferIo.ts"
 
 /** How a command ended, with its standard error (and output, unless streamed elsewhere). */
 export interface Finished {
@@ -67,7 +68,7 @@ export const runCommand = <E = never>(
   }))
 
 /** How long a script may take to move its result into place once told to (a rename or two). */
-export const moveBound = Duration.seconds(10)
+const moveBound = Duration.seconds(10)
 
 /**
  * Runs a script built by {@link feedThroughSudo} around {@link putFileScript} or
@@ -168,17 +169,14 @@ const askpassWrapper = `IFS= read -r tbpw || exit 1; d=$(mktemp -d /tmp/tb-sudo.
  * that reads the password line the caller writes first and hands it to sudo alone (see
  * {@link askpassWrapper}).
  */
-export const sudoPrefix = (settings: Settings): string =>
-  settings.sudoPassword === undefined
-    ? join(["sudo", "-n", ...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]), "--"])
-    : join([
-      "/bin/sh",
-      "-c",
-      askpassWrapper,
-      "sh",
-      ...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]),
-      "--"
-    ])
+export const sudoPrefix = (settings: Settings): string => {
+  const options = [...(settings.sudoUser === undefined ? [] : ["-u", settings.sudoUser]), "--"]
+  return join(
+    settings.sudoPassword === undefined
+      ? ["sudo", "-n", ...options]
+      : ["/bin/sh", "-c", askpassWrapper, "sh", ...options]
+  )
+}
 
 /** The password line to write to a sudo command's input, if any. */
 export const sudoInput = (settings: Settings): string | undefined =>
@@ -374,13 +372,13 @@ else stat -L -c 'f %s %a' -- "$1"; fi`
 // `stat -c %F` words, as the messages of local files say them.
 const otherKind = (type: string): string =>
   type === "fifo"
-    ? "a FIFO (named pipe)"
+    ? kindWords.fifo
     : type === "socket"
-    ? "a socket"
+    ? kindWords.socket
     : /block/.test(type)
-    ? "a block device"
+    ? kindWords.block
     : /character/.test(type)
-    ? "a character device"
+    ? kindWords.character
     : `a ${type}`
 
 /** Parses {@link probeScript}'s answer. */

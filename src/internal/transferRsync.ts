@@ -46,7 +46,7 @@ export const bracketHost = (host: string): string =>
  * character, and a single quote is written as `'"'"'`. So a word is single-quoted unless it is
  * made only of characters that mean nothing to it.
  */
-export const rsyncWord = (word: string): string =>
+const rsyncWord = (word: string): string =>
   /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'"'"'`)}'`
 
 /**
@@ -56,8 +56,7 @@ export const rsyncWord = (word: string): string =>
  * `"` escaped, and `%` doubled. `${VAR}` is also expanded by ssh, with no escape: a path holding
  * it is refused by {@link unsafeTarget} before anything runs.
  */
-export const sshPathValue = (file: string): string =>
-  `"${file.replaceAll("%", "%%").replace(/[\\"]/g, "\\$&")}"`
+const sshPathValue = (file: string): string => `"${file.replaceAll("%", "%%").replace(/[\\"]/g, "\\$&")}"`
 
 /** The words of an `ssh` command for `target`, each exactly as ssh must receive it. */
 const sshWords = (target: Target, connectTimeoutSeconds: number): Array<string> => {

@@ -14,6 +14,7 @@
  * into the bytes to give `fs` (which takes a `Buffer` as a path); {@link showName} into text for
  * a message.
  */
+import { kindWords } from "./transferIo.ts"
 
 /** What a tar entry is. A `hardlink` names, as its `linkTarget`, a file earlier in the archive. */
 export type EntryType = "file" | "directory" | "symlink" | "hardlink"
@@ -197,11 +198,11 @@ const parsePax = (bytes: Uint8Array): Map<string, string> => {
 /** An entry type that is not transferred, in words. */
 const otherType = (type: string): string =>
   type === "6"
-    ? "a FIFO (named pipe)"
+    ? kindWords.fifo
     : type === "3"
-    ? "a character device"
+    ? kindWords.character
     : type === "4"
-    ? "a block device"
+    ? kindWords.block
     : `an entry of tar type ${JSON.stringify(type)}`
 
 /**
