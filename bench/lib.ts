@@ -5,6 +5,7 @@
  * Benchmarks are plain scripts run with Node 24 (`scripts/node.sh node bench/<name>.ts`); they print
  * a readable report and, for the summary, lines `BENCH_ROW {json}` made by {@link summary}.
  */
+import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { performance } from "node:perf_hooks"
@@ -230,4 +231,20 @@ export const rawExec = (client: ssh2.Client, command: string, pty = false): Prom
       channel.stderr.on("data", () => {})
       channel.on("close", () => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}`))))
     })
+  })
+
+/** Runs a program to its end (`close`: all its output read) and gives its standard output; fails unless it exits 0. */
+export const captureProcess = (file: string, args: ReadonlyArray<string>): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    let err = ""
+    child.stdout.on("data", (d) => (out += d))
+    child.stderr.on("data", (d) => (err += d))
+    child.once("error", reject)
+    child.once(
+      "close",
+      (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`${file} exited ${code}: ${err.trim().slice(-2000)}`))
+    )
   })

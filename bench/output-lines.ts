@@ -22,13 +22,13 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
-import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { local, remote } from "../src/Operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { readServer, startServer } from "../tests-remote/server.ts"
 import {
+  captureProcess,
   envInt,
   fmt,
   fmtMiB,
@@ -128,21 +128,18 @@ const one = async (where: Where, shape: Shape, discard: boolean, stateDir: strin
   process.stdout.write(JSON.stringify(report))
 }
 
-const runOne = (where: Where, shape: Shape, discard: boolean, stateDir: string): Promise<One> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ["--expose-gc", self, "--one", where, shape, discard ? "discard" : "keep", stateDir],
-      { stdio: ["ignore", "pipe", "inherit"] }
-    )
-    let out = ""
-    child.stdout.on("data", (data: Buffer) => void (out += data.toString()))
-    child.once("error", reject)
-    child.once("exit", (code) => {
-      if (code === 0) resolve(JSON.parse(out) as One)
-      else reject(new Error(`${where} ${shape} ${discard ? "discard" : "keep"}: exited ${code}`))
-    })
-  })
+const runOne = async (where: Where, shape: Shape, discard: boolean, stateDir: string): Promise<One> =>
+  JSON.parse(
+    await captureProcess(process.execPath, [
+      "--expose-gc",
+      self,
+      "--one",
+      where,
+      shape,
+      discard ? "discard" : "keep",
+      stateDir
+    ])
+  ) as One
 
 const main = async (): Promise<void> => {
   console.log(`Output handling: the same bytes as one long line and as short lines. ${await machineNote()}`)

@@ -38,6 +38,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { readServer, type Server, startServer } from "../tests-remote/server.ts"
 import {
+  captureProcess,
   envInt,
   fmt,
   fmtMiB,
@@ -220,21 +221,6 @@ const runProcess = async (file: string, args: ReadonlyArray<string>): Promise<vo
   const code = await exitOf(spawn(file, args, { stdio: "ignore" }))
   if (code !== 0) throw new Error(`${file} ${args.join(" ")} exited ${code}`)
 }
-
-const captureProcess = (file: string, args: ReadonlyArray<string>): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] })
-    let out = ""
-    let err = ""
-    child.stdout.on("data", (d) => (out += d))
-    child.stderr.on("data", (d) => (err += d))
-    child.once("error", reject)
-    child.once(
-      "close",
-      (code) =>
-        code === 0 ? resolve(out) : reject(new Error(`${file} exited ${code}: ${err.trim().slice(-2000)}`))
-    )
-  })
 
 const sshBase = (server: Server): Array<string> => [
   "-F",
