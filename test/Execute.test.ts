@@ -35,6 +35,7 @@ import {
   timed,
   whoami
 } from "./fixtures/execute-tasks.ts"
+import { failureOf } from "./support.ts"
 
 /** The worker processes this test process has now (children running the worker entry). */
 const liveWorkers = (): Array<number> => {
@@ -57,13 +58,6 @@ const marker = (name: string) => `tb-exec-${name}-${process.pid}-${Math.floor(Ma
 const valueOf = <A, E>(exit: Exit.Exit<A, E>): A => {
   if (Exit.isSuccess(exit)) return exit.value
   throw new Error(`expected a success, got ${Cause.pretty(exit.cause)}`)
-}
-
-const errorOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  assert.isTrue(Exit.isFailure(exit), "expected a failure")
-  const error = Cause.findErrorOption((exit as Exit.Failure<A, E>).cause)
-  assert.isTrue(Option.isSome(error), "expected a typed failure")
-  return (error as Option.Some<E>).value
 }
 
 /** The most spans that overlap at any instant. */
@@ -262,7 +256,7 @@ describe("Execute", () => {
       Effect.gen(function*() {
         const outcomes = yield* Execute.forEach(exitWith, [0, 3], { poolSize: 2 }).pipe(Settings.hide)
         assert.strictEqual(valueOf(outcomes[0]!.exit), "before-0")
-        const error = errorOf(outcomes[1]!.exit)
+        const error = failureOf(outcomes[1]!.exit)
         assert.instanceOf(error, CommandFailed)
         const result = (error as CommandFailed).result
         assert.strictEqual(result.exitCode, 3)
@@ -277,7 +271,7 @@ describe("Execute", () => {
         const outcomes = yield* Execute.withHosts(refuse, ["ok-1", "refuse-2", "ok-3"], { poolSize: 3 })
         assert.strictEqual(valueOf(outcomes[0]!.exit), "deployed to ok-1")
         assert.strictEqual(valueOf(outcomes[2]!.exit), "deployed to ok-3")
-        const error = errorOf(outcomes[1]!.exit)
+        const error = failureOf(outcomes[1]!.exit)
         assert.instanceOf(error, DeployRefused)
         assert.deepStrictEqual({ host: error.host, reasons: error.reasons }, {
           host: "refuse-2",
@@ -295,7 +289,7 @@ describe("Execute", () => {
       Effect.gen(function*() {
         for (const mode of ["parallel", "fibers"] as const) {
           const [outcome] = yield* Execute.withHosts(ask, ["web-1"], { mode })
-          const error = errorOf(outcome!.exit)
+          const error = failureOf(outcome!.exit)
           assert.instanceOf(error, PromptAborted)
           assert.strictEqual((error as PromptAborted).reason, "disabled")
           assert.strictEqual((error as PromptAborted).prompt, "Continue?")
@@ -313,7 +307,7 @@ describe("Execute", () => {
         if (o.input === "crash") continue
         assert.strictEqual(valueOf(o.exit), `ok ${o.input}`)
       }
-      const error = errorOf(outcomes[2]!.exit)
+      const error = failureOf(outcomes[2]!.exit)
       assert.instanceOf(error, Execute.WorkerCrashed)
       assert.strictEqual((error as Execute.WorkerCrashed).host, "crash")
       assert.strictEqual((error as Execute.WorkerCrashed).signal, "SIGKILL")
@@ -336,7 +330,7 @@ describe("Execute", () => {
         for (const o of outcomes) {
           if (o.input !== "crash") assert.strictEqual(valueOf(o.exit), `ok ${o.input}`)
         }
-        const error = errorOf(outcomes[2]!.exit) as Execute.WorkerCrashed
+        const error = failureOf(outcomes[2]!.exit) as Execute.WorkerCrashed
         assert.instanceOf(error, Execute.WorkerCrashed)
         assert.strictEqual(error.host, "crash")
         assert.strictEqual(error.signal, "SIGKILL")
@@ -352,7 +346,7 @@ describe("Execute", () => {
         )
         assert.deepStrictEqual(outcomes.map((o) => o.input), values)
         for (const [i, value] of ["a", "b", "crash"].entries()) {
-          const error = errorOf(outcomes[i]!.exit) as Execute.WorkerCrashed
+          const error = failureOf(outcomes[i]!.exit) as Execute.WorkerCrashed
           assert.instanceOf(error, Execute.WorkerCrashed)
           assert.strictEqual(error.host, value)
           assert.strictEqual(error.signal, "SIGKILL")
@@ -524,7 +518,7 @@ describe("Execute", () => {
         const pid = yield* pidOf(dir, "a")
         assert.isFalse(alive(pid), `the busy worker ${pid} is gone`)
         assert.isTrue(Exit.isFailure(outcomes[0]!.exit) && Cause.hasInterruptsOnly(outcomes[0]!.exit.cause))
-        assert.instanceOf(errorOf(outcomes[1]!.exit), CommandFailed)
+        assert.instanceOf(failureOf(outcomes[1]!.exit), CommandFailed)
         assert.deepStrictEqual(liveWorkers(), [])
         const failed = Number(fs.readFileSync(path.join(dir, "b.failed"), "utf8"))
         assert.isBelow(returned - failed, grace + slack)
@@ -651,7 +645,7 @@ describe("Execute", () => {
           const [outcome] = yield* Execute.withHosts(serverAddress, ["127.0.0.1"], { mode }).pipe(
             Settings.settings({ port, connectAttempts: 1, connectTimeout: "2 seconds" })
           )
-          const error = errorOf(outcome!.exit)
+          const error = failureOf(outcome!.exit)
           assert.instanceOf(error, SettingsError, `${mode}, port ${port}: ${String(error)}`)
           errors.push({
             setting: (error as SettingsError).setting,
@@ -682,8 +676,8 @@ describe("Execute", () => {
           ["host-key", 1],
           ["command", 1]
         ])
-        assert.instanceOf(errorOf(outcomes[0]!.exit), ConnectionError)
-        assert.instanceOf(errorOf(outcomes[6]!.exit), CommandFailed)
+        assert.instanceOf(failureOf(outcomes[0]!.exit), ConnectionError)
+        assert.instanceOf(failureOf(outcomes[6]!.exit), CommandFailed)
       }))
 
     it.live("no schedule, no retry; serial and fibers retry too", () =>
@@ -697,7 +691,7 @@ describe("Execute", () => {
             Settings.hide
           )
         assert.deepStrictEqual(fibers.map((o) => o.attempts), [3, 1])
-        assert.instanceOf(errorOf(fibers[1]!.exit), CommandFailed)
+        assert.instanceOf(failureOf(fibers[1]!.exit), CommandFailed)
       }))
   })
 
@@ -760,7 +754,7 @@ describe("Execute on remote hosts", () => {
       }).pipe(connection, Settings.settings({ connectAttempts: 1, connectTimeout: "3 seconds" }))
       assert.strictEqual(valueOf(outcomes[0]!.exit), hosts[0])
       assert.strictEqual(valueOf(outcomes[2]!.exit), hosts[2])
-      const error = errorOf(outcomes[1]!.exit)
+      const error = failureOf(outcomes[1]!.exit)
       assert.instanceOf(error, ConnectionError)
       assert.strictEqual((error as ConnectionError).reason, "refused")
       assert.deepStrictEqual(outcomes.map((o) => o.attempts), [1, 2, 1])

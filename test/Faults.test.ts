@@ -11,7 +11,6 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -31,6 +30,7 @@ import * as Transfer from "../src/Transfer.ts"
 import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { remoteProcesses, type Server, startServer } from "../tests-remote/server.ts"
 import { sleepThenEcho } from "./fixtures/faults-tasks.ts"
+import { failureOf } from "./support.ts"
 
 // -- the server, known hosts, settings ----------------------------------------------------------
 
@@ -218,13 +218,6 @@ const withProxy = <A, E>(
   })
 
 // -- helpers --------------------------------------------------------------------------------------
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) return assert.fail(`expected a failure, got ${String(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") return assert.fail(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
 
 const connectionFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError => {
   const error = failureOf(exit)

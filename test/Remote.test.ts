@@ -18,7 +18,7 @@ import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
-import { settingsLayer, uniqueMarker, waitForProcesses } from "./support.ts"
+import { failureOf, settingsLayer, uniqueMarker, waitForProcesses } from "./support.ts"
 
 const server = readServerFromEnv()
 const host = `${server.user}@127.0.0.1:${server.port}`
@@ -32,13 +32,6 @@ const collect = <A, E, R>(self: Effect.Effect<A, E, R>) =>
     const exit = yield* Effect.exit(self.pipe(Effect.provide(Output.layerCollect(collector))))
     return { exit, lines: collector.lines() }
   })
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${JSON.stringify(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
 
 layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServices: true })(
   "remote",
