@@ -422,7 +422,7 @@ const main = async (): Promise<void> => {
         `[ "$BASH" -ef /bin/bash ] && tb_b=1 || tb_b=0; echo __threadbare_pid_${
           "0".repeat(13)
         }=$$:$tb_b >&2; unset tb_b; ` +
-        `${guard}; exec 2>&1; true`
+        `${guard("shared")}; exec 2>&1; true`
       timed = await interleaved(
         [
           ...[headline, ...variants].map((variant) => () => runtime.runPromise(remoteTrue(variant))),

@@ -349,12 +349,18 @@ const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; 
 
 /**
  * Shell text that starts the watcher (with the channel's input) and leaves the shell's own input
- * at /dev/null, for the command it `exec`s next. An explicit redirection: a background job's
- * input would otherwise be /dev/null too. The watcher is started from a subshell that exits at
- * once, so it is no job of the shell that runs the command: a command that runs in that shell
- * (`a & b & wait`, `kill $(jobs -p)`) never waits for it or stops it.
+ * at /dev/null, for the command that follows. An explicit redirection: a background job's input
+ * would otherwise be /dev/null too. The watcher must be no job of the shell that runs the command
+ * (`a & b & wait`, `kill $(jobs -p)` must never wait for it or stop it):
+ * - `exec`: the shell `exec`s the command next; a new program knows no jobs of the old one;
+ * - `shared`: the command runs in this very shell: the watcher is started from a subshell that
+ *   exits at once (a fork more, about 0.2 ms; bash's `disown` costs as much).
  */
-export const guard = `exec 3<&0 </dev/null; ( (${watcher}) <&3 >/dev/null 2>&1 & ); exec 3<&-`
+export const guard = (where: "exec" | "shared"): string => {
+  const start = `(${watcher}) <&3 >/dev/null 2>&1 &`
+  const started = where === "shared" ? `( ${start} );` : start
+  return `exec 3<&0 </dev/null; ${started} exec 3<&-`
+}
 
 /**
  * Stops the process group of an interrupted or timed-out command. Under sudo the kill runs
@@ -446,7 +452,7 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   // (who alone may stop the command); without sudo the login shell sets the guard up itself.
   const prelude = [
     ...(startMarker === undefined ? [] : [`echo ${startMarker} >&2`]),
-    ...(settings.pty ? [] : [guard])
+    ...(settings.pty ? [] : [guard("exec")])
   ]
   // Without a pty, sudo alone reads the channel (fd 4, see `lineFor`), for its password: the
   // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads
@@ -490,11 +496,15 @@ const execute = Effect.fnUntraced(function*(
     // Under sudo the guard runs inside sudo (see `buildFor`), and the login shell keeps the
     // channel on fd 4 for sudo alone; on a pty sshd hangs the command up itself when the channel
     // goes, and the terminal stays its input.
-    const loginGuard = settings.pty ? "" : settings.useSudo ? "exec 4<&0 </dev/null; " : `${guard}; `
     const lineFor = (connection: Connection): string => {
       const inline = sent.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
         loginBash.get(connection) === shellWords[0]
       const command = inline ? sent.script : `${settings.useShell ? "exec " : ""}${sent.line}`
+      const loginGuard = settings.pty
+        ? ""
+        : settings.useSudo
+        ? "exec 4<&0 </dev/null; "
+        : `${guard(settings.useShell && !inline ? "exec" : "shared")}; `
       // `[` is a builtin in bash and dash alike: the check costs no process.
       return `[ "$BASH" -ef ${
         quote(shellWords[0] ?? "")
