@@ -1080,8 +1080,18 @@ const runRsync = Effect.fnUntraced(function*(
   // rsync creates only the last directory of a destination; the parents are made here, as the
   // user the remote rsync runs as, since only root may write where a sudo upload goes.
   const sudo = options.useSudo === true ? "sudo -n " : ""
+  // The remote rsync expands `*`, `?` and `[` in every path it is given, even with `-s`, and
+  // keeps a pattern that matches nothing as it is: a destination `/srv/a*/` would land in an
+  // existing `/srv/a-old/`. So an upload runs the remote rsync inside its destination directory
+  // (entered by the shell, which takes the quoted name literally) and names the destination
+  // `.` there, or the bare file name, which must then be free of patterns.
+  const intoDir = remote.endsWith("/")
+  const destDir = intoDir ? remote : remoteDir
+  const destName = intoDir ? "." : path.posix.basename(remote)
   const rsyncPath = direction === "upload"
-    ? `${sudo}mkdir -p -- ${quote(remote.endsWith("/") ? remote : remoteDir)} && ${sudo}rsync`
+    ? `${sudo}mkdir -p -- ${quote(destDir)} && ${sudo}sh -c 'cd -- "$1" && shift && exec rsync "$@"' sh ${
+      quote(destDir)
+    }`
     : `${sudo}rsync`
   const args = [
     "-a",
@@ -1094,7 +1104,7 @@ const runRsync = Effect.fnUntraced(function*(
     ...(options.options ?? []),
     "--",
     ...(direction === "upload"
-      ? [local, Rsync.remoteSpec(target, remote)]
+      ? [local, Rsync.remoteSpec(target, destName)]
       : [Rsync.remoteSpec(target, Rsync.literalSource(remote)), local])
   ]
   const shown = direction === "upload" ? `${local} -> ${remotePath}` : `${remotePath} -> ${local}`
@@ -1105,6 +1115,15 @@ const runRsync = Effect.fnUntraced(function*(
     : { host: label, side: "local", path: local }
   const unsafe = Rsync.unsafeTarget(target)
   if (unsafe !== undefined) return yield* Io.transferError(place, "rsync", unsafe)
+  if (direction === "upload" && /[*?[]/.test(destName)) {
+    return yield* Io.transferError(
+      place,
+      "rsync",
+      `the remote rsync would read the name ${
+        JSON.stringify(destName)
+      } as a pattern (*, ? or [); end the remote path with / to copy into a directory of that name, or choose a name without them`
+    )
+  }
   if (direction === "download") {
     const dir = local.endsWith("/") ? local : path.dirname(local)
     yield* Io.localMkdirs(place, dir)

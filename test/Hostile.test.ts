@@ -491,7 +491,20 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
 
       it.effect("hand-picked directory names", () =>
         Effect.forEach(
-          ["-rf", "*", "[a]", "~x", "a b", "$(touch x)", "new\nline", "é👍", "back\\slash", "a\\*[b]?"],
+          [
+            "-rf",
+            "*",
+            "[a]",
+            "~x",
+            "a b",
+            "$(touch x)",
+            "new\nline",
+            "new\nline*",
+            "\uFFFD\n-1*",
+            "é👍",
+            "back\\slash",
+            "a\\*[b]?"
+          ],
           (dirName) => checkRsync(dirName, uniqueNames(fixedNames)),
           { discard: true }
         ))

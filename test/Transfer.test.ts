@@ -531,6 +531,32 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.strictEqual((noServer as TransferError).reason, "rsync")
           assert.include((noServer as TransferError).message, "255")
         }))
+
+      // The remote rsync reads `*`, `?` and `[` in the paths it is given as patterns, even with
+      // `-s`: a destination must never land in another directory that the pattern matches.
+      it.effect("a destination holding a pattern lands in exactly that directory, or is refused", () =>
+        Effect.gen(function*() {
+          const { remote, local } = makeDirs()
+          const tree = path.join(local, "tree")
+          fs.mkdirSync(tree)
+          fs.writeFileSync(path.join(tree, "f"), "exact")
+          const decoy = path.join(remote, "rel*-old")
+          fs.mkdirSync(decoy)
+          fs.chownSync(decoy, fs.statSync(remote).uid, fs.statSync(remote).gid)
+          yield* Transfer.rsyncUpload(tree + "/", path.join(remote, "rel*") + "/")
+          assert.strictEqual(fs.readFileSync(path.join(remote, "rel*", "f"), "utf8"), "exact")
+          yield* Transfer.rsyncUpload(path.join(tree, "f"), path.join(remote, "rel*", "g"))
+          assert.strictEqual(fs.readFileSync(path.join(remote, "rel*", "g"), "utf8"), "exact")
+          assert.deepStrictEqual(fs.readdirSync(decoy), [])
+
+          const refused = failureOf(
+            yield* Effect.exit(Transfer.rsyncUpload(path.join(tree, "f"), path.join(remote, "rel*", "h?")))
+          )
+          assert.instanceOf(refused, TransferError)
+          assert.include(refused.message, "pattern")
+          assert.include(refused.message, "end the remote path with /")
+          assert.deepStrictEqual(fs.readdirSync(path.join(remote, "rel*")).sort(), ["f", "g"])
+        }))
     })
 
     describe("large files", () => {
