@@ -77,9 +77,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import type { ConnectionError } from "./Errors.ts"
-import { exitCodec, inWorkerKey, WorkerRpcs } from "./internal/workerProtocol.ts"
-import * as WorkerSettings from "./internal/workerSettings.ts"
-import * as Watchdog from "./internal/workerWatchdog.ts"
+import { exitCodec, inWorkerKey, WorkerRpcs } from "./internal/execute/workerProtocol.ts"
+import * as WorkerSettings from "./internal/execute/workerSettings.ts"
+import * as Watchdog from "./internal/execute/workerWatchdog.ts"
 import { Output, type Writer } from "./Output.ts"
 import { Settings } from "./Settings.ts"
 import * as Ssh from "./Ssh.ts"
@@ -357,7 +357,7 @@ const prefixing = (output: Writer, label: string): Writer => ({
 // Node's type stripping, vitest), `.js` when compiled.
 const workerEntry = (): string => {
   const here = fileURLToPath(import.meta.url)
-  return path.join(path.dirname(here), "internal", `workerMain${path.extname(here)}`)
+  return path.join(path.dirname(here), "internal", "execute", `workerMain${path.extname(here)}`)
 }
 
 // In the user's own cache directory, not a shared temp dir: compiled code found there is run.

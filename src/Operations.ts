@@ -13,8 +13,14 @@ import type { CommandFailed } from "./Errors.ts"
 import { PromptAborted } from "./Errors.ts"
 import { Settings } from "./Settings.ts"
 
-export { local, type LocalOptions } from "./internal/local.ts"
-export { remote, remoteFileExists, type RemoteOptions, remoteSudo, singleCommand } from "./internal/remote.ts"
+export { local, type LocalOptions } from "./internal/local/process.ts"
+export {
+  remote,
+  remoteFileExists,
+  type RemoteOptions,
+  remoteSudo,
+  singleCommand
+} from "./internal/remote/run.ts"
 export {
   download,
   type DownloadOptions,

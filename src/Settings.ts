@@ -34,7 +34,7 @@ import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as path from "node:path"
 import { SettingsError } from "./Errors.ts"
-import { toDuration } from "./internal/duration.ts"
+import { toDuration } from "./internal/settings/duration.ts"
 
 /**
  * What to do with a host key that is not in the known_hosts file. See {@link Settings.hostKeyPolicy}.

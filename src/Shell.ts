@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import * as Internal from "./internal/shell.ts"
+import * as Internal from "./internal/command/shell.ts"
 
 /**
  * Quotes one word for a POSIX shell, so the shell reads it back exactly.

@@ -30,7 +30,7 @@ import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type { ConnectionError, SettingsError } from "./Errors.ts"
-import * as SshClient from "./internal/sshClient.ts"
+import * as SshClient from "./internal/ssh/client.ts"
 import type { HostKeyPolicy, Settings } from "./Settings.ts"
 
 /**

@@ -21,7 +21,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import * as os from "node:os"
-import { readableCause } from "./internal/workerDefect.ts"
+import { readableCause } from "./internal/execute/workerDefect.ts"
 import * as Ssh from "./Ssh.ts"
 
 /**

@@ -15,8 +15,8 @@ import {
   TransferError,
   type TransferErrorReason
 } from "../src/Errors.ts"
-import { readableCause, readableExit } from "../src/internal/workerDefect.ts"
-import { exitCodec } from "../src/internal/workerProtocol.ts"
+import { readableCause, readableExit } from "../src/internal/execute/workerDefect.ts"
+import { exitCodec } from "../src/internal/execute/workerProtocol.ts"
 
 const result = (fields: Partial<ConstructorParameters<typeof CommandResult>[0]> = {}): CommandResult =>
   new CommandResult({

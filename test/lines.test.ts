@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
 import * as Schema from "effect/Schema"
-import { LineBuffer, maxLine } from "../src/internal/lines.ts"
+import { LineBuffer, maxLine } from "../src/internal/command/lines.ts"
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
 

@@ -25,7 +25,7 @@ import {
   quote,
   quoteDir,
   splitShell
-} from "../src/internal/shell.ts"
+} from "../src/internal/command/shell.ts"
 
 // -- fixtures ------------------------------------------------------------------------------------
 

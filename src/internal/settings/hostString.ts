@@ -5,7 +5,7 @@
  */
 import * as Result from "effect/Result"
 import { isIPv6 } from "node:net"
-import { SettingsError } from "../Errors.ts"
+import { SettingsError } from "../../Errors.ts"
 
 /** The parts of a host string; `user` and `port` are `undefined` when not written. */
 export interface HostString {

@@ -12,9 +12,9 @@
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
-import type { TransferError } from "../Errors.ts"
-import { kindOf, localSync, type Place, transferError } from "./transferIo.ts"
-import * as Tar from "./transferTar.ts"
+import type { TransferError } from "../../Errors.ts"
+import { kindOf, localSync, type Place, transferError } from "./io.ts"
+import * as Tar from "./tar.ts"
 
 interface PackEntry {
   readonly entry: Tar.Entry

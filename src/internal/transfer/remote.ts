@@ -12,11 +12,11 @@ import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as path from "node:path"
-import type { ConnectionError } from "../Errors.ts"
-import type { Settings } from "../Settings.ts"
-import type { ChannelEvent, Connection } from "../Ssh.ts"
-import { join, quote } from "./shell.ts"
-import { kindWords } from "./transferIo.ts"
+import type { ConnectionError } from "../../Errors.ts"
+import type { Settings } from "../../Settings.ts"
+import type { ChannelEvent, Connection } from "../../Ssh.ts"
+import { join, quote } from "../command/shell.ts"
+import { kindWords } from "./io.ts"
 
 /** How a command ended, with its standard error (and output, unless streamed elsewhere). */
 export interface Finished {

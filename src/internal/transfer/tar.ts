@@ -14,7 +14,7 @@
  * into the bytes to give `fs` (which takes a `Buffer` as a path); {@link showName} into text for
  * a message.
  */
-import { kindWords } from "./transferIo.ts"
+import { kindWords } from "./io.ts"
 
 /** What a tar entry is. A `hardlink` names, as its `linkTarget`, a file earlier in the archive. */
 export type EntryType = "file" | "directory" | "symlink" | "hardlink"

@@ -4,7 +4,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
-import { SettingsError } from "../Errors.ts"
+import { SettingsError } from "../../Errors.ts"
 
 /**
  * What a duration input that is no duration (`NaN`, text that does not read as one) becomes:

@@ -8,8 +8,8 @@
 import * as Duration from "effect/Duration"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import type { Settings } from "../Settings.ts"
-import { isNotADuration, notADuration } from "./duration.ts"
+import type { Settings } from "../../Settings.ts"
+import { isNotADuration, notADuration } from "../settings/duration.ts"
 
 /**
  * One setting on the wire. `millis: null` stands for an infinite duration (JSON has no Infinity).

@@ -4,10 +4,10 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { CommandResult } from "../CommandResult.ts"
-import { CommandFailed, SettingsError } from "../Errors.ts"
-import { Settings } from "../Settings.ts"
-import { durationError } from "./duration.ts"
+import { CommandResult } from "../../CommandResult.ts"
+import { CommandFailed, SettingsError } from "../../Errors.ts"
+import { Settings } from "../../Settings.ts"
+import { durationError } from "../settings/duration.ts"
 
 /**
  * Succeeds with a result that exited 0. Otherwise fails with `CommandFailed`, logging it first

@@ -5,8 +5,8 @@
  * port, key, known_hosts and host key policy, jump hosts) are handed to OpenSSH as options, quoted
  * for the two parsers they go through (rsync's split of `-e`, then ssh's option parsing).
  */
-import type { Target } from "../Ssh.ts"
-import { join } from "./shell.ts"
+import type { Target } from "../../Ssh.ts"
+import { join } from "../command/shell.ts"
 
 /** What rsync says its exit codes mean (rsync(1), EXIT VALUES). */
 export const rsyncExitCodes: Readonly<Record<number, string>> = {

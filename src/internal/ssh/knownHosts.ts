@@ -5,7 +5,7 @@
  */
 import { createHmac } from "node:crypto"
 import type { ServerHostKeyAlgorithm } from "ssh2"
-import { hostPort } from "./hostString.ts"
+import { hostPort } from "../settings/hostString.ts"
 
 /**
  * The name a host is known by: host names are case-insensitive, and OpenSSH lower-cases them

@@ -18,11 +18,11 @@ import * as net from "node:net"
 import * as path from "node:path"
 import type { Duplex } from "node:stream"
 import ssh2, { type AuthenticationType, Client, type ClientChannel, type SFTPWrapper } from "ssh2"
-import { ConnectionError, type ConnectionErrorReason, SettingsError } from "../Errors.ts"
-import type { Settings } from "../Settings.ts"
-import type { ChannelEvent, Connection, RemoteChannel, Target } from "../Ssh.ts"
+import { ConnectionError, type ConnectionErrorReason, SettingsError } from "../../Errors.ts"
+import type { Settings } from "../../Settings.ts"
+import type { ChannelEvent, Connection, RemoteChannel, Target } from "../../Ssh.ts"
 import * as KnownHosts from "./knownHosts.ts"
-import { resolveTarget, targetKey } from "./sshTarget.ts"
+import { resolveTarget, targetKey } from "./target.ts"
 
 /** A connection as the adapter sees it: the public shape plus what jump hosts need. */
 interface LiveConnection extends Connection {

@@ -5,7 +5,7 @@
  * Local and remote commands both come through here, so they quote alike.
  */
 import * as Result from "effect/Result"
-import { SettingsError } from "../Errors.ts"
+import { SettingsError } from "../../Errors.ts"
 
 // Words made only of these characters mean the same to a shell quoted or not.
 const safeWord = /^[A-Za-z0-9_@%+=:,./-]+$/

@@ -12,8 +12,8 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { TransferError, type TransferErrorReason } from "../Errors.ts"
-import type { SftpSession, SftpStats } from "../Ssh.ts"
+import { TransferError, type TransferErrorReason } from "../../Errors.ts"
+import type { SftpSession, SftpStats } from "../../Ssh.ts"
 
 /** Where an operation happens, for error messages. */
 export interface Place {
