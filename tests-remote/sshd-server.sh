@@ -193,25 +193,39 @@ plain_profile() {
   chown "$user:" "$home/.bashrc" "$home/.profile"
 }
 
+# Changes only what differs: another server's tests may be logging in as these users right now
+# (resetting tbpass's password to `*` for a moment made its sudo refuse the real one).
 ensure_user() {
-  local user=$1
+  local user=$1 keep_password=${2:-}
   if ! getent passwd "$user" >/dev/null; then
     useradd --create-home --user-group --shell /bin/bash --comment "threadbare test user" "$user"
   fi
-  usermod --shell /bin/bash "$user" >/dev/null  # it reports "no changes" on stdout
+  if [ "$(getent passwd "$user" | cut -d: -f7)" != /bin/bash ]; then
+    usermod --shell /bin/bash "$user" >/dev/null  # it reports "no changes" on stdout
+  fi
   # `*` means "no password" while the account stays usable for key logins; useradd leaves `!`,
   # a locked account, which sshd refuses even with a valid key.
-  usermod --password '*' "$user" >/dev/null
+  if [ -z "$keep_password" ] && [ "$(getent shadow "$user" | cut -d: -f2)" != '*' ]; then
+    usermod --password '*' "$user" >/dev/null
+  fi
   plain_profile "$user"
 }
 
+# Servers start while others run tests against the same users: a rule is replaced only when it
+# changes, and then in one rename (sudo skips names holding a dot), never truncated in place,
+# which for a moment would leave tbtest without NOPASSWD and make its sudo prompt.
 install_sudoers() {
   local name=$1 content=$2 tmp
-  tmp=$(mktemp)
+  tmp=$(mktemp /etc/sudoers.d/.tmp.XXXXXX)
   printf '%s\n' "$content" >"$tmp"
+  if cmp -s "$tmp" "/etc/sudoers.d/$name"; then
+    rm -f "$tmp"
+    return
+  fi
   visudo -cqf "$tmp" >/dev/null || { rm -f "$tmp"; die "generated sudoers file for $name is invalid"; }
-  install -m 0440 -o root -g root "$tmp" "/etc/sudoers.d/$name"
-  rm -f "$tmp"
+  chown root:root "$tmp"
+  chmod 0440 "$tmp"
+  mv -f "$tmp" "/etc/sudoers.d/$name"
 }
 
 # The users are shared by every server on this machine, and several may start at once (tests,
@@ -228,14 +242,21 @@ setup_users() {
   if command -v flock >/dev/null 2>&1; then flock 9; fi
 
   ensure_user tbtest
-  ensure_user tbpass
+  ensure_user tbpass keep-password
   ensure_user tbother
 
   if ! [ -s "$users_state/tbpass.password" ]; then
     (umask 077; head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 >"$users_state/tbpass.password")
+    rm -f "$users_state/tbpass.set"
   fi
   password=$(<"$users_state/tbpass.password")
-  printf 'tbpass:%s\n' "$password" | chpasswd
+  # Set once per password (and again if the account was made anew): a change while other tests
+  # log in as tbpass is what must not happen.
+  if ! [ -e "$users_state/tbpass.set" ] || [ "$(getent shadow tbpass | cut -d: -f2)" = '*' ] ||
+    [ "$(getent shadow tbpass | cut -d: -f2)" = '!' ]; then
+    printf 'tbpass:%s\n' "$password" | chpasswd
+    : >"$users_state/tbpass.set"
+  fi
   (umask 077; printf '%s\n' "$password" >"$dir/tbpass.password")
 
   install_sudoers threadbare-tbtest "# Written by effect-threadbare tests-remote/sshd-server.sh.
