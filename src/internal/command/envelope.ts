@@ -58,10 +58,11 @@ export interface Envelope<E, R> {
   /** Applied to every printed line and to the kept text (the SSH transport masks a sudo password). */
   readonly redact?: ((text: string) => string) | undefined
   /**
-   * Starts the command and waits for its end. Interrupting it (a time limit, the caller) must
-   * stop the command; its scope closes right after.
+   * Starts the command, giving what waits for its end. Only the wait is under `timeout` (an SSH
+   * connection is bounded by its own settings). Interrupting the wait (a time limit, the
+   * caller) must stop the command; the scope closes right after.
    */
-  readonly start: (sink: Sink) => Effect.Effect<Ending, E, R | Scope.Scope>
+  readonly start: (sink: Sink) => Effect.Effect<Effect.Effect<Ending, E, R>, E, R | Scope.Scope>
 }
 
 /**
@@ -86,11 +87,11 @@ export const run = Effect.fnUntraced(function*<E, R>(envelope: Envelope<E, R>) {
         : Effect.forEach(lines, (line) => Output.printLine(host, pipe, redact(line)), { discard: true })
   }
   const started = yield* Clock.currentTimeMillis
-  const execution = Effect.scoped(envelope.start(sink))
   const timeout = settings.timeout
-  const outcome = timeout === undefined
-    ? Option.some(yield* execution)
-    : yield* Effect.timeoutOption(execution, timeout)
+  const outcome = yield* Effect.scoped(Effect.flatMap(
+    envelope.start(sink),
+    (wait) => timeout === undefined ? Effect.asSome(wait) : Effect.timeoutOption(wait, timeout)
+  ))
   const finished = yield* Clock.currentTimeMillis
   if (Option.isNone(outcome)) {
     return yield* new CommandTimeout({

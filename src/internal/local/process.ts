@@ -198,7 +198,8 @@ const runLocal = Effect.fnUntraced(function*(
     settings: current,
     printing: stream,
     keep: current.capture && !current.discardOutput,
-    start: (sink) => transport.start(request, sink)
+    // The whole run is under the time limit, the spawn included.
+    start: (sink) => Effect.succeed(transport.start(request, sink))
   })
   return yield* finish(result)
 })
