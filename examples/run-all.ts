@@ -49,7 +49,14 @@ const examples: ReadonlyArray<Example> = [
   { file: "transfer-memory.ts", expect: ["round trip identical: true", "refused: TransferError (exists)"] },
   { file: "transfer-directory.ts", expect: ["downloaded 202 entries", "bin/start mode 755"] },
   { file: "transfer-rsync.ts", expect: ["mirrored: app.js, assets", "partial transfer due to error"] },
-  { file: "execute-pool.ts", expect: ["started pool, 2nd call: 8 hosts", "fibers: 8 hosts", "0 failures"] }
+  { file: "execute-pool.ts", expect: ["started pool, 2nd call: 8 hosts", "fibers: 8 hosts", "0 failures"] },
+  {
+    file: "testing-layer.ts",
+    expect: [
+      "web-2.invalid: git clone",
+      "deployed abc123: 11 steps recorded, web-2 cloned and started, web-1 reloaded"
+    ]
+  }
 ]
 
 const dir = fileURLToPath(new URL(".", import.meta.url))

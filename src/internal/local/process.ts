@@ -1,22 +1,20 @@
 /**
  * `local`: runs a command on this machine through `effect/process`.
  */
-import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
+import type * as FileSystem from "effect/FileSystem"
 import type * as PlatformError from "effect/PlatformError"
 import * as ChildProcess from "effect/process/ChildProcess"
 import { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { CommandResult } from "../../CommandResult.ts"
-import { CommandTimeout, SettingsError } from "../../Errors.ts"
-import * as Output from "../../Output.ts"
+import { SettingsError } from "../../Errors.ts"
 import { apply, type Patch, requireDirectory, resolveLocal, Settings } from "../../Settings.ts"
 import { checkTimeout, finish } from "../command/command.ts"
-import { dryRunResult } from "../command/command.ts"
-import { LineBuffer } from "../command/lines.ts"
+import * as Envelope from "../command/envelope.ts"
 import * as Shell from "../command/shell.ts"
 
 /**
@@ -153,12 +151,16 @@ const runLocal = Effect.fnUntraced(function*(
       detail: "without a shell, give the command as an argument list, e.g. [\"ls\", \"-l\", dir]"
     })
   }
+  const transport = yield* LocalTransport
   const cwd = options.cwd === undefined
     ? current.localWorkingDir
     : resolveLocal(current, options.cwd)
-  // Checked before spawning: a missing directory would fail the spawn with ENOENT (read as a
-  // missing program) and a file with ENOTDIR.
-  if (cwd !== undefined) yield* requireDirectory(cwd, options.cwd === undefined ? "localWorkingDir" : "cwd")
+  // Checked before anything is printed: a missing directory would fail the spawn with ENOENT
+  // (read as a missing program) and a file with ENOTDIR.
+  if (cwd !== undefined) {
+    yield* transport.checkDirectory(cwd, options.cwd === undefined ? "localWorkingDir" : "cwd")
+  }
+  const env = options.env === undefined ? current.env : { ...current.env, ...options.env }
   const built = Shell.build({
     command,
     useShell: current.useShell,
@@ -168,22 +170,83 @@ const runLocal = Effect.fnUntraced(function*(
     // Locally sudo never asks: with a terminal a prompt would block a deploy, without one it cannot be answered.
     sudoPrompt: undefined,
     cwd: undefined,
-    env: options.env === undefined ? current.env : { ...current.env, ...options.env }
+    env
   })
   if (Result.isFailure(built)) return yield* built.failure
   const { argv, display, line } = built.success
-  yield* Effect.annotateCurrentSpan({ command: display })
-
-  yield* Output.printRunning(localHost, "local", display)
-  if (current.dryRun) return yield* finish(dryRunResult(localHost, display, line))
-
   const stream = options.stream === true && !current.quiet
   const piped = current.capture || stream
-  const keep = current.capture && !current.discardOutput
-  const stdout = new LineBuffer(keep)
-  const stderr = new LineBuffer(keep)
+  const request: LocalRequest = {
+    command,
+    display,
+    line,
+    argv,
+    cwd,
+    env,
+    useShell: current.useShell,
+    useSudo: current.useSudo,
+    sudoUser: current.sudoUser,
+    piped,
+    combineStderr: piped && current.combineStderr,
+    quiet: current.quiet
+  }
+  const result = yield* Envelope.run({
+    host: localHost,
+    verb: "local",
+    display,
+    line,
+    settings: current,
+    printing: stream,
+    keep: current.capture && !current.discardOutput,
+    // The whole run is under the time limit, the spawn included.
+    start: (sink) => Effect.succeed(transport.start(request, sink))
+  })
+  return yield* finish(result)
+})
+
+/**
+ * A local command as the envelope hands it to the transport: the command as given and as
+ * built, where and how it runs.
+ */
+export interface LocalRequest {
+  /** The command as the caller gave it. */
+  readonly command: string | ReadonlyArray<string>
+  readonly display: string
+  readonly line: string
+  /** The program and its arguments, shell and sudo included. */
+  readonly argv: ReadonlyArray<string>
+  readonly cwd: string | undefined
+  readonly env: Readonly<Record<string, string>>
+  readonly useShell: boolean
+  readonly useSudo: boolean
+  readonly sudoUser: string | undefined
+  /** Whether output comes back through pipes (`capture` or `stream`); otherwise it is the terminal's. */
+  readonly piped: boolean
+  /** With `piped`: standard error merged into standard output, in one pipe. */
+  readonly combineStderr: boolean
+  readonly quiet: boolean
+}
+
+/**
+ * How local commands run: checking a working directory, and starting a command. The default
+ * spawns real processes; `Testing.layer` replaces it so that no process is started.
+ */
+export interface LocalTransportShape {
+  readonly checkDirectory: (
+    dir: string,
+    setting: string
+  ) => Effect.Effect<void, SettingsError, FileSystem.FileSystem>
+  readonly start: (request: LocalRequest, sink: Envelope.Sink) => Effect.Effect<
+    Envelope.Ending,
+    never,
+    ChildProcessSpawner | Scope.Scope
+  >
+}
+
+/** Starts a local process and reports how it ended. */
+const spawnLocal = Effect.fnUntraced(function*(request: LocalRequest, sink: Envelope.Sink) {
+  const { argv, combineStderr: combined, cwd, piped } = request
   const program = argv[0]!
-  const combined = piped && current.combineStderr
   // Combined output is one pipe for fd 1 and fd 2, so the kernel keeps the order in which the
   // command wrote them; two pipes read separately cannot. The spawner only makes a pipe per
   // stream, so a POSIX shell in front points fd 2 at fd 1 and `exec`s the command in its
@@ -194,7 +257,7 @@ const runLocal = Effect.fnUntraced(function*(
   ]
   // Uncaptured output goes to the terminal, unless `quiet` (`Settings.hide`): then nowhere, as
   // the original sent it to /dev/null.
-  const unpiped = current.quiet ? "ignore" : "inherit"
+  const unpiped = request.quiet ? "ignore" : "inherit"
   const spawned = ChildProcess.make(file, fileArgs, {
     ...(cwd === undefined ? {} : { cwd }),
     // A command of its own process group can be stopped with everything it started. The one
@@ -207,87 +270,53 @@ const runLocal = Effect.fnUntraced(function*(
     killSignal: "SIGTERM",
     forceKillAfter: Duration.seconds(2)
   })
-
-  const pump = (
-    source: Stream.Stream<Uint8Array, PlatformError.PlatformError>,
-    buffer: LineBuffer,
-    pipe: string
-  ) =>
-    Stream.runForEach(source, (chunk) => {
-      const lines = buffer.push(chunk)
-      return stream
-        ? Effect.forEach(lines, (l) => Output.printLine(localHost, pipe, l), { discard: true })
-        : Effect.void
-    }).pipe(
-      Effect.andThen(Effect.suspend(() => {
-        const rest = buffer.end()
-        return stream
-          ? Effect.forEach(rest, (l) => Output.printLine(localHost, pipe, l), { discard: true })
-          : Effect.void
-      }))
-    )
-
-  let spawnError = ""
   // Set by the combined-output shell when it cannot find the program.
   let notFound = false
-  const started = yield* Clock.currentTimeMillis
-  const execution = Effect.scoped(Effect.gen(function*() {
-    const spawner = yield* ChildProcessSpawner
+  const spawner = yield* ChildProcessSpawner
+  const ending = yield* Effect.gen(function*() {
     const handle = yield* spawner.spawn(spawned)
     if (piped) {
+      const each =
+        (source: Stream.Stream<Uint8Array, PlatformError.PlatformError>) =>
+        (f: (chunk: Uint8Array) => Effect.Effect<void>) => Stream.runForEach(source, f)
       yield* Effect.all(
         combined
           ? [
-            pump(handle.stdout, stdout, "out"),
+            Envelope.pump(sink, "out", each(handle.stdout)),
             Stream.runForEach(handle.stderr, () => Effect.sync(() => (notFound = true)))
           ]
-          : [pump(handle.stdout, stdout, "out"), pump(handle.stderr, stderr, "err")],
+          : [
+            Envelope.pump(sink, "out", each(handle.stdout)),
+            Envelope.pump(sink, "err", each(handle.stderr))
+          ],
         { concurrency: "unbounded", discard: true }
       )
     }
     return yield* handle.exitCode.pipe(
-      Effect.map((code): { code: number | null; signal: string | null } => ({ code, signal: null })),
+      Effect.map((code): Envelope.Ending => ({ exitCode: code, signal: null })),
       Effect.catch((error: PlatformError.PlatformError) => {
         const signal = signalOf(error)
-        return signal === undefined ? Effect.fail(error) : Effect.succeed({ code: null, signal })
+        return signal === undefined ? Effect.fail(error) : Effect.succeed({ exitCode: null, signal })
       })
     )
-  })).pipe(
+  }).pipe(
     Effect.catch((error: PlatformError.PlatformError) => {
       const failure = spawnFailure(error)
       if (failure === undefined) return Effect.die(error)
-      // Kept even when output is not (no capture, discardOutput): it is our diagnosis, not the
-      // command's output, and the only hint in `CommandFailed`'s message.
-      spawnError = `${program}: ${failure.detail}\n`
-      return Effect.succeed({ code: failure.code, signal: null })
+      return Effect.succeed<Envelope.Ending>({
+        exitCode: failure.code,
+        signal: null,
+        note: `${program}: ${failure.detail}\n`
+      })
     })
   )
-
-  const timeout = current.timeout
-  const outcome = timeout === undefined
-    ? Option.some(yield* execution)
-    : yield* Effect.timeoutOption(execution, timeout)
-  const finished = yield* Clock.currentTimeMillis
-  if (notFound) spawnError = `${program}: ${notFoundDetail}\n`
-  if (Option.isNone(outcome)) {
-    return yield* new CommandTimeout({
-      host: localHost,
-      command: display,
-      timeoutMillis: Duration.toMillis(timeout!),
-      stdout: stdout.text(),
-      stderr: stderr.text()
-    })
-  }
-  return yield* finish(
-    new CommandResult({
-      host: localHost,
-      command: display,
-      realCommand: line,
-      exitCode: outcome.value.code,
-      signal: outcome.value.signal,
-      stdout: stdout.text(),
-      stderr: stderr.text() + spawnError,
-      durationMillis: finished - started
-    })
-  )
+  return notFound ? { ...ending, note: `${program}: ${notFoundDetail}\n` } : ending
 })
+
+/**
+ * The local transport in use. Its default runs real processes.
+ */
+export const LocalTransport: Context.Reference<LocalTransportShape> = Context.Reference<LocalTransportShape>(
+  "effect-threadbare/internal/local/LocalTransport",
+  { defaultValue: () => ({ checkDirectory: requireDirectory, start: spawnLocal }) }
+)

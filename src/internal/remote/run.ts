@@ -9,24 +9,24 @@
  * short command on the same connection sends that process group SIGTERM and then SIGKILL, since
  * closing a channel leaves the remote process running.
  */
-import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import { randomBytes } from "node:crypto"
 import { TextDecoder } from "node:util"
-import { CommandResult } from "../../CommandResult.ts"
-import { CommandTimeout, ConnectionError, SettingsError } from "../../Errors.ts"
-import * as Output from "../../Output.ts"
+import { ConnectionError, SettingsError } from "../../Errors.ts"
 import { apply, type Patch, Settings } from "../../Settings.ts"
 import { type Connection, type RemoteChannel, SshConnections } from "../../Ssh.ts"
-import { checkTimeout, dryRunResult, finish } from "../command/command.ts"
-import { LineBuffer } from "../command/lines.ts"
+import { checkTimeout, finish } from "../command/command.ts"
+import * as Envelope from "../command/envelope.ts"
+import type { Sink } from "../command/envelope.ts"
+import type { LineBuffer } from "../command/lines.ts"
 import { build, type BuiltCommand, quote, splitShell } from "../command/shell.ts"
-import { parseHostString } from "../settings/hostString.ts"
+import { type HostString, parseHostString } from "../settings/hostString.ts"
+import type { RemotePurpose, RemoteRequest, RemoteTransportShape } from "./transport.ts"
 
 /**
  * Per-call overrides of the settings a remote command reads; each wins over the current
@@ -99,7 +99,6 @@ interface Stream {
 }
 
 interface Run {
-  readonly label: string
   readonly pidMarker: string
   readonly prompt: string | undefined
   /**
@@ -120,8 +119,8 @@ interface Run {
   answered: boolean
   readonly password: string | undefined
   readonly pty: boolean
-  /** Whether output lines are printed (`quiet` is off); otherwise they are only kept. */
-  readonly printing: boolean
+  /** Where output goes: the envelope prints and keeps it. */
+  readonly sink: Sink
   readonly channel: RemoteChannel
   readonly out: Stream
   readonly err: Stream
@@ -131,11 +130,11 @@ interface Run {
   prompts: number
 }
 
-const makeStream = (pipe: "out" | "err", keep: boolean): Stream => ({
+const makeStream = (pipe: "out" | "err", lines: LineBuffer): Stream => ({
   pipe,
   // ignoreBOM: a U+FEFF that a command prints first is part of its output, not a marker to drop.
   decoder: new TextDecoder("utf-8", { ignoreBOM: true }),
-  lines: new LineBuffer(keep),
+  lines,
   pending: "",
   skipNewline: false
 })
@@ -260,12 +259,9 @@ const scan = (run: Run, stream: Stream, text: string): Scanned => {
   return scanned
 }
 
+// The envelope masks printed lines (see `mask`) and prints them unless `quiet`.
 const print = (run: Run, stream: Stream, lines: ReadonlyArray<string>): Effect.Effect<void> =>
-  !run.printing || lines.length === 0
-    ? Effect.void
-    : Effect.forEach(lines, (line) => Output.printLine(run.label, stream.pipe, mask(run, line)), {
-      discard: true
-    })
+  run.sink.print(stream.pipe, lines)
 
 const answerSudo = (run: Run): Effect.Effect<void> => {
   run.prompts++
@@ -420,7 +416,7 @@ const stopAfterDrop = (
 
 // -- running --------------------------------------------------------------------------------------
 
-const hostLabel = (settings: Settings): Effect.Effect<string, SettingsError> =>
+const hostOf = (settings: Settings): Effect.Effect<HostString, SettingsError> =>
   settings.host === undefined
     ? Effect.fail(
       new SettingsError({
@@ -429,7 +425,7 @@ const hostLabel = (settings: Settings): Effect.Effect<string, SettingsError> =>
         detail: "no host to run on; set it with Settings.settings({ host: \"user@host\" }) or the host option"
       })
     )
-    : Effect.map(fromResult(parseHostString(settings.host)), (parsed) => parsed.host)
+    : fromResult(parseHostString(settings.host))
 
 const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<string>, settings: Settings) {
   const prompt = settings.useSudo && settings.sudoPassword !== undefined
@@ -467,120 +463,142 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   return { built, sent, prompt, startMarker }
 })
 
-/** Runs a command under `settings` and returns its result, whatever its exit code. */
+/** Runs a command under `settings` in the envelope and returns its result, whatever its exit code. */
 const execute = Effect.fnUntraced(function*(
   command: string | ReadonlyArray<string>,
-  settings: Settings
+  settings: Settings,
+  purpose: RemotePurpose = { _tag: "Command" }
 ) {
-  const label = yield* hostLabel(settings)
+  const parsed = yield* hostOf(settings)
   yield* checkTimeout(settings.timeout)
-  const { built, sent, prompt, startMarker } = yield* buildFor(command, settings)
-  yield* Effect.annotateCurrentSpan({ host: label, command: built.display })
-  yield* Output.printRunning(label, settings.useSudo ? "sudo" : "run", built.display)
-  if (settings.dryRun) return dryRunResult(label, built.display, built.line)
-
-  const ssh = yield* SshConnections
-  const started = yield* Clock.currentTimeMillis
-  return yield* Effect.scoped(Effect.gen(function*() {
-    const pidMarker = nextMarker("pid")
-    // `exec` keeps the login shell's process id for the command itself, so that a signal that
-    // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
-    // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
-    // command and tens of milliseconds on a connection's first one.
-    const merge = settings.combineStderr && !settings.pty ? "exec 2>&1; " : ""
-    // The login shell reports its pid and whether it is the bash of `shell`. A command meant for that
-    // very bash (`shell: "/bin/bash -c"`, no sudo) then runs in it directly on later commands of
-    // the connection, sparing the start of a second bash (about 1 ms a command). Bash runs the
-    // last command of `-c` in place of itself, as the `exec` of our second shell would.
-    const shellWords = splitShell(settings.shell)
-    // Under sudo the guard runs inside sudo (see `buildFor`), and the login shell keeps the
-    // channel on fd 4 for sudo alone; on a pty sshd hangs the command up itself when the channel
-    // goes, and the terminal stays its input.
-    const lineFor = (connection: Connection): string => {
-      const inline = sent.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
-        loginBash.get(connection) === shellWords[0]
-      const command = inline ? sent.script : `${settings.useShell ? "exec " : ""}${sent.line}`
-      const loginGuard = settings.pty
-        ? ""
-        : settings.useSudo
-        ? "exec 4<&0 </dev/null; "
-        : `${guard(settings.useShell && !inline ? "exec" : "shared")}; `
-      // `[` is a builtin in bash and dash alike: the check costs no process.
-      return `[ "$BASH" -ef ${
-        quote(shellWords[0] ?? "")
-      } ] && tb_b=1 || tb_b=0; echo ${pidMarker}$$:$tb_b >&2; unset tb_b; ${loginGuard}${merge}${command}`
-    }
-    // A cached connection may turn out dead only when used. The command has not started then,
-    // so it is safe to start it once more on a fresh connection. A connection that could not be
-    // opened is not tried again here: `connectAttempts` has had its say.
-    const start = (first: boolean): Effect.Effect<
-      { readonly connection: Connection; readonly channel: RemoteChannel },
-      ConnectionError | SettingsError,
-      Scope.Scope
-    > =>
-      Effect.flatMap(
-        ssh.connect(settings),
-        (connection) =>
-          connection.exec(lineFor(connection), { pty: settings.pty }).pipe(
-            Effect.map((channel) => ({ connection, channel })),
-            Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
-          )
-      )
-    const { channel, connection } = yield* start(true)
-    const run: Run = {
-      label,
-      pidMarker,
-      prompt,
-      startMarker,
-      authPipe: settings.pty || settings.combineStderr ? "out" : "err",
-      started: startMarker === undefined,
-      answered: false,
-      password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
-      pty: settings.pty,
-      printing: !settings.quiet,
-      channel,
-      out: makeStream("out", !settings.discardOutput),
-      err: makeStream("err", !settings.discardOutput),
-      pid: undefined,
-      loginBash: undefined,
-      prompts: 0
-    }
-    // A command gets no input from us and sees end of file at once (`cat`, a prompt): its input
-    // is /dev/null, whatever sudo does. The channel's own input stays open, for sudo's password
-    // and then for the guard, which takes its end for the controller's. On a pty the terminal
-    // is the command's input and stays open: end of input there would hang it up.
-    const ending = yield* (settings.timeout === undefined
-      ? Effect.asSome(consume(run))
-      : Effect.timeoutOption(consume(run), settings.timeout)).pipe(
-        Effect.onInterrupt(() => stopRemote(connection, run, settings)),
-        // sshd hangs up only on a command with a pty: one without runs on after its connection
-        // dropped. Stop it over a fresh connection, as an interruption would.
-        Effect.tapError(() => stopAfterDrop(ssh.connect({ ...settings, connectAttempts: 1 }), run, settings))
-      )
-    if (run.loginBash === "1" && shellWords[0] !== undefined) loginBash.set(connection, shellWords[0])
-    if (Option.isNone(ending)) {
-      yield* stopRemote(connection, run, settings)
-      return yield* new CommandTimeout({
-        host: label,
-        command: built.display,
-        timeoutMillis: Duration.toMillis(settings.timeout ?? Duration.zero),
-        stdout: mask(run, run.out.lines.text()),
-        stderr: mask(run, run.err.lines.text())
-      })
-    }
-    const finished = yield* Clock.currentTimeMillis
-    return new CommandResult({
-      host: label,
-      command: built.display,
-      realCommand: built.line,
-      exitCode: ending.value.signal !== null ? null : ending.value.exitCode,
-      signal: ending.value.signal,
-      stdout: mask(run, run.out.lines.text()),
-      stderr: mask(run, run.err.lines.text()),
-      durationMillis: finished - started
-    })
-  }))
+  const { built, prompt, sent, startMarker } = yield* buildFor(command, settings)
+  const transport = yield* RemoteTransport
+  const request: RemoteRequest = {
+    purpose,
+    command,
+    host: parsed.host,
+    user: parsed.user ?? settings.user,
+    port: parsed.port,
+    built,
+    sent,
+    prompt,
+    startMarker,
+    settings
+  }
+  // The transport learns what to mask (a sudo password, once written) only as the command runs.
+  let redact: (text: string) => string = (text) => text
+  return yield* Envelope.run({
+    host: parsed.host,
+    verb: settings.useSudo ? "sudo" : "run",
+    display: built.display,
+    line: built.line,
+    settings,
+    printing: !settings.quiet,
+    keep: !settings.discardOutput,
+    redact: (text) => redact(text),
+    start: (sink) => transport.start(request, sink, (f) => (redact = f))
+  })
 })
+
+/** Runs a command over SSH: starts it on a channel of the shared connection and reads it to its end. */
+const runOverSsh = Effect.fnUntraced(function*(
+  request: RemoteRequest,
+  sink: Sink,
+  setRedact: (redact: (text: string) => string) => void
+) {
+  const { prompt, sent, settings, startMarker } = request
+  const ssh = yield* SshConnections
+  const pidMarker = nextMarker("pid")
+  // `exec` keeps the login shell's process id for the command itself, so that a signal that
+  // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
+  // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
+  // command and tens of milliseconds on a connection's first one.
+  const merge = settings.combineStderr && !settings.pty ? "exec 2>&1; " : ""
+  // The login shell reports its pid and whether it is the bash of `shell`. A command meant for that
+  // very bash (`shell: "/bin/bash -c"`, no sudo) then runs in it directly on later commands of
+  // the connection, sparing the start of a second bash (about 1 ms a command). Bash runs the
+  // last command of `-c` in place of itself, as the `exec` of our second shell would.
+  const shellWords = splitShell(settings.shell)
+  // Under sudo the guard runs inside sudo (see `buildFor`), and the login shell keeps the
+  // channel on fd 4 for sudo alone; on a pty sshd hangs the command up itself when the channel
+  // goes, and the terminal stays its input.
+  const lineFor = (connection: Connection): string => {
+    const inline = sent.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
+      loginBash.get(connection) === shellWords[0]
+    const command = inline ? sent.script : `${settings.useShell ? "exec " : ""}${sent.line}`
+    const loginGuard = settings.pty
+      ? ""
+      : settings.useSudo
+      ? "exec 4<&0 </dev/null; "
+      : `${guard(settings.useShell && !inline ? "exec" : "shared")}; `
+    // `[` is a builtin in bash and dash alike: the check costs no process.
+    return `[ "$BASH" -ef ${
+      quote(shellWords[0] ?? "")
+    } ] && tb_b=1 || tb_b=0; echo ${pidMarker}$$:$tb_b >&2; unset tb_b; ${loginGuard}${merge}${command}`
+  }
+  // A cached connection may turn out dead only when used. The command has not started then,
+  // so it is safe to start it once more on a fresh connection. A connection that could not be
+  // opened is not tried again here: `connectAttempts` has had its say.
+  const start = (first: boolean): Effect.Effect<
+    { readonly connection: Connection; readonly channel: RemoteChannel },
+    ConnectionError | SettingsError,
+    Scope.Scope
+  > =>
+    Effect.flatMap(
+      ssh.connect(settings),
+      (connection) =>
+        connection.exec(lineFor(connection), { pty: settings.pty }).pipe(
+          Effect.map((channel) => ({ connection, channel })),
+          Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
+        )
+    )
+  const { channel, connection } = yield* start(true)
+  const run: Run = {
+    pidMarker,
+    prompt,
+    startMarker,
+    authPipe: settings.pty || settings.combineStderr ? "out" : "err",
+    started: startMarker === undefined,
+    answered: false,
+    password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
+    pty: settings.pty,
+    sink,
+    channel,
+    out: makeStream("out", sink.out),
+    err: makeStream("err", sink.err),
+    pid: undefined,
+    loginBash: undefined,
+    prompts: 0
+  }
+  setRedact((text) => mask(run, text))
+  // A command gets no input from us and sees end of file at once (`cat`, a prompt): its input
+  // is /dev/null, whatever sudo does. The channel's own input stays open, for sudo's password
+  // and then for the guard, which takes its end for the controller's. On a pty the terminal
+  // is the command's input and stays open: end of input there would hang it up. A time limit
+  // interrupts this, as the caller may: either way the remote process group is stopped.
+  return consume(run).pipe(
+    Effect.onInterrupt(() => stopRemote(connection, run, settings)),
+    // sshd hangs up only on a command with a pty: one without runs on after its connection
+    // dropped. Stop it over a fresh connection, as an interruption would.
+    Effect.tapError(() => stopAfterDrop(ssh.connect({ ...settings, connectAttempts: 1 }), run, settings)),
+    Effect.tap(() =>
+      Effect.sync(() => {
+        if (run.loginBash === "1" && shellWords[0] !== undefined) loginBash.set(connection, shellWords[0])
+      })
+    )
+  )
+})
+
+/**
+ * The remote transport in use. Its default runs commands over SSH; `Testing.layer` puts a
+ * scripted one in its place.
+ */
+export const RemoteTransport: Context.Reference<RemoteTransportShape> = Context.Reference<
+  RemoteTransportShape
+>(
+  "effect-threadbare/internal/remote/RemoteTransport",
+  { defaultValue: () => ({ start: runOverSsh }) }
+)
 
 /**
  * Runs a command on the current host over SSH (the original's `run`/`remote`). Prints
@@ -655,7 +673,7 @@ export const remoteFileExists = Effect.fn("Operations.remoteFileExists")(functio
   options?: RemoteOptions
 ) {
   const settings = withOptions(yield* Settings, { ...options, quiet: true, combineStderr: false })
-  const result = yield* execute(`test -e ${quote(path)}`, settings).pipe(
+  const result = yield* execute(`test -e ${quote(path)}`, settings, { _tag: "FileExists", path }).pipe(
     Effect.provideService(Settings, settings)
   )
   return result.exitCode === 0
