@@ -16,9 +16,9 @@
  *   - CPU per host: this process (`process.cpuUsage`) plus its reaped workers (/proc/self/stat)
  *   - open descriptors at peak: this process, the workers, and the server's sshd processes
  *
- * Limits: the open-descriptor limit (`ulimit -n`) is raised to its hard limit (the benchmark
- * runs itself again under `ulimit -n`); FLEET_NOFILE sets another soft limit, to watch the
- * controller hit it. sshd's limits are the throwaway server's: MaxStartups 1000:30:2000 per
+ * Limits: Node raises its open-descriptor soft limit to the hard limit itself; FLEET_NOFILE
+ * runs the benchmark again under `ulimit -n FLEET_NOFILE` (soft and hard), to watch the
+ * controller reach it. sshd's limits are the throwaway server's: MaxStartups 1000:30:2000 per
  * listener (16 addresses each), MaxSessions 10 (one channel per connection here). Every host is
  * a distinct (address, port), so ephemeral ports (32768..60999) bound only connections to one of
  * them, never reached.
@@ -67,6 +67,8 @@ const nofile = (): { soft: number; hard: number } => {
 const REEXEC_ENV = "FLEET_REEXECUTED"
 {
   const { hard, soft } = nofile()
+  // Node raises its own soft limit to the hard one at start, so only the hard limit counts:
+  // FLEET_NOFILE lowers both, to watch the controller reach it.
   const wanted = process.env["FLEET_NOFILE"] ?? (soft < hard ? String(hard) : undefined)
   if (wanted !== undefined && process.env[REEXEC_ENV] === undefined && wanted !== String(soft)) {
     const result = spawnSync(
@@ -144,10 +146,21 @@ const samplePeaks = (sshdRoots: ReadonlySet<number>) => {
     sshdFds: 0
   }
   const self = () => {
-    peaks.controllerRss = Math.max(peaks.controllerRss, process.memoryUsage.rss())
-    peaks.controllerFds = Math.max(peaks.controllerFds, fdsOf("self"))
+    try {
+      peaks.controllerRss = Math.max(peaks.controllerRss, process.memoryUsage.rss())
+      peaks.controllerFds = Math.max(peaks.controllerFds, fdsOf("self"))
+    } catch {
+      // Out of descriptors (FLEET_NOFILE): the runs say so; the sample is skipped.
+    }
   }
   const others = () => {
+    try {
+      scan()
+    } catch {
+      // Out of descriptors, as above.
+    }
+  }
+  const scan = () => {
     let workersRss = 0
     let workersFds = 0
     let workers = 0
