@@ -226,3 +226,80 @@ export class SettingsError extends Schema.TaggedError<SettingsError>()("Settings
     return `invalid setting \`${this.setting}\` = ${JSON.stringify(this.value)}: ${this.detail}`
   }
 }
+
+/**
+ * A worker process of `Execute` died during a run (killed, out of memory, `process.exit` in the
+ * task). Every run in flight on that worker fails with one, for its own host; the pool starts a
+ * new worker for later runs. `runsInFlight` tells them apart: 1 means the run was alone on its
+ * worker (it is the one that killed it); more means it may only have been a bystander, which
+ * `isolateCrashes` (on by default) runs once more, alone, before giving up.
+ *
+ * Also exported as `Execute.WorkerCrashed`.
+ *
+ * @example
+ * ```ts
+ * for (const { error, host } of Execute.failures(results)) {
+ *   if (error._tag === "WorkerCrashed") yield* Effect.logError(`${host}: worker died (${error.signal})`)
+ * }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class WorkerCrashed extends Schema.TaggedError<WorkerCrashed>()("WorkerCrashed", {
+  /** The host of the run, or the label of its value. */
+  host: Schema.String,
+  task: Schema.String,
+  /** The worker's exit code, or `null` when a signal ended it. */
+  exitCode: Schema.NullOr(Schema.Number),
+  /** The signal that ended the worker (`"SIGKILL"`, ...), or `null`. */
+  signal: Schema.NullOr(Schema.String),
+  /** How many runs the worker had in flight when it died, this one included. */
+  runsInFlight: Schema.Number,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    const ending = this.signal !== null
+      ? `signal ${this.signal}`
+      : this.exitCode !== null
+      ? `exit code ${this.exitCode}`
+      : "an unknown cause"
+    const shared = this.runsInFlight > 1 ? ` with ${this.runsInFlight} runs in flight` : ""
+    return `[${this.host}] the worker running task ${this.task} died (${ending})${shared}: ${this.detail}\n` +
+      `Look for a process.exit or a crash in the task; a SIGKILL often means the out-of-memory killer.`
+  }
+}
+
+/**
+ * Every error an operation of effect-threadbare can fail with, as one Schema: a convenient
+ * `error` for tasks that let any of them through. `WorkerCrashed` is not among them: a task
+ * never fails with it, `Execute` adds it to each outcome.
+ *
+ * Also exported as `Task.OperationError`.
+ *
+ * @example
+ * ```ts
+ * Task.make({ name: "deploy", module: import.meta.url, error: Errors.OperationError }, () => ...)
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const OperationError = Schema.Union([
+  CommandFailed,
+  CommandTimeout,
+  ConnectionError,
+  TransferError,
+  PromptAborted,
+  SettingsError
+])
+
+/**
+ * The type of {@link OperationError}.
+ *
+ * @example
+ * ```ts
+ * const retryable = (e: Errors.OperationError) => e._tag === "ConnectionError"
+ * ```
+ *
+ * @since 0.1.0
+ */
+export type OperationError = typeof OperationError.Type

@@ -55,42 +55,24 @@
  *
  * @since 0.1.0
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
-import * as NodeWorker from "@effect/platform-node/NodeWorker"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Pool from "effect/Pool"
-import * as RpcClient from "effect/rpc/RpcClient"
-import type * as RpcClientError from "effect/rpc/RpcClientError"
 import * as Schedule from "effect/Schedule"
-import * as Schema from "effect/Schema"
-import type * as Scope from "effect/Scope"
-import * as Semaphore from "effect/Semaphore"
-import * as Stream from "effect/Stream"
-import * as ChildProcess from "node:child_process"
 import * as os from "node:os"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
-import type { ConnectionError } from "./Errors.ts"
-import { exitCodec, inWorkerKey, WorkerRpcs } from "./internal/execute/workerProtocol.ts"
-import * as WorkerSettings from "./internal/execute/workerSettings.ts"
-import * as Watchdog from "./internal/execute/workerWatchdog.ts"
-import { Output, type Writer } from "./Output.ts"
+import type { ConnectionError, WorkerCrashed } from "./Errors.ts"
+import * as Runs from "./internal/execute/runs.ts"
+import { makeWorkerPool, whole } from "./internal/execute/workerPool.ts"
+import type { Writer } from "./Output.ts"
 import { Settings } from "./Settings.ts"
-import * as Ssh from "./Ssh.ts"
 import type { Task } from "./Task.ts"
 
 /**
- * A worker process died during a run (killed, out of memory, `process.exit` in the task).
- * Every run in flight on that worker fails with one, for its own host; the pool starts a new
- * worker for later runs. `runsInFlight` tells them apart: 1 means the run was alone on its
- * worker (it is the one that killed it); more means it may only have been a bystander, which
- * `isolateCrashes` (on by default) runs once more, alone, before giving up.
+ * A worker process died during a run. It lives in `Errors` with the other errors
+ * (`Errors.WorkerCrashed`); this name stays for existing programs.
  *
  * @example
  * ```ts
@@ -101,29 +83,7 @@ import type { Task } from "./Task.ts"
  *
  * @since 0.1.0
  */
-export class WorkerCrashed extends Schema.TaggedError<WorkerCrashed>()("WorkerCrashed", {
-  /** The host of the run, or the label of its value. */
-  host: Schema.String,
-  task: Schema.String,
-  /** The worker's exit code, or `null` when a signal ended it. */
-  exitCode: Schema.NullOr(Schema.Number),
-  /** The signal that ended the worker (`"SIGKILL"`, ...), or `null`. */
-  signal: Schema.NullOr(Schema.String),
-  /** How many runs the worker had in flight when it died, this one included. */
-  runsInFlight: Schema.Number,
-  detail: Schema.String
-}) {
-  override get message(): string {
-    const ending = this.signal !== null
-      ? `signal ${this.signal}`
-      : this.exitCode !== null
-      ? `exit code ${this.exitCode}`
-      : "an unknown cause"
-    const shared = this.runsInFlight > 1 ? ` with ${this.runsInFlight} runs in flight` : ""
-    return `[${this.host}] the worker running task ${this.task} died (${ending})${shared}: ${this.detail}\n` +
-      `Look for a process.exit or a crash in the task; a SIGKILL often means the out-of-memory killer.`
-  }
-}
+export { WorkerCrashed } from "./Errors.ts"
 
 /**
  * The worker processes of `parallel` runs: how many runs at once, on how many processes,
@@ -275,9 +235,7 @@ export const retryConnections: Schedule.Schedule<unknown, ConnectionError> = Sch
  *
  * @since 0.1.0
  */
-export const isRetryable = (error: unknown): boolean =>
-  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "ConnectionError" &&
-  (error as ConnectionError).reason !== "host-key"
+export const isRetryable: (error: unknown) => boolean = Runs.isRetryable
 
 /**
  * The outcomes that failed with a typed error, each with its `error`.
@@ -325,216 +283,6 @@ export const successes = <O extends { readonly exit: Exit.Exit<any, any> }>(
 }
 
 // -- running ----------------------------------------------------------------------------------
-
-interface Run<I> {
-  readonly label: string
-  readonly input: I
-  readonly patch: (settings: Settings) => Settings
-}
-
-interface Ended<A, E> {
-  readonly exit: Exit.Exit<A, E>
-  readonly attempts: number
-}
-
-const labelOf = (input: unknown, index: number): string =>
-  typeof input === "string" || typeof input === "number" || typeof input === "bigint"
-    ? String(input)
-    : `#${index + 1}`
-
-// Lines that already name their host (remote output, `[web-1] out: ...`) are kept as they are;
-// others (local commands, bare lines) get the host in front, so parallel output stays readable.
-const prefixed = (label: string, text: string): string => {
-  const line = text.endsWith("\n") ? text.slice(0, -1) : text
-  return line.startsWith(`[${label}]`) ? `${line}\n` : `[${label}] ${line}\n`
-}
-
-const prefixing = (output: Writer, label: string): Writer => ({
-  write: (text) => output.write(prefixed(label, text))
-})
-
-// The worker entry beside this module, in the same form: `.ts` when running from source (tsx,
-// Node's type stripping, vitest), `.js` when compiled.
-const workerEntry = (): string => {
-  const here = fileURLToPath(import.meta.url)
-  return path.join(path.dirname(here), "internal", "execute", `workerMain${path.extname(here)}`)
-}
-
-// In the user's own cache directory, not a shared temp dir: compiled code found there is run.
-const defaultCompileCache = (): string =>
-  path.join(
-    process.env["XDG_CACHE_HOME"] ?? path.join(os.homedir(), ".cache"),
-    "effect-threadbare",
-    "compile-cache"
-  )
-
-interface Slot {
-  readonly client: RpcClient.FromGroup<typeof WorkerRpcs, RpcClientError.RpcClientError>
-  /** The slot's current worker process. */
-  child: ChildProcess.ChildProcess | undefined
-  /** Runs in flight on the slot's worker. */
-  inFlight: number
-  /** How the slot's last worker process ended, read when a run fails with the protocol. */
-  ended:
-    | { readonly code: number | null; readonly signal: string | null; readonly runsInFlight: number }
-    | undefined
-  /**
-   * The check (and, if need be, the stop) of a worker whose runs were interrupted, shared by every
-   * run interrupted on it meanwhile: one ping, one stop, however many runs it held.
-   */
-  stopping: { readonly child: ChildProcess.ChildProcess; readonly done: Effect.Effect<void> } | undefined
-}
-
-// One worker process with an RPC client of its own, taking up to `concurrency` runs at once.
-// The protocol fails every call in flight on a client when one of its workers dies, so a
-// client per process keeps a crash to the runs on that process. The protocol starts a new
-// process in the slot after a crash.
-const makeSlot = (
-  execArgv: ReadonlyArray<string>,
-  concurrency: number,
-  compileCache: string
-): Effect.Effect<Slot, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const state: Omit<Slot, "client"> = {
-      child: undefined,
-      inFlight: 0,
-      ended: undefined,
-      stopping: undefined
-    }
-    const spawn = () => {
-      state.ended = undefined
-      // The cache directory is the entry's only argument ("" for none).
-      const child = ChildProcess.fork(workerEntry(), [compileCache], {
-        execArgv: [...execArgv],
-        // Workers never read the terminal (prompts are refused); their own stdout and stderr
-        // (logs, stray console output) go where ours go.
-        stdio: ["ignore", "inherit", "inherit", "ipc"]
-      })
-      // The worker notices its parent's death on its event loop, which a task looping on the
-      // CPU never lets turn: a watchdog beside it stops it (and what it started) without it.
-      const watchdog = child.pid === undefined ? undefined : Watchdog.watch(child.pid)
-      // Registered before the worker platform's listener, so it is set when the failure arrives.
-      child.once("exit", (code, signal) => {
-        state.ended = { code, signal, runsInFlight: state.inFlight }
-        watchdog?.kill("SIGTERM")
-      })
-      state.child = child
-      return child
-    }
-    const protocol = yield* Layer.build(
-      RpcClient.layerProtocolWorker({ size: 1, concurrency }).pipe(Layer.provide(NodeWorker.layer(spawn)))
-    ).pipe(Effect.orDie)
-    const client = yield* RpcClient.make(WorkerRpcs).pipe(Effect.provide(protocol))
-    return Object.assign(state, { client })
-  })
-
-/**
- * After one of its runs is interrupted, a worker has `answerGrace` to answer a ping, then
- * `Watchdog.killGraceMillis` (1 s) between SIGTERM and SIGKILL: RELIABILITY.md states the sum
- * as the bound.
- */
-const answerGrace = Duration.seconds(1)
-// A stop that has not ended by then (a process table that cannot be read) falls back on
-// killing the worker alone.
-const stopBound = Duration.seconds(10)
-
-const awaitExit = (child: ChildProcess.ChildProcess): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    if (hasExited(child)) return resume(Effect.void)
-    const onExit = () => resume(Effect.void)
-    child.once("exit", onExit)
-    return Effect.sync(() => child.off("exit", onExit))
-  })
-
-// An interrupted run stops in its worker only when the worker reads the interrupt. A task that
-// loops on the CPU never lets it, and would keep its worker (and, in a shared pool, its slot)
-// busy for ever: a worker that does not answer a ping in time is stopped from outside, SIGTERM
-// first (a worker whose loop turns again stops its tasks cleanly on it), SIGKILL after
-// `Watchdog.killGraceMillis`. Its local commands run in process groups of their own, which its
-// death would leave running: they get the same signals (`Watchdog.stop`). The slot's protocol
-// starts a new worker for later runs.
-const stopIfUnresponsive = (slot: Slot): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const child = slot.child
-    if (child === undefined || hasExited(child)) return
-    if (slot.stopping?.child !== child) {
-      slot.stopping = {
-        child,
-        done: yield* Effect.cached(
-          checkOrStop(slot, child).pipe(Effect.ensuring(Effect.sync(() => void (slot.stopping = undefined))))
-        )
-      }
-    }
-    yield* slot.stopping.done
-  })
-
-const hasExited = (child: ChildProcess.ChildProcess): boolean =>
-  child.exitCode !== null || child.signalCode !== null
-
-const checkOrStop = (slot: Slot, child: ChildProcess.ChildProcess): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    // A failed ping (the worker died, the client closed) is an answer too: nothing to kill.
-    const answer = yield* slot.client.Ping().pipe(
-      Effect.exit,
-      Effect.interruptible,
-      Effect.timeoutOption(answerGrace)
-    )
-    if (Option.isSome(answer)) return
-    // Exited meanwhile: its pid may already belong to another process.
-    if (child.pid !== undefined && !hasExited(child)) {
-      yield* Effect.timeoutOption(Watchdog.stop(child.pid), stopBound)
-    }
-    yield* Effect.sync(() => {
-      if (!hasExited(child)) child.kill("SIGKILL")
-    })
-    yield* awaitExit(child)
-  })
-
-const runInWorker = <I, A, E>(
-  slot: Slot,
-  task: Task<I, A, E>,
-  input: I,
-  run: RunContext
-): Effect.Effect<A, E | WorkerCrashed> =>
-  Effect.gen(function*() {
-    const encoded = yield* Schema.encodeEffect(Schema.toCodecJson(task.input))(input).pipe(Effect.orDie)
-    let done: unknown = undefined
-    const crashed = (detail: string) => {
-      const ended = slot.ended
-      return new WorkerCrashed({
-        host: run.label,
-        task: task.name,
-        exitCode: ended?.code ?? null,
-        signal: ended?.signal ?? null,
-        runsInFlight: ended?.runsInFlight ?? 1,
-        detail
-      })
-    }
-    yield* Effect.acquireUseRelease(
-      Effect.sync(() => slot.inFlight++),
-      () =>
-        slot.client.Run({
-          module: task.module,
-          name: task.name,
-          input: encoded as Schema.Json,
-          // Secrets are revealed here, inside the IPC message only; the worker wraps them again.
-          settings: WorkerSettings.encode(run.settings)
-        }).pipe(
-          Stream.runForEach((event) =>
-            event._tag === "Line" ? run.output.write(prefixed(run.label, event.text)) : Effect.sync(() => {
-              done = event.exit
-            })
-          ),
-          Effect.catchTag("RpcClientError", (error) => Effect.fail(crashed(error.message)))
-        ),
-      () => Effect.sync(() => slot.inFlight--)
-    ).pipe(Effect.onInterrupt(() => stopIfUnresponsive(slot)))
-    if (done === undefined) return yield* crashed("the worker ended the run without an outcome")
-    const exit = yield* Schema.decodeUnknownEffect(exitCodec(task.success, task.error))(done).pipe(
-      Effect.orDie
-    )
-    return yield* exit
-  })
 
 /**
  * What one run on a worker needs besides its task and input.
@@ -585,35 +333,6 @@ export class WorkerPool extends Context.Service<WorkerPool, {
   ) => Effect.Effect<A, E | WorkerCrashed>
 }>()("effect-threadbare/Execute/WorkerPool") {}
 
-const whole = (n: number): number => (Number.isNaN(n) ? 1 : Math.max(1, Math.floor(n)))
-
-const makeWorkerPool = (
-  options: PoolOptions,
-  poolSize: number
-): Effect.Effect<WorkerPool["Service"], never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const workers = Math.min(whole(options.workers ?? os.availableParallelism()), poolSize)
-    const perWorker = Math.ceil(poolSize / workers)
-    const execArgv = options.execArgv ?? process.execArgv
-    const compileCache = options.compileCache === false ? "" : options.compileCache ?? defaultCompileCache()
-    const slots = yield* Pool.make({
-      acquire: makeSlot(execArgv, perWorker, compileCache),
-      size: workers,
-      concurrency: perWorker
-    })
-    // workers x perWorker may exceed poolSize (10 on 3 workers: 12); the permits hold it.
-    const permits = yield* Semaphore.make(poolSize)
-    return {
-      poolSize,
-      workers,
-      options,
-      run: (task, input, run) =>
-        permits.withPermit(
-          Effect.scoped(Effect.flatMap(Pool.get(slots), (slot) => runInWorker(slot, task, input, run)))
-        )
-    }
-  })
-
 /**
  * Starts worker processes now and keeps them until the layer's scope closes: while it is
  * provided, every `parallel` call (`forEach`, `withHosts`, `parallel`) runs on these workers
@@ -637,120 +356,19 @@ const makeWorkerPool = (
 export const layerPool = (options: PoolOptions = {}): Layer.Layer<WorkerPool> =>
   Layer.effect(WorkerPool, makeWorkerPool(options, whole(options.poolSize ?? os.availableParallelism())))
 
-// In this process the task still gets the services a worker would give it; the caller's own
-// (a test's spawner, an SSH connection service) win over those defaults. Without the caller's
-// SSH connections, each run has its own, closed when it ends, as in a worker.
-const runInProcess = <I, A, E>(
-  task: Task<I, A, E>,
-  input: I,
-  run: RunContext,
-  caller: Context.Context<never>
-): Effect.Effect<A, E> =>
-  task.run(input).pipe(
-    Effect.provideService(Settings, run.settings),
-    Effect.provideService(Output, prefixing(run.output, run.label)),
-    Effect.scoped,
-    Effect.provide(caller),
-    Effect.provide(Layer.merge(Ssh.layer, NodeServices.layer))
-  ) as Effect.Effect<A, E>
+// The shared pool only serves `parallel`; other modes never look for it.
+const sharedPool = (options: Options) =>
+  (options.mode ?? "parallel") === "parallel"
+    ? Effect.serviceOption(WorkerPool)
+    : Effect.succeed(Option.none<WorkerPool["Service"]>())
 
-// A run whose worker died while other runs shared it: it may not be the one that killed it.
-const isBystander = (error: unknown): error is WorkerCrashed =>
-  error instanceof WorkerCrashed && error.runsInFlight > 1
-
-const runAll = <I, A, E>(
-  task: Task<I, A, E>,
-  runs: ReadonlyArray<Run<I>>,
-  options: Options
-): Effect.Effect<ReadonlyArray<Ended<A, E | WorkerCrashed>>> =>
-  Effect.scoped(Effect.gen(function*() {
-    if ((globalThis as Record<symbol, unknown>)[inWorkerKey] === true) {
-      return yield* Effect.die(
-        new Error(
-          `Execute was called inside a worker while it imported the module of task ${task.name} ` +
-            `(${task.module}): that module runs your program when imported. Move the task to a ` +
-            `module of its own, or guard the program with \`if (import.meta.main)\`.`
-        )
-      )
-    }
-    const settings = yield* Settings
-    const output = yield* Output
-    const caller = yield* Effect.context<never>()
-    const mode = options.mode ?? "parallel"
-    const shared = mode === "parallel" ? yield* Effect.serviceOption(WorkerPool) : Option.none()
-    const poolSize = Math.min(
-      whole(options.poolSize ?? (shared._tag === "Some" ? shared.value.poolSize : os.availableParallelism())),
-      Math.max(1, runs.length)
-    )
-    const contextOf = (run: Run<I>): RunContext => ({
-      label: run.label,
-      settings: run.patch(settings),
-      output
-    })
-
-    let runOnce: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>
-    // A run again, alone in a worker of its own (isolateCrashes, parallel only).
-    let runAlone: ((run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) | undefined
-    if (mode === "parallel") {
-      const pool = shared._tag === "Some" ? shared.value : yield* makeWorkerPool(options, poolSize)
-      runOnce = (run) => pool.run(task, run.input, contextOf(run))
-      if (options.isolateCrashes ?? true) {
-        const alone = { ...pool.options, workers: 1 }
-        runAlone = (run) =>
-          Effect.scoped(
-            Effect.flatMap(makeWorkerPool(alone, 1), (single) => single.run(task, run.input, contextOf(run)))
-          )
-      }
-    } else if (mode === "fibers") {
-      // As in a worker: a copy of the settings, prompts refused (runs share one terminal).
-      runOnce = (run) => {
-        const context = contextOf(run)
-        return runInProcess(task, run.input, {
-          ...context,
-          settings: { ...context.settings, abortOnPrompts: true }
-        }, caller)
-      }
-    } else {
-      runOnce = (run) => runInProcess(task, run.input, contextOf(run), caller)
-    }
-
-    const ended: Array<Ended<A, E | WorkerCrashed> | undefined> = runs.map(() => undefined)
-    const one = (run: Run<I>, index: number) => {
-      let attempts = 0
-      const counted = (f: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) =>
-        Effect.suspend(() => {
-          attempts++
-          return f(run)
-        })
-      const attempt = runAlone === undefined
-        ? counted(runOnce)
-        : counted(runOnce).pipe(Effect.catchIf(isBystander, () => counted(runAlone)))
-      const retried = options.retry === undefined
-        ? attempt
-        : attempt.pipe(Effect.retry({
-          // Only connection failures reach the schedule (`while` filters first).
-          schedule: options.retry as Schedule.Schedule<unknown, E | WorkerCrashed>,
-          while: isRetryable
-        }))
-      return Effect.exit(retried).pipe(
-        Effect.flatMap((exit) => {
-          ended[index] = { exit, attempts }
-          // With failFast, failing this fiber makes forEach interrupt the others.
-          return options.failFast === true && Exit.isFailure(exit) ? Effect.fail(exit) : Effect.void
-        })
-      )
-    }
-    if (runs.length > 0) {
-      const concurrency = mode === "serial" ? 1 : poolSize
-      yield* Effect.forEach(runs, one, { concurrency, discard: true }).pipe(Effect.ignore)
-    }
-    return ended.map((e) => e ?? { exit: Exit.interrupt(), attempts: 0 })
-  }))
-
-const withSpan = <A>(name: string, task: Task<any, any, any>, count: number, options: Options) =>
-  Effect.withSpan(name, {
-    attributes: { task: task.name, runs: count, mode: options.mode ?? "parallel", poolSize: options.poolSize }
-  })<A, never, never>
+const annotate = (task: Task<any, any, any>, count: number, options: Options) =>
+  Effect.annotateCurrentSpan({
+    task: task.name,
+    runs: count,
+    mode: options.mode ?? "parallel",
+    poolSize: options.poolSize
+  })
 
 /**
  * Runs `task` once per value of `inputs` and returns every outcome, in the order of `inputs`.
@@ -765,21 +383,26 @@ const withSpan = <A>(name: string, task: Task<any, any, any>, count: number, opt
  *
  * @since 0.1.0
  */
-export const forEach = <I, A, E>(
+export const forEach: <I, A, E>(
   task: Task<I, A, E>,
   inputs: Iterable<I>,
-  options: Options = {}
-): Effect.Effect<ReadonlyArray<Outcome<I, A, E | WorkerCrashed>>> => {
-  const runs: Array<Run<I>> = Array.from(inputs, (input, index) => ({
-    label: labelOf(input, index),
-    input,
-    patch: (s) => s
-  }))
-  return runAll(task, runs, options).pipe(
-    Effect.map((ended) => ended.map((e, i) => ({ input: runs[i]!.input, label: runs[i]!.label, ...e }))),
-    withSpan("Execute.forEach", task, runs.length, options)
-  )
-}
+  options?: Options
+) => Effect.Effect<ReadonlyArray<Outcome<I, A, E | WorkerCrashed>>> = Effect.fn("Execute.forEach")(
+  function*<I, A, E>(task: Task<I, A, E>, inputs: Iterable<I>, options: Options = {}) {
+    const runs: Array<Runs.Run<I>> = Array.from(inputs, (input, index) => ({
+      label: Runs.labelOf(input, index),
+      input,
+      patch: (s) => s
+    }))
+    yield* annotate(task, runs.length, options)
+    const ended = yield* Runs.runAll(task, runs, options, yield* sharedPool(options))
+    return ended.map((e, i): Outcome<I, A, E | WorkerCrashed> => ({
+      input: runs[i]!.input,
+      label: runs[i]!.label,
+      ...e
+    }))
+  }
+)
 
 /**
  * Options of {@link withHosts}: {@link Options}, and the input every host's run gets
@@ -829,36 +452,22 @@ export const withHosts: {
     hosts: ReadonlyArray<string> | undefined,
     options: HostOptions<I>
   ): Effect.Effect<ReadonlyArray<HostOutcome<A, E | WorkerCrashed>>>
-} = <I, A, E>(
-  task: Task<I, A, E>,
+} = Effect.fn("Execute.withHosts")(function*(
+  // The overloads above give the types; the body is the same for both.
+  task: Task<any, any, any>,
   hosts?: ReadonlyArray<string> | undefined,
-  options: Options & { readonly input?: I | undefined } = {}
-): Effect.Effect<ReadonlyArray<HostOutcome<A, E | WorkerCrashed>>> =>
-  Effect.gen(function*() {
-    const targets = hosts ?? (yield* Settings).hosts
-    const runs: Array<Run<I>> = targets.map((host) => ({
-      label: host,
-      input: options.input as I,
-      patch: (s) => ({ ...s, host })
-    }))
-    const ended = yield* runAll(task, runs, options)
-    return ended.map((e, i) => ({ host: targets[i]!, ...e }))
-  }).pipe(withSpan("Execute.withHosts", task, hosts?.length ?? 0, options))
-
-const firstFailure = <I, A, E>(
-  outcomes: ReadonlyArray<Outcome<I, A, E>>
-): Effect.Effect<ReadonlyArray<A>, E> => {
-  const values: Array<A> = []
-  let interrupted: Exit.Exit<A, E> | undefined
-  for (const { exit } of outcomes) {
-    if (Exit.isSuccess(exit)) values.push(exit.value)
-    else if (!Cause.hasInterruptsOnly(exit.cause)) return Effect.failCause(exit.cause)
-    else interrupted ??= exit
-  }
-  return interrupted === undefined
-    ? Effect.succeed(values)
-    : Effect.failCause((interrupted as Exit.Failure<A, E>).cause)
-}
+  options: Options & { readonly input?: unknown } = {}
+) {
+  yield* annotate(task, hosts?.length ?? 0, options)
+  const targets = hosts ?? (yield* Settings).hosts
+  const runs: Array<Runs.Run<unknown>> = targets.map((host) => ({
+    label: host,
+    input: options.input,
+    patch: (s) => ({ ...s, host })
+  }))
+  const ended = yield* Runs.runAll(task, runs, options, yield* sharedPool(options))
+  return ended.map((e, i): HostOutcome<unknown, unknown> => ({ host: targets[i]!, ...e }))
+})
 
 /**
  * Runs `task` once per value in this process, one after another, and returns the results in
@@ -877,7 +486,7 @@ export const serial = <I, A, E>(
   inputs: Iterable<I>
 ): Effect.Effect<ReadonlyArray<A>, E> =>
   forEach(task, inputs, { mode: "serial", failFast: true }).pipe(
-    Effect.flatMap((outcomes) => firstFailure(outcomes as ReadonlyArray<Outcome<I, A, E>>))
+    Effect.flatMap((outcomes) => Runs.firstFailure(outcomes as ReadonlyArray<Outcome<I, A, E>>))
   )
 
 /**
@@ -897,4 +506,6 @@ export const parallel = <I, A, E>(
   inputs: Iterable<I>,
   options: Omit<Options, "mode" | "failFast"> = {}
 ): Effect.Effect<ReadonlyArray<A>, E | WorkerCrashed> =>
-  forEach(task, inputs, { ...options, mode: "parallel", failFast: true }).pipe(Effect.flatMap(firstFailure))
+  forEach(task, inputs, { ...options, mode: "parallel", failFast: true }).pipe(
+    Effect.flatMap(Runs.firstFailure)
+  )

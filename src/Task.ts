@@ -33,14 +33,6 @@ import type * as FileSystem from "effect/FileSystem"
 import type * as Path from "effect/Path"
 import type * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
 import * as Schema from "effect/Schema"
-import {
-  CommandFailed,
-  CommandTimeout,
-  ConnectionError,
-  PromptAborted,
-  SettingsError,
-  TransferError
-} from "./Errors.ts"
 import type { SshConnections } from "./Ssh.ts"
 
 const TypeId = "~effect-threadbare/Task" as const
@@ -102,7 +94,8 @@ export interface Task<in out I, in out A, in out E> {
 
 /**
  * Every error an operation of effect-threadbare can fail with, as one Schema: a convenient
- * `error` for tasks that let any of them through.
+ * `error` for tasks that let any of them through. It lives in `Errors` with the errors it
+ * unites (`Errors.OperationError`); this name stays for existing programs.
  *
  * @example
  * ```ts
@@ -111,26 +104,7 @@ export interface Task<in out I, in out A, in out E> {
  *
  * @since 0.1.0
  */
-export const OperationError = Schema.Union([
-  CommandFailed,
-  CommandTimeout,
-  ConnectionError,
-  TransferError,
-  PromptAborted,
-  SettingsError
-])
-
-/**
- * The type of {@link OperationError}.
- *
- * @example
- * ```ts
- * const retryable = (e: Task.OperationError) => e._tag === "ConnectionError"
- * ```
- *
- * @since 0.1.0
- */
-export type OperationError = typeof OperationError.Type
+export { OperationError } from "./Errors.ts"
 
 // Shared through a global symbol: if two copies of this module are loaded (a bundled copy and
 // the package, or `src` and `dist`), a worker must still find tasks declared against either.

@@ -70,7 +70,9 @@ const runTask = Effect.fnUntraced(function*(payload: Payload) {
   )
 })
 
-const handlers = WorkerRpcs.toLayer({
+// Node's services are built once per worker, not per run: each build adds a listener to stdin
+// for its terminal, and a worker takes many runs at once.
+const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), (node) => ({
   Ping: () => Effect.void,
   Run: (payload) =>
     Stream.callback<RunEvent>((queue) =>
@@ -97,13 +99,13 @@ const handlers = WorkerRpcs.toLayer({
           Effect.provide(Logger.layer([logger])),
           // Connections belong to the run: they close when it ends, as they would in the parent.
           Effect.provide(Ssh.layer),
-          Effect.provide(NodeServices.layer)
+          Effect.provide(node)
         )
         yield* Queue.offer(queue, { _tag: "Done", exit: exit as Schema.Json })
         yield* Queue.end(queue)
       })
     )
-})
+})))
 
 const WorkerLive = RpcServer.layer(WorkerRpcs).pipe(
   Layer.provide(handlers),

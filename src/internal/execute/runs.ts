@@ -1,0 +1,216 @@
+/**
+ * A batch of runs of one task, the body of every `Execute` call: each run in a worker of a pool
+ * (`parallel`), on a fiber of this process (`fibers`) or one after another (`serial`), with
+ * crashed bystanders run again alone, connection failures retried, and every outcome kept in
+ * the order of the runs.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import type * as Schedule from "effect/Schedule"
+import * as os from "node:os"
+import { type ConnectionError, WorkerCrashed } from "../../Errors.ts"
+import { Output, type Writer } from "../../Output.ts"
+import { Settings } from "../../Settings.ts"
+import * as Ssh from "../../Ssh.ts"
+import type { Task } from "../../Task.ts"
+import {
+  makeWorkerPool,
+  type PoolConfig,
+  prefixed,
+  type RunTarget,
+  whole,
+  type WorkerPoolShape
+} from "./workerPool.ts"
+import { inWorkerKey } from "./workerProtocol.ts"
+
+/** What a batch reads of `Execute.Options`. */
+export interface RunOptions extends PoolConfig {
+  readonly mode?: "parallel" | "fibers" | "serial" | undefined
+  readonly poolSize?: number | undefined
+  readonly failFast?: boolean | undefined
+  readonly retry?: Schedule.Schedule<unknown, ConnectionError> | undefined
+  readonly isolateCrashes?: boolean | undefined
+}
+
+/** One run of a batch: how it is labelled, its input, and how it changes the caller's settings. */
+export interface Run<I> {
+  readonly label: string
+  readonly input: I
+  readonly patch: (settings: Settings) => Settings
+}
+
+/** How one run ended, and after how many attempts. */
+export interface Ended<A, E> {
+  readonly exit: Exit.Exit<A, E>
+  readonly attempts: number
+}
+
+/** How a run shows in output lines: the value when it is a string or number, else its position. */
+export const labelOf = (input: unknown, index: number): string =>
+  typeof input === "string" || typeof input === "number" || typeof input === "bigint"
+    ? String(input)
+    : `#${index + 1}`
+
+/**
+ * `true` for a failure that another attempt may cure: a `ConnectionError` other than a changed
+ * host key (which will not change by itself and may be an attack).
+ */
+export const isRetryable = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "ConnectionError" &&
+  (error as ConnectionError).reason !== "host-key"
+
+const prefixing = (output: Writer, label: string): Writer => ({
+  write: (text) => output.write(prefixed(label, text))
+})
+
+// In this process the task still gets the services a worker would give it; the caller's own
+// (a test's spawner, an SSH connection service) win over those defaults. Without the caller's
+// SSH connections, each run has its own, closed when it ends, as in a worker. Node's services
+// are built once per batch: built per run, each run's terminal added a listener to stdin (a
+// warning past 10 runs at once, and work for nothing at 1,000).
+const runInProcess = <I, A, E>(
+  task: Task<I, A, E>,
+  input: I,
+  run: RunTarget,
+  caller: Context.Context<never>,
+  node: Context.Context<NodeServices.NodeServices>
+): Effect.Effect<A, E> =>
+  task.run(input).pipe(
+    Effect.provideService(Settings, run.settings),
+    Effect.provideService(Output, prefixing(run.output, run.label)),
+    Effect.scoped,
+    Effect.provide(caller),
+    Effect.provide(Ssh.layer),
+    Effect.provide(node)
+  ) as Effect.Effect<A, E>
+
+// A run whose worker died while other runs shared it: it may not be the one that killed it.
+const isBystander = (error: unknown): error is WorkerCrashed =>
+  error instanceof WorkerCrashed && error.runsInFlight > 1
+
+/**
+ * Runs every one of `runs` and returns how each ended, in their order. `shared` is the
+ * `Execute.WorkerPool` provided by the caller, if any (`parallel` only); without it a pool is
+ * started for this batch and ended with it.
+ */
+export const runAll = <I, A, E>(
+  task: Task<I, A, E>,
+  runs: ReadonlyArray<Run<I>>,
+  options: RunOptions,
+  shared: Option.Option<WorkerPoolShape<PoolConfig>>
+): Effect.Effect<ReadonlyArray<Ended<A, E | WorkerCrashed>>> =>
+  Effect.scoped(Effect.gen(function*() {
+    if ((globalThis as Record<symbol, unknown>)[inWorkerKey] === true) {
+      return yield* Effect.die(
+        new Error(
+          `Execute was called inside a worker while it imported the module of task ${task.name} ` +
+            `(${task.module}): that module runs your program when imported. Move the task to a ` +
+            `module of its own, or guard the program with \`if (import.meta.main)\`.`
+        )
+      )
+    }
+    const settings = yield* Settings
+    const output = yield* Output
+    const caller = yield* Effect.context<never>()
+    const mode = options.mode ?? "parallel"
+    const pooled = mode === "parallel" && shared._tag === "Some" ? shared.value : undefined
+    const poolSize = Math.min(
+      whole(options.poolSize ?? pooled?.poolSize ?? os.availableParallelism()),
+      Math.max(1, runs.length)
+    )
+    const contextOf = (run: Run<I>): RunTarget => ({
+      label: run.label,
+      settings: run.patch(settings),
+      output
+    })
+
+    let runOnce: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>
+    // A run again, alone in a worker of its own (isolateCrashes, parallel only).
+    let runAlone: ((run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) | undefined
+    if (mode === "parallel") {
+      const pool: WorkerPoolShape<PoolConfig> = pooled ?? (yield* makeWorkerPool(options, poolSize))
+      runOnce = (run) => pool.run(task, run.input, contextOf(run))
+      if (options.isolateCrashes ?? true) {
+        const alone = { ...pool.options, workers: 1 }
+        runAlone = (run) =>
+          Effect.scoped(
+            Effect.flatMap(makeWorkerPool(alone, 1), (single) => single.run(task, run.input, contextOf(run)))
+          )
+      }
+    } else if (mode === "fibers") {
+      const node = yield* Layer.build(NodeServices.layer)
+      // As in a worker: a copy of the settings, prompts refused (runs share one terminal).
+      runOnce = (run) => {
+        const context = contextOf(run)
+        return runInProcess(
+          task,
+          run.input,
+          {
+            ...context,
+            settings: { ...context.settings, abortOnPrompts: true }
+          },
+          caller,
+          node
+        )
+      }
+    } else {
+      const node = yield* Layer.build(NodeServices.layer)
+      runOnce = (run) => runInProcess(task, run.input, contextOf(run), caller, node)
+    }
+
+    const ended: Array<Ended<A, E | WorkerCrashed> | undefined> = runs.map(() => undefined)
+    const one = (run: Run<I>, index: number) => {
+      let attempts = 0
+      const counted = (f: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) =>
+        Effect.suspend(() => {
+          attempts++
+          return f(run)
+        })
+      const attempt = runAlone === undefined
+        ? counted(runOnce)
+        : counted(runOnce).pipe(Effect.catchIf(isBystander, () => counted(runAlone)))
+      const retried = options.retry === undefined
+        ? attempt
+        : attempt.pipe(Effect.retry({
+          // Only connection failures reach the schedule (`while` filters first).
+          schedule: options.retry as Schedule.Schedule<unknown, E | WorkerCrashed>,
+          while: isRetryable
+        }))
+      return Effect.exit(retried).pipe(
+        Effect.flatMap((exit) => {
+          ended[index] = { exit, attempts }
+          // With failFast, failing this fiber makes forEach interrupt the others.
+          return options.failFast === true && Exit.isFailure(exit) ? Effect.fail(exit) : Effect.void
+        })
+      )
+    }
+    if (runs.length > 0) {
+      const concurrency = mode === "serial" ? 1 : poolSize
+      yield* Effect.forEach(runs, one, { concurrency, discard: true }).pipe(Effect.ignore)
+    }
+    return ended.map((e) => e ?? { exit: Exit.interrupt(), attempts: 0 })
+  }))
+
+/**
+ * The successes in order, or the first failure that is not an interruption (`failFast`
+ * interrupted the rest), else the first interruption.
+ */
+export const firstFailure = <A, E>(
+  outcomes: ReadonlyArray<{ readonly exit: Exit.Exit<A, E> }>
+): Effect.Effect<ReadonlyArray<A>, E> => {
+  const values: Array<A> = []
+  let interrupted: Exit.Exit<A, E> | undefined
+  for (const { exit } of outcomes) {
+    if (Exit.isSuccess(exit)) values.push(exit.value)
+    else if (!Cause.hasInterruptsOnly(exit.cause)) return Effect.failCause(exit.cause)
+    else interrupted ??= exit
+  }
+  return interrupted === undefined
+    ? Effect.succeed(values)
+    : Effect.failCause((interrupted as Exit.Failure<A, E>).cause)
+}
