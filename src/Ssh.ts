@@ -28,7 +28,10 @@ import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
+import type * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
+import type * as Sink from "effect/Sink"
+import type * as Stream from "effect/Stream"
 import type { ConnectionError, SettingsError } from "./Errors.ts"
 import * as SshClient from "./internal/ssh/client.ts"
 import type { HostKeyPolicy, Settings } from "./Settings.ts"
@@ -65,33 +68,67 @@ export interface Target {
 }
 
 /**
- * What a running remote command reports, in order: output chunks as they arrive, then exactly
- * one `Closed`. `Closed` carries the exit code or the signal name (`"SIGKILL"`), or an `error`
- * when the channel ended without an exit status (the connection dropped).
+ * A piece of a remote command's output, in the order it arrived: from standard output or
+ * standard error (on a pty, everything comes as standard output).
  *
  * @since 0.1.0
  */
-export type ChannelEvent =
+export type OutputChunk =
   | { readonly _tag: "Stdout"; readonly data: Uint8Array }
   | { readonly _tag: "Stderr"; readonly data: Uint8Array }
-  | {
-    readonly _tag: "Closed"
-    readonly exitCode: number | null
-    readonly signal: string | null
-    readonly error: ConnectionError | undefined
-  }
 
 /**
- * A command running on an SSH channel.
+ * How a remote command ended: its exit code, or the name of the signal that killed it
+ * (`"SIGKILL"`, the exit code then `null`).
  *
  * @since 0.1.0
  */
-export interface RemoteChannel {
-  /** The next event; after `Closed`, `Closed` again. */
-  readonly take: Effect.Effect<ChannelEvent>
-  /** Writes to the command's standard input. */
-  readonly write: (data: string) => Effect.Effect<void>
-  /** Closes the command's standard input (end of file). */
+export interface ExitStatus {
+  readonly exitCode: number | null
+  readonly signal: string | null
+}
+
+/**
+ * A command running on an SSH channel, in the shape of effect's `ChildProcessHandle`; valid
+ * while the scope it was opened in is open.
+ *
+ * @example
+ * ```ts
+ * const handle = yield* connection.exec("wc -c")
+ * yield* Stream.run(Stream.make("some input"), handle.stdin)
+ * const bytes = yield* Stream.runCollect(handle.output)
+ * const { exitCode } = yield* handle.exit
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface CommandHandle {
+  /**
+   * The command's output, standard output and error interleaved as they arrived. Pulled: while
+   * nobody pulls, the channel holds a bounded amount (about 1 MiB, plus SSH's window) and the
+   * server stops reading the command's output, so the command blocks rather than memory grows.
+   * One source: a second run goes on where the last one stopped. Ends when the command's output
+   * has ended, however the command ended (see `exit`).
+   */
+  readonly output: Stream.Stream<OutputChunk>
+  /**
+   * How the command ended, once its channel has closed. The channel closes only after its output
+   * has been delivered: drain `output` first, or this waits for ever on a command that printed
+   * more than the channel holds. Fails with `ConnectionError` when the channel ended without an
+   * exit status (the connection dropped, or the session was killed on the server).
+   */
+  readonly exit: Effect.Effect<ExitStatus, ConnectionError>
+  /**
+   * The command's standard input: writes each piece as the channel takes it (waiting while the
+   * server's window is full), and ends the input (end of file) when the stream ends.
+   */
+  readonly stdin: Sink.Sink<void, Uint8Array | string>
+  /**
+   * Writes to the command's standard input, waiting while the channel is full; nothing once the
+   * channel has closed. For input written piece by piece while its end is decided elsewhere.
+   */
+  readonly write: (data: Uint8Array | string) => Effect.Effect<void>
+  /** Ends the command's standard input (end of file). */
   readonly endInput: Effect.Effect<void>
 }
 
@@ -196,6 +233,12 @@ export interface Connection {
   /** Whether the connection is still up. */
   readonly isOpen: () => boolean
   /**
+   * What remote commands learned about the login shell of this connection's user: the path of
+   * the bash it is, when it is the bash of their `shell` setting (`undefined` until then), so
+   * that later commands run in it without starting a second shell.
+   */
+  readonly loginBash: Ref.Ref<string | undefined>
+  /**
    * Starts `command` (a command line for the login shell) on a new channel, with a pty when
    * `pty` is true (standard error then arrives merged into standard output). Waits for one of
    * `maxChannels` slots, unless `reserved`: a single extra slot kept for short housekeeping
@@ -213,7 +256,7 @@ export interface Connection {
       readonly reserved?: boolean | undefined
       readonly alongside?: boolean | undefined
     }
-  ) => Effect.Effect<RemoteChannel, ConnectionError, Scope.Scope>
+  ) => Effect.Effect<CommandHandle, ConnectionError, Scope.Scope>
   /**
    * Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes
    * (without waiting for a server that no longer answers).
@@ -227,6 +270,15 @@ export interface Connection {
  * @since 0.1.0
  */
 export class SshConnections extends Context.Service<SshConnections, {
+  /**
+   * Where and how the settings connect: the host string, the connection settings and
+   * `~/.ssh/config` resolved into a {@link Target}. Read afresh on each call (a few
+   * microseconds), so an edited ssh_config or key file counts from the next operation.
+   *
+   * Fails with `SettingsError` when no host is set, a host string or port is malformed, or an
+   * explicit key file or ssh config file is missing.
+   */
+  readonly resolve: (settings: Settings) => Effect.Effect<Target, SettingsError>
   /**
    * The connection for the host in `settings` (the current settings of an operation), opened
    * on first use and shared afterwards. It stays open while the service's layer is in scope;

@@ -39,7 +39,6 @@ import * as path from "node:path"
 import { ConnectionError, SettingsError, TransferError } from "./Errors.ts"
 import { quote } from "./internal/command/shell.ts"
 import { readKey } from "./internal/ssh/client.ts"
-import { resolveTarget } from "./internal/ssh/target.ts"
 import * as Io from "./internal/transfer/io.ts"
 import * as Progress from "./internal/transfer/progress.ts"
 import * as Remote from "./internal/transfer/remote.ts"
@@ -578,7 +577,7 @@ export const upload = Effect.fn("Transfer.upload")(function*(
 })
 
 const hostOf = Effect.fnUntraced(function*(settings: Settings) {
-  return (yield* resolveTarget(settings)).label
+  return (yield* (yield* SshConnections).resolve(settings)).label
 })
 
 const uploadWith = Effect.fnUntraced(function*(
@@ -1068,7 +1067,7 @@ const runRsync = Effect.fnUntraced(function*(
   yield* nonEmpty("localPath", localPath)
   yield* nonEmpty("remotePath", remotePath)
   const settings = withOptions(yield* Settings, options)
-  const target = yield* resolveTarget(settings)
+  const target = yield* (yield* SshConnections).resolve(settings)
   // A bad key file is a setting error here as for every other operation, not a failed ssh login.
   yield* readKey(target)
   const label = target.label

@@ -6,6 +6,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -82,14 +83,11 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
           yield* Effect.sleep("5 seconds")
           const finishedUnread = fs.existsSync(done)
           let bytes = 0
-          for (;;) {
-            const event = yield* channel.take
-            if (event._tag === "Closed") {
-              assert.strictEqual(event.exitCode, 0)
-              break
-            }
-            bytes += event.data.length
-          }
+          yield* Stream.runForEach(
+            channel.output,
+            (chunk) => Effect.sync(() => void (bytes += chunk.data.length))
+          )
+          assert.strictEqual((yield* channel.exit).exitCode, 0)
           const finished = fs.existsSync(done)
           fs.rmSync(done, { force: true })
           assert.isFalse(finishedUnread, "the command wrote all its output while nobody read it")

@@ -30,7 +30,6 @@ import * as path from "node:path"
 import ssh2 from "ssh2"
 import { ConnectionError, TransferError } from "../src/Errors.ts"
 import { remote } from "../src/internal/remote/run.ts"
-import { resolveTarget } from "../src/internal/ssh/target.ts"
 import { sshCommand } from "../src/internal/transfer/rsync.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
@@ -503,8 +502,9 @@ describe("temporary files of sudo transfers", () => {
 describe("rsync's ssh", () => {
   it.live("gets the known_hosts file and StrictHostKeyChecking of the policy, in batch mode, with no ssh_config", () =>
     Effect.gen(function*() {
+      const ssh = yield* Ssh.SshConnections
       const target = (hostKeyPolicy: Settings.HostKeyPolicy) =>
-        resolveTarget(Settings.apply(Settings.defaults, {
+        ssh.resolve(Settings.apply(Settings.defaults, {
           host: "deploy@web-1:2200",
           keyFile: server.keyPath,
           knownHostsFile: "/path with space/known_hosts",
@@ -522,7 +522,7 @@ describe("rsync's ssh", () => {
           `-o 'IdentityFile="${server.keyPath}"' -o IdentitiesOnly=yes`
       )
       assert.include(sshCommand(yield* target("accept-new"), 10), "-o StrictHostKeyChecking=accept-new ")
-    }))
+    }).pipe(Effect.provide(Ssh.layer)))
 
   it.live("a real rsync refuses an unknown host under strict, and a key of another type under accept-new", () =>
     Effect.gen(function*() {
@@ -533,7 +533,7 @@ describe("rsync's ssh", () => {
           host: "127.0.0.15"
         }).pipe(
           Settings.settings({ knownHostsFile, hostKeyPolicy }),
-          Effect.provide(Layer.mergeAll(NodeServices.layer, base)),
+          Effect.provide(Layer.mergeAll(NodeServices.layer, Ssh.layer, base)),
           Effect.exit
         )
       const unknown = path.join(temp, "rsync_known_hosts_unknown")

@@ -15,7 +15,7 @@ import { hostPort } from "../settings/hostString.ts"
 const knownName = (host: string, port: number): string => hostPort(host.toLowerCase(), port)
 
 /** One key line of a known_hosts file. */
-interface Entry {
+export interface Entry {
   readonly line: number
   readonly marker: "revoked" | undefined
   readonly patterns: string

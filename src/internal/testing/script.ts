@@ -19,6 +19,7 @@ import { LocalTransport, type LocalTransportShape } from "../local/process.ts"
 import { RemoteTransport } from "../remote/run.ts"
 import type { RemoteRequest, RemoteTransportShape } from "../remote/transport.ts"
 import { parseHostString } from "../settings/hostString.ts"
+import { makeResolver } from "../ssh/target.ts"
 import { TransferFake, type TransferFakeShape } from "./transfers.ts"
 
 // -- what a test writes ---------------------------------------------------------------------------
@@ -371,16 +372,22 @@ export const make = (script: Script) => {
   return { local, remote, transfers, recorded: Effect.sync(() => recording.slice()) }
 }
 
-/** An SSH service that refuses: under the test layer, reaching for a real host is a bug of the test. */
-const refusingSsh = SshConnections.of({
-  connect: (settings) =>
-    Effect.die(
-      new Error(
-        `Testing.layer: an SSH connection to ${settings.host ?? "(no host)"} was asked for; ` +
-          "every operation should have been answered by the script"
+/**
+ * An SSH service that refuses to connect: under the test layer, reaching for a real host is a bug
+ * of the test. Targets are still resolved as in a real run (ssh config, settings), so a setting
+ * that a real run would refuse is refused here too.
+ */
+const refusingSsh = () =>
+  SshConnections.of({
+    resolve: makeResolver(),
+    connect: (settings) =>
+      Effect.die(
+        new Error(
+          `Testing.layer: an SSH connection to ${settings.host ?? "(no host)"} was asked for; ` +
+            "every operation should have been answered by the script"
+        )
       )
-    )
-})
+  })
 
 /** The test layer: scripted transports, a refusing SSH service, and the recorder. */
 export const layer = (script: Script): Layer.Layer<Recorder | SshConnections> =>
@@ -390,6 +397,6 @@ export const layer = (script: Script): Layer.Layer<Recorder | SshConnections> =>
       Context.add(LocalTransport, made.local),
       Context.add(RemoteTransport, made.remote),
       Context.add(TransferFake, made.transfers),
-      Context.add(SshConnections, refusingSsh)
+      Context.add(SshConnections, refusingSsh())
     )
   }))

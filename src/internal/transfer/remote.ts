@@ -9,12 +9,14 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Pull from "effect/Pull"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as path from "node:path"
 import type { ConnectionError } from "../../Errors.ts"
 import type { Settings } from "../../Settings.ts"
-import type { ChannelEvent, Connection } from "../../Ssh.ts"
+import type { Connection } from "../../Ssh.ts"
 import { join, quote } from "../command/shell.ts"
 import { kindWords } from "./io.ts"
 
@@ -55,16 +57,14 @@ export const runCommand = <E = never>(
     // A decoder per stream: a character split across chunks must not meet another stream's bytes.
     const outDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
     const errDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
-    for (;;) {
-      const event = yield* channel.take
-      if (event._tag === "Closed") {
-        if (event.error !== undefined) return yield* event.error
-        return { exitCode: event.exitCode, signal: event.signal, stdout, stderr }
-      }
-      if (event._tag === "Stderr") stderr += errDecoder.decode(event.data, { stream: true })
-      else if (options.onStdout !== undefined) yield* options.onStdout(event.data)
-      else stdout += outDecoder.decode(event.data, { stream: true })
-    }
+    yield* Stream.runForEach(channel.output, (chunk): Effect.Effect<void, E> => {
+      if (chunk._tag === "Stderr") stderr += errDecoder.decode(chunk.data, { stream: true })
+      else if (options.onStdout !== undefined) return options.onStdout(chunk.data)
+      else stdout += outDecoder.decode(chunk.data, { stream: true })
+      return Effect.void
+    })
+    const { exitCode, signal } = yield* channel.exit
+    return { exitCode, signal, stdout, stderr }
   }))
 
 /** How long a script may take to move its result into place once told to (a rename or two). */
@@ -94,7 +94,8 @@ export const runPlacing = (
     if (input !== undefined) yield* channel.write(input)
     let stdout = ""
     let stderr = ""
-    let ended: ChannelEvent | undefined
+    const output = yield* Stream.toPull(channel.output)
+    let ended = false
     let inputEnded = false
     const outDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
     const errDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
@@ -106,18 +107,20 @@ export const runPlacing = (
     /** Takes events until `until` matches stdout (never, when absent), or the channel closes. */
     const takeUntil = (until?: RegExp) =>
       Effect.gen(function*() {
-        while (ended === undefined && until?.test(stdout) !== true) {
-          const event = yield* channel.take
-          if (event._tag === "Closed") ended = event
-          else if (event._tag === "Stderr") stderr += errDecoder.decode(event.data, { stream: true })
-          else stdout += outDecoder.decode(event.data, { stream: true })
+        while (!ended && until?.test(stdout) !== true) {
+          const chunks = yield* Pull.catchDone(output, () => Effect.succeed(undefined))
+          if (chunks === undefined) ended = true
+          for (const chunk of chunks ?? []) {
+            if (chunk._tag === "Stderr") stderr += errDecoder.decode(chunk.data, { stream: true })
+            else stdout += outDecoder.decode(chunk.data, { stream: true })
+          }
           // The script (or sudo) ended: the feeding side may still wait for input.
           if (/^tb-end /m.test(stdout)) yield* endInput
         }
       })
     yield* takeUntil(/^(ready|tb-end .*)$/m)
     let moved = false
-    if (ended === undefined && /^ready$/m.test(stdout)) {
+    if (!ended && /^ready$/m.test(stdout)) {
       // A fiber of its own, so that the time limit can stop it while this one waits for it
       // without letting an interruption in.
       const move = Effect.gen(function*() {
@@ -130,11 +133,10 @@ export const runPlacing = (
     }
     yield* endInput
     yield* takeUntil()
-    const closed = ended as (ChannelEvent & { readonly _tag: "Closed" }) | undefined
-    if (closed?.error !== undefined) return yield* closed.error
+    const closed = yield* channel.exit
     return {
-      exitCode: closed?.exitCode ?? null,
-      signal: closed?.signal ?? null,
+      exitCode: closed.exitCode,
+      signal: closed.signal,
       stdout,
       stderr,
       moved

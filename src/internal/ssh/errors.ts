@@ -1,0 +1,139 @@
+/**
+ * How the SSH adapter names what went wrong: ssh2's and the socket's errors sorted into a
+ * `ConnectionError` reason, with the target (and the hop of a jump host) they concern.
+ */
+import * as Duration from "effect/Duration"
+import { ConnectionError, type ConnectionErrorReason, type SettingsError } from "../../Errors.ts"
+import type { Target } from "../../Ssh.ts"
+import type * as KnownHosts from "./knownHosts.ts"
+
+export const connectionError = (
+  target: Target,
+  reason: ConnectionErrorReason,
+  detail: string,
+  hop?: string
+) =>
+  new ConnectionError({
+    host: target.label,
+    port: target.port,
+    user: target.user,
+    reason,
+    detail,
+    ...(hop === undefined ? {} : { hop })
+  })
+
+/** `host:port`, an IPv6 address in brackets. */
+export const hostPort = (host: string, port: number): string =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
+
+/** A gateway as a hop in errors: `user@gateway:port`. */
+export const hopOf = (gateway: Target): string => `${gateway.user}@${hostPort(gateway.label, gateway.port)}`
+
+/** The link from a gateway to the next host, as a hop in errors: `user@gateway:port -> host:port`. */
+export const linkOf = (gateway: Target, to: Target): string =>
+  `${hopOf(gateway)} -> ${hostPort(to.host, to.port)}`
+
+/**
+ * `connectTimeout` in milliseconds for ssh2's `readyTimeout`, where 0 means none: so does a
+ * duration too long for a Node timer (`Duration.infinity`), which would otherwise fire at once.
+ */
+export const timeoutMillis = (duration: Duration.Duration): number => {
+  const millis = Duration.toMillis(duration)
+  return Number.isFinite(millis) && millis < 2 ** 31 ? Math.max(0, Math.ceil(millis)) : 0
+}
+
+export const via = (target: Target): string =>
+  (target.host !== target.label ? ` (${target.host})` : "") +
+  (target.gateway !== undefined ? ` through ${target.gateway.user}@${target.gateway.label}` : "")
+
+/** Sorts an ssh2 or socket error into a reason. */
+export const classify = (
+  target: Target,
+  error: Error & { code?: unknown; level?: unknown }
+): ConnectionError => {
+  const code = typeof error.code === "string" ? error.code : ""
+  const message = error.message
+  const detail = `${message}${via(target)}`
+  if (code === "ECONNREFUSED" || /Connection refused/i.test(message)) {
+    return connectionError(target, "refused", detail)
+  }
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EAI_NONAME") {
+    return connectionError(target, "unknown-host", detail)
+  }
+  if (
+    code === "ETIMEDOUT" || code === "EHOSTUNREACH" || code === "ENETUNREACH" ||
+    error.level === "client-timeout" ||
+    /timed out|timeout/i.test(message)
+  ) {
+    return connectionError(target, "timeout", detail)
+  }
+  if (error.level === "client-authentication" || /authentication methods failed/i.test(message)) {
+    return connectionError(target, "authentication", detail)
+  }
+  // A session (command, SFTP) refused on a live connection: OpenSSH answers "open failed" once
+  // MaxSessions sessions are open on it. The connection itself is fine.
+  if (/channel open failure/i.test(message)) {
+    return connectionError(
+      target,
+      "channel-refused",
+      `the server refused a new session on the connection (${message})${via(target)}`
+    )
+  }
+  return connectionError(target, "disconnected", detail)
+}
+
+/** Sorts the failure of `gateway` to open a TCP connection to `to`, as OpenSSH reports it. */
+export const forwardError = (gateway: Target, to: Target, error: Error): ConnectionError => {
+  const message = error.message
+  const link = linkOf(gateway, to)
+  const detail = `${gateway.label} could not connect to ${hostPort(to.host, to.port)} (${message})`
+  if (/refused/i.test(message)) return connectionError(to, "refused", detail, link)
+  if (/not known|name resolution|no address|nodename/i.test(message)) {
+    return connectionError(to, "unknown-host", detail, link)
+  }
+  if (/timed out|unreachable|no route/i.test(message)) return connectionError(to, "timeout", detail, link)
+  if (/prohibited|open failed/i.test(message)) {
+    return connectionError(
+      to,
+      "refused",
+      `${detail}: the gateway does not forward connections (AllowTcpForwarding may be off on it)`,
+      link
+    )
+  }
+  return connectionError(to, "disconnected", detail, link)
+}
+
+/** A gateway's failure inside an attempt at the connection behind it: never retried there. */
+export interface GatewayFailed {
+  readonly _tag: "GatewayFailed"
+  readonly error: ConnectionError | SettingsError
+}
+
+/** Failures worth another attempt: the host may be booting, restarting or briefly unreachable. */
+export const isTransient = (error: ConnectionError | SettingsError): boolean =>
+  error._tag === "ConnectionError" &&
+  (error.reason === "refused" || error.reason === "timeout" || error.reason === "disconnected")
+
+export const hostKeyError = (target: Target, verdict: KnownHosts.Verdict): ConnectionError => {
+  const name = `${target.host}${target.port === 22 ? "" : ` port ${target.port}`}`
+  switch (verdict._tag) {
+    case "Changed":
+      return connectionError(
+        target,
+        "host-key",
+        `the ${verdict.keyType} host key of ${name} differs from the one recorded in ${target.knownHostsFile} line ${verdict.line}`
+      )
+    case "Revoked":
+      return connectionError(
+        target,
+        "host-key",
+        `the host key of ${name} is marked @revoked in ${target.knownHostsFile} line ${verdict.line}`
+      )
+    default:
+      return connectionError(
+        target,
+        "host-key",
+        `the host key of ${name} is not in ${target.knownHostsFile} and hostKeyPolicy is "strict"`
+      )
+  }
+}

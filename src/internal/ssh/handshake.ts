@@ -1,0 +1,227 @@
+/**
+ * Opening one SSH connection: the private key, the known_hosts file (read, checked, and added
+ * to under `accept-new`), and the handshake itself, as Effects over ssh2's callbacks.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
+import * as Semaphore from "effect/Semaphore"
+import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync } from "node:fs"
+import * as net from "node:net"
+import * as path from "node:path"
+import type { Duplex } from "node:stream"
+import ssh2, { type AuthenticationType, Client } from "ssh2"
+import { type ConnectionError, SettingsError } from "../../Errors.ts"
+import type { Target } from "../../Ssh.ts"
+import { classify, connectionError, hostKeyError, via } from "./errors.ts"
+import * as KnownHosts from "./knownHosts.ts"
+import type { ConnectionState } from "./request.ts"
+
+// -- keys and host keys ---------------------------------------------------------------------------
+
+export interface Credentials {
+  readonly privateKey: Buffer | undefined
+  readonly passphrase: string | undefined
+}
+
+/**
+ * Reads and checks the private key now, so that a bad file is a setting error, not a failed login
+ * (rsync, which hands the key to the system ssh, checks it here too).
+ */
+export const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
+  const file = target.keyFile
+  if (file === undefined) return Effect.succeed({ privateKey: undefined, passphrase: undefined })
+  const passphrase = target.keyPassphrase === undefined ? undefined : Redacted.value(target.keyPassphrase)
+  return Effect.gen(function*() {
+    const privateKey = yield* Effect.try({
+      try: () => readFileSync(file),
+      catch: (cause) =>
+        new SettingsError({
+          setting: "keyFile",
+          value: file,
+          detail: `cannot read it (${String(cause)}); give the path of a readable private key file`
+        })
+    })
+    const parsed = ssh2.utils.parseKey(privateKey, passphrase)
+    if (parsed instanceof Error) {
+      const encrypted = /passphrase|encrypted|decrypt/i.test(parsed.message)
+      return yield* new SettingsError({
+        setting: encrypted ? "keyPassphrase" : "keyFile",
+        value: encrypted ? "<redacted>" : file,
+        detail: encrypted
+          ? `the key ${file} is encrypted and the passphrase is missing or wrong`
+          : `not a private key that can be used (${parsed.message}); give an OpenSSH or PEM private key file`
+      })
+    }
+    return { privateKey, passphrase }
+  })
+}
+
+/** The known_hosts files of one layer: read, and added to, one writer at a time. */
+export interface KnownHostsFiles {
+  readonly read: (file: string) => Effect.Effect<ReadonlyArray<KnownHosts.Entry>>
+  /** Records a newly accepted host key, once, even when several connections learn it at once. */
+  readonly record: (target: Target, blob: Buffer) => Effect.Effect<void>
+}
+
+/**
+ * Parsed files are kept, by path, while their stamp (mtime, size, inode) is unchanged: a fan-out
+ * to many hosts would otherwise read and parse the same file once per connection. The stamp is
+ * taken on every read, so an edited file is never answered from the cache.
+ */
+export const makeKnownHostsFiles = Effect.gen(function*() {
+  const lock = yield* Semaphore.make(1)
+  const cache = new Map<
+    string,
+    { readonly stamp: string; readonly entries: ReadonlyArray<KnownHosts.Entry> }
+  >()
+  const read = (file: string) =>
+    Effect.sync((): ReadonlyArray<KnownHosts.Entry> => {
+      const stat = statSync(file, { throwIfNoEntry: false })
+      if (stat === undefined) return []
+      const stamp = `${stat.mtimeMs}:${stat.size}:${stat.ino}`
+      const cached = cache.get(file)
+      if (cached?.stamp === stamp) return cached.entries
+      const entries = KnownHosts.parse(readFileSync(file, "utf8"))
+      cache.set(file, { stamp, entries })
+      return entries
+    })
+  const record = (target: Target, blob: Buffer) =>
+    lock.withPermit(
+      Effect.gen(function*() {
+        const file = target.knownHostsFile
+        const entries = yield* read(file)
+        if (KnownHosts.check(entries, target.host, target.port, blob)._tag !== "Unknown") return
+        yield* Effect.try({
+          try: () => {
+            mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+            const current = existsSync(file) ? readFileSync(file, "utf8") : ""
+            const separator = current === "" || current.endsWith("\n") ? "" : "\n"
+            appendFileSync(file, separator + KnownHosts.entryLine(target.host, target.port, blob), {
+              mode: 0o600
+            })
+          },
+          catch: (cause) => cause
+        })
+        yield* Effect.logInfo(`[${target.label}] recorded its host key in ${file}`)
+      }).pipe(
+        Effect.catch((cause) =>
+          Effect.logWarning(
+            `[${target.label}] could not record its host key in ${target.knownHostsFile}: ${String(cause)}`
+          )
+        )
+      )
+    )
+  return { read, record } satisfies KnownHostsFiles
+})
+
+// -- opening a connection -------------------------------------------------------------------------
+
+export interface Handshake {
+  readonly client: Client
+  readonly hostKey: Buffer | undefined
+  readonly verdict: KnownHosts.Verdict | undefined
+}
+/**
+ * One attempt at a connection over `sock`: handshake, host key check, authentication, within
+ * `readyTimeout` ms (0: no limit). The listeners attached here stay for the life of the client,
+ * so a late `error` never goes unheard (ssh2 would crash the process) and `state` always knows
+ * whether it is still up.
+ */
+export const handshake = (
+  target: Target,
+  sock: Duplex,
+  credentials: Credentials,
+  knownHosts: ReadonlyArray<KnownHosts.Entry>,
+  state: ConnectionState,
+  readyTimeout: number
+) =>
+  Effect.callback<Handshake, ConnectionError>((resume) => {
+    const client = new Client()
+    let settled = false
+    let hostKey: Buffer | undefined
+    let verdict: KnownHosts.Verdict | undefined
+    const refused = () =>
+      verdict !== undefined && verdict._tag !== "Known" &&
+      !(verdict._tag === "Unknown" && target.hostKeyPolicy === "accept-new")
+    const fail = (error: ConnectionError) => {
+      if (settled) return
+      settled = true
+      state.open = false
+      client.destroy()
+      resume(Effect.fail(error))
+    }
+    // An agent that cannot be reached (SSH_AUTH_SOCK missing or stale) or cannot sign is skipped,
+    // as OpenSSH does: ssh2 reports it and goes on with the next method (a key, a password).
+    let agentProblem: string | undefined
+    client.on("error", (error: Error & { code?: unknown; level?: unknown }) => {
+      if (error.level === "agent" && !settled) {
+        agentProblem = error.message
+        return
+      }
+      let mapped = refused() && verdict !== undefined
+        ? hostKeyError(target, verdict)
+        : classify(target, error)
+      if (mapped.reason === "authentication" && agentProblem !== undefined) {
+        mapped = connectionError(
+          target,
+          "authentication",
+          `${mapped.detail}; the ssh-agent at ${target.agent} could not be used (${agentProblem})`
+        )
+      }
+      state.lastError = mapped
+      fail(mapped)
+    })
+    client.on("close", () => {
+      state.open = false
+      fail(
+        state.lastError ??
+          connectionError(
+            target,
+            "disconnected",
+            `the server closed the connection during the handshake${via(target)}`
+          )
+      )
+    })
+    client.on("ready", () => {
+      if (settled) return
+      settled = true
+      state.open = true
+      resume(Effect.succeed({ client, hostKey, verdict }))
+    })
+    const methods: Array<AuthenticationType> = []
+    if (credentials.privateKey !== undefined) methods.push("publickey")
+    if (target.agent !== undefined) methods.push("agent")
+    if (target.password !== undefined) methods.push("password")
+    const serverHostKey = KnownHosts.hostKeyAlgorithms(knownHosts, target.host, target.port)
+    client.connect({
+      sock,
+      username: target.user,
+      ...(credentials.privateKey !== undefined ? { privateKey: credentials.privateKey } : {}),
+      ...(credentials.passphrase !== undefined ? { passphrase: credentials.passphrase } : {}),
+      ...(target.agent !== undefined ? { agent: target.agent } : {}),
+      ...(target.password !== undefined ? { password: Redacted.value(target.password) } : {}),
+      authHandler: methods,
+      ...(serverHostKey !== undefined ? { algorithms: { serverHostKey } } : {}),
+      hostVerifier: (key: Buffer) => {
+        hostKey = key
+        verdict = KnownHosts.check(knownHosts, target.host, target.port, key)
+        return !refused()
+      },
+      readyTimeout,
+      keepaliveInterval: Duration.toMillis(target.keepaliveInterval),
+      keepaliveCountMax: target.keepaliveCountMax
+    })
+    return Effect.sync(() => {
+      if (settled) return
+      settled = true
+      client.destroy()
+    })
+  })
+
+/** A TCP socket with Nagle off: with it on, each command on a warm connection waits ~40 ms. */
+export const directSocket = (target: Target): Duplex => {
+  const sock = net.connect({ host: target.host, port: target.port })
+  sock.setNoDelay(true)
+  return sock
+}
