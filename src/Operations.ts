@@ -20,7 +20,7 @@ export {
   type RemoteOptions,
   remoteSudo,
   singleCommand
-} from "./internal/remote/run.ts"
+} from "./internal/remote/operations.ts"
 export {
   download,
   type DownloadOptions,

@@ -17,7 +17,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError, SettingsError } from "../src/Errors.ts"
-import { remote } from "../src/internal/remote/run.ts"
+import { remote } from "../src/internal/remote/operations.ts"
 import { parseHostString } from "../src/internal/settings/hostString.ts"
 import * as SshConfig from "../src/internal/ssh/config.ts"
 import * as KnownHosts from "../src/internal/ssh/knownHosts.ts"

@@ -1,13 +1,13 @@
 /**
- * Remote commands over SSH: `remote`, `remoteSudo`, `remoteFileExists` and `singleCommand`.
- * `Operations` re-exports them.
+ * The SSH transport of remote commands: starts a built command on a channel of the shared
+ * connection and reads it to its end, for the envelope (`../command/envelope.ts`) that prints
+ * and keeps its lines. `operations.ts` builds the commands and holds the operations.
  *
- * A command is built by `shell.ts` (quoting, `cd`, variables, sudo), started on a channel of
- * the shared connection, and its output printed line by line while it runs. The login shell
- * first reports its process id (which OpenSSH makes a process group and session leader) on a
- * line that is stripped from the output; when the command is interrupted or times out, a second,
- * short command on the same connection sends that process group SIGTERM and then SIGKILL, since
- * closing a channel leaves the remote process running.
+ * The login shell first reports its process id (which OpenSSH makes a process group and session
+ * leader) on a line that is stripped from the output; when the command is interrupted or times
+ * out, a second, short command on the same connection sends that process group SIGTERM and then
+ * SIGKILL, since closing a channel leaves the remote process running. A watcher (`guard`) does the
+ * same when the channel goes without either.
  */
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -21,63 +21,17 @@ import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import { TextDecoder } from "node:util"
 import { ConnectionError, SettingsError } from "../../Errors.ts"
-import { apply, type Patch, Settings } from "../../Settings.ts"
+import { Settings } from "../../Settings.ts"
 import { type CommandHandle, type Connection, type OutputChunk, SshConnections } from "../../Ssh.ts"
-import { checkTimeout, finish } from "../command/command.ts"
-import * as Envelope from "../command/envelope.ts"
 import type { Sink } from "../command/envelope.ts"
 import type { LineBuffer } from "../command/lines.ts"
-import { build, type BuiltCommand, quote, splitShell } from "../command/shell.ts"
-import { type HostString, parseHostString } from "../settings/hostString.ts"
-import type { RemotePurpose, RemoteRequest, RemoteTransportShape } from "./transport.ts"
-
-/**
- * Per-call overrides of the settings a remote command reads; each wins over the current
- * settings for this call only. `env` is added to the current variables.
- *
- * @since 0.1.0
- */
-export type RemoteOptions = Pick<
-  Patch,
-  | "host"
-  | "user"
-  | "port"
-  | "keyFile"
-  | "gateway"
-  | "useShell"
-  | "shell"
-  | "useSudo"
-  | "sudoUser"
-  | "sudoPassword"
-  | "combineStderr"
-  | "pty"
-  | "timeout"
-  | "remoteWorkingDir"
-  | "env"
-  | "quiet"
-  | "discardOutput"
-  | "warnOnly"
-  | "dryRun"
->
-
-const withOptions = (current: Settings, options: RemoteOptions | undefined): Settings =>
-  options === undefined
-    ? current
-    : apply(
-      current,
-      options.env === undefined ? options : { ...options, env: { ...current.env, ...options.env } }
-    )
-
-const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
-  Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)
-
-/** An unguessable nonce, for the sudo prompt: output that shows it gets the password written back. */
-const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
+import { build, quote, splitShell } from "../command/shell.ts"
+import type { RemoteRequest, RemoteTransportShape } from "./transport.ts"
 
 // A marker need not be secret: only the first one of a command counts, and the login shell
 // prints it before the command starts. It must only never occur in real output: 64 random bits
 // per command do (about 2.5 µs, nothing beside a command's 3 ms).
-const newMarker = (kind: "pid" | "start"): Effect.Effect<string> =>
+export const newMarker = (kind: "pid" | "start"): Effect.Effect<string> =>
   Effect.sync(() => `__threadbare_${kind}_${randomBytes(8).toString("hex")}=`)
 
 // -- output scanning ------------------------------------------------------------------------------
@@ -418,92 +372,6 @@ const stopAfterDrop = (
       Effect.withSpan("Operations.remote.stopAfterDrop")
     )
 
-// -- running --------------------------------------------------------------------------------------
-
-const hostOf = (settings: Settings): Effect.Effect<HostString, SettingsError> =>
-  settings.host === undefined
-    ? Effect.fail(
-      new SettingsError({
-        setting: "host",
-        value: "",
-        detail: "no host to run on; set it with Settings.settings({ host: \"user@host\" }) or the host option"
-      })
-    )
-    : fromResult(parseHostString(settings.host))
-
-const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<string>, settings: Settings) {
-  const prompt = settings.useSudo && settings.sudoPassword !== undefined
-    ? `[threadbare ${yield* nonce}] sudo password:`
-    : undefined
-  const startMarker = prompt === undefined ? undefined : yield* newMarker("start")
-  const spec = {
-    command,
-    useShell: settings.useShell,
-    shell: settings.shell,
-    useSudo: settings.useSudo,
-    sudoUser: settings.sudoUser,
-    sudoPrompt: prompt,
-    cwd: settings.remoteWorkingDir,
-    env: settings.env
-  }
-  // What the user asked for, for messages and `realCommand`.
-  const built: BuiltCommand = yield* fromResult(build(spec))
-  // What is sent: under sudo, the start marker and the guard run as the user sudo switched to
-  // (who alone may stop the command); without sudo the login shell sets the guard up itself.
-  const prelude = [
-    ...(startMarker === undefined ? [] : [`echo ${startMarker} >&2`]),
-    ...(settings.pty ? [] : [guard("exec")])
-  ]
-  // Without a pty, sudo alone reads the channel (fd 4, see `lineFor`), for its password: the
-  // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads
-  // /dev/null like the command itself.
-  const sent: BuiltCommand = settings.useSudo && prelude.length > 0
-    ? yield* fromResult(build({
-      ...spec,
-      sudoPrelude: prelude.join("; "),
-      ...(settings.pty ? {} : { sudoInputFd: 4 })
-    }))
-    : built
-  return { built, sent, prompt, startMarker }
-})
-
-/** Runs a command under `settings` in the envelope and returns its result, whatever its exit code. */
-const execute = Effect.fnUntraced(function*(
-  command: string | ReadonlyArray<string>,
-  settings: Settings,
-  purpose: RemotePurpose = { _tag: "Command" }
-) {
-  const parsed = yield* hostOf(settings)
-  yield* checkTimeout(settings.timeout)
-  const { built, prompt, sent, startMarker } = yield* buildFor(command, settings)
-  const transport = yield* RemoteTransport
-  const request: RemoteRequest = {
-    purpose,
-    command,
-    host: parsed.host,
-    user: parsed.user ?? settings.user,
-    port: parsed.port,
-    built,
-    sent,
-    prompt,
-    startMarker,
-    settings
-  }
-  // The transport learns what to mask (a sudo password, once written) only as the command runs.
-  let redact: (text: string) => string = (text) => text
-  return yield* Envelope.run({
-    host: parsed.host,
-    verb: settings.useSudo ? "sudo" : "run",
-    display: built.display,
-    line: built.line,
-    settings,
-    printing: !settings.quiet,
-    keep: !settings.discardOutput,
-    redact: (text) => redact(text),
-    start: (sink) => transport.start(request, sink, (f) => (redact = f))
-  })
-})
-
 /** Runs a command over SSH: starts it on a channel of the shared connection and reads it to its end. */
 const runOverSsh = Effect.fnUntraced(function*(
   request: RemoteRequest,
@@ -604,94 +472,3 @@ export const RemoteTransport: Context.Reference<RemoteTransportShape> = Context.
   "effect-threadbare/internal/remote/RemoteTransport",
   { defaultValue: () => ({ start: runOverSsh }) }
 )
-
-/**
- * Runs a command on the current host over SSH (the original's `run`/`remote`). Prints
- * `[host] run: <command>` first and each output line while it runs, then returns what it did.
- *
- * `command` is shell text run through `shell` (`/bin/bash -l -c`), or an argument list whose
- * words are quoted. Reads the connection settings and `useShell`, `shell`, `useSudo`,
- * `sudoUser`, `sudoPassword`, `combineStderr`, `pty`, `remoteWorkingDir`, `env`, `timeout`,
- * `dryRun`, the output settings and `warnOnly`/`displayAborts`; `options` override them for
- * this call.
- *
- * Fails with `CommandFailed` on a non-zero exit or a signal (unless `warnOnly`),
- * `CommandTimeout` after `timeout` (the remote process group is stopped first),
- * `ConnectionError` when the host cannot be reached or the connection drops, and
- * `SettingsError` for unusable settings. Interrupting it stops the remote process too.
- *
- * @example
- * ```ts
- * const result = yield* Operations.remote("uname -r", { host: "deploy@web-1" })
- * result.stdoutLines[0]
- * ```
- *
- * @since 0.1.0
- */
-export const remote = Effect.fn("Operations.remote")(function*(
-  command: string | ReadonlyArray<string>,
-  options?: RemoteOptions
-) {
-  const settings = withOptions(yield* Settings, options)
-  return yield* Effect.flatMap(execute(command, settings), finish).pipe(
-    Effect.provideService(Settings, settings)
-  )
-})
-
-/**
- * {@link remote} through `sudo` (the original's `sudo`/`remote_sudo`), printed as
- * `[host] sudo: <command>`. As root unless `sudoUser` is set; a `sudoPassword` is answered
- * on sudo's prompt and never shown, otherwise sudo must not need one.
- *
- * @example
- * ```ts
- * yield* Operations.remoteSudo("systemctl restart nginx")
- * yield* Operations.remoteSudo("whoami", { sudoUser: "postgres" })
- * ```
- *
- * @since 0.1.0
- */
-export const remoteSudo = Effect.fn("Operations.remoteSudo")(function*(
-  command: string | ReadonlyArray<string>,
-  options?: RemoteOptions
-) {
-  const settings = withOptions(yield* Settings, { ...options, useSudo: true })
-  return yield* Effect.flatMap(execute(command, settings), finish).pipe(
-    Effect.provideService(Settings, settings)
-  )
-})
-
-/**
- * Whether `path` exists on the current host (`test -e`, the path quoted), with every
- * connection setting and `useSudo` honoured. Prints nothing. A missing path is `false`, never a
- * failure; connection and setting errors still fail.
- *
- * @example
- * ```ts
- * const booted = yield* Operations.remoteFileExists("/var/lib/cloud/instance/boot-finished")
- * ```
- *
- * @since 0.1.0
- */
-export const remoteFileExists = Effect.fn("Operations.remoteFileExists")(function*(
-  path: string,
-  options?: RemoteOptions
-) {
-  const settings = withOptions(yield* Settings, { ...options, quiet: true, combineStderr: false })
-  const result = yield* execute(`test -e ${quote(path)}`, settings, { _tag: "FileExists", path }).pipe(
-    Effect.provideService(Settings, settings)
-  )
-  return result.exitCode === 0
-})
-
-/**
- * Joins commands into one that runs them in order and stops at the first failure (` && `).
- *
- * @example
- * ```ts
- * Operations.remote(Operations.singleCommand(["cd /srv/app", "git pull", "make"]))
- * ```
- *
- * @since 0.1.0
- */
-export const singleCommand = (commands: ReadonlyArray<string>): string => commands.join(" && ")
