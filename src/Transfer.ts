@@ -47,7 +47,7 @@ import * as Rsync from "./internal/transfer/rsync.ts"
 import * as Tree from "./internal/transfer/tree.ts"
 import * as Output from "./Output.ts"
 import { apply, type Patch, resolveLocal, Settings } from "./Settings.ts"
-import { type Connection, type SftpSession, type SftpStats, SshConnections } from "./Ssh.ts"
+import { type Connection, type SftpSession, SshConnections } from "./Ssh.ts"
 
 export type { Progress } from "./internal/transfer/progress.ts"
 
@@ -153,7 +153,7 @@ const pipeline: Io.Pipeline = { chunkSize: 64 * 1024, blockSize: 1024 * 1024, bl
  * (128 in flight, as for writes).
  */
 const readPipeline = (sftp: SftpSession): Io.Pipeline => {
-  const chunkSize = Math.min(Io.maxReadLength(sftp) ?? pipeline.chunkSize, 256 * 1024)
+  const chunkSize = Math.min(Io.maxReadLength(sftp), 256 * 1024)
   const perBlock = Math.min(32, Math.max(1, Math.round((2 * 1024 * 1024) / chunkSize)))
   return { chunkSize, blockSize: chunkSize * perBlock, blocks: 4 }
 }
@@ -272,12 +272,11 @@ const cleanup = (ctx: Job, line: string, input?: string): Effect.Effect<void> =>
   )
 
 const sftpRename = (sftp: SftpSession, place: Io.Place, from: string, to: string) =>
-  Io.sftpCall<void>(sftp, place, (cb) => {
+  Io.sftpCall(
+    place,
     // posix-rename replaces the target in one step; plain SFTP rename refuses an existing one.
-    const extensions = (sftp as unknown as { _extensions?: Record<string, string> })._extensions
-    if (extensions?.["posix-rename@openssh.com"] === "1") sftp.ext_openssh_rename(from, to, cb)
-    else sftp.rename(from, to, cb)
-  })
+    sftp.extensions["posix-rename@openssh.com"] === "1" ? sftp.posixRename(from, to) : sftp.rename(from, to)
+  )
 
 /** Opens a remote file for writing, exclusively; closed with its scope. */
 const openRemoteWrite = (sftp: SftpSession, place: Io.Place, file: string) =>
@@ -295,8 +294,10 @@ const sendFile = Effect.fnUntraced(function*(
   pool?: Io.BufferPool | undefined
 ) {
   const handle = yield* openRemoteWrite(sftp, place, file)
-  yield* Io.pipelinedWrite(sftp, handle, place, blocks, pipeline, meter.add, pool)
-  const written = yield* Io.sftpCall<SftpStats>(sftp, place, (cb) => sftp.fstat(handle, cb))
+  // Never longer than the server takes as one request: ssh2 would send the rest after the answer.
+  const chunkSize = Math.min(sftp.limits.maxWriteLength, pipeline.chunkSize)
+  yield* Io.pipelinedWrite(sftp, handle, place, blocks, { ...pipeline, chunkSize }, meter.add, pool)
+  const written = yield* Io.sftpCall(place, sftp.fstat(handle))
   if (written.size !== size) {
     return yield* Io.transferError(
       place,
@@ -304,7 +305,7 @@ const sendFile = Effect.fnUntraced(function*(
       `wrote ${written.size} bytes of ${size}; the target was not replaced`
     )
   }
-  if (mode !== undefined) yield* Io.sftpCall<void>(sftp, place, (cb) => sftp.fchmod(handle, mode, cb))
+  if (mode !== undefined) yield* Io.sftpCall(place, sftp.fchmod(handle, mode))
 })
 
 // -- upload ---------------------------------------------------------------------------------------
@@ -468,7 +469,7 @@ const putStaged = Effect.fnUntraced(function*(
   const id = yield* nonce
   const stage = `${settings.remoteTempDir.replace(/\/+$/, "")}/.tb-${id}`
   let finished = false
-  yield* Io.sftpCall<void>(sftp, remotePlace(ctx, stage), (cb) => sftp.mkdir(stage, { mode: 0o700 }, cb))
+  yield* Io.sftpCall(remotePlace(ctx, stage), sftp.mkdir(stage, 0o700))
   // The script removes the staging directory and its own temporary file when it ends; this covers
   // a transfer that never got that far (the target may be `target` or a name inside it).
   yield* Effect.addFinalizer(() =>

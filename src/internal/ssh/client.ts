@@ -22,6 +22,7 @@ import { ConnectionError, type ConnectionErrorReason, SettingsError } from "../.
 import type { Settings } from "../../Settings.ts"
 import type { ChannelEvent, Connection, RemoteChannel, Target } from "../../Ssh.ts"
 import * as KnownHosts from "./knownHosts.ts"
+import * as Sftp from "./sftp.ts"
 import { resolveTarget, targetKey } from "./target.ts"
 
 /** A connection as the adapter sees it: the public shape plus what jump hosts need. */
@@ -695,8 +696,8 @@ export const make = Effect.gen(function*() {
             Effect.tap(restore(session), (sftp) => Effect.addFinalizer(() => Effect.sync(() => sftp.end())))
           )
           // A session slot freed a moment ago may still be taken on the server, as for commands.
-          return yield* open.pipe(
-            Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open))
+          return Sftp.make(
+            yield* open.pipe(Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open)))
           )
         }),
         forwardOut: (to) => {

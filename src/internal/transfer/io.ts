@@ -13,7 +13,7 @@ import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { TransferError, type TransferErrorReason } from "../../Errors.ts"
-import type { SftpSession, SftpStats } from "../../Ssh.ts"
+import { type SftpError, type SftpHandle, type SftpSession, type SftpStats, SftpStatus } from "../../Ssh.ts"
 
 /** Where an operation happens, for error messages. */
 export interface Place {
@@ -287,49 +287,23 @@ export const withOffsets =
 
 // -- SFTP -----------------------------------------------------------------------------------------
 
-/** SFTP status codes (draft-ietf-secsh-filexfer-02), as ssh2 puts them on its errors. */
-const SftpStatus = { eof: 1, noSuchFile: 2, permissionDenied: 3 } as const
+/** An SFTP failure as the transfer's own error, about `place`. */
+export const sftpError = (place: Place, error: SftpError): TransferError =>
+  transferError(
+    place,
+    error.code === SftpStatus.noSuchFile
+      ? "not-found"
+      : error.code === SftpStatus.permissionDenied
+      ? "permission"
+      : "failed",
+    error.detail
+  )
 
-const sftpReason = (code: unknown): TransferErrorReason =>
-  code === SftpStatus.noSuchFile
-    ? "not-found"
-    : code === SftpStatus.permissionDenied
-    ? "permission"
-    : "failed"
-
-export const sftpError = (place: Place, error: unknown): TransferError => {
-  const e = error as { code?: unknown; message?: unknown }
-  return transferError(place, sftpReason(e.code), String(e.message ?? error))
-}
-
-type Callback<A> = (error: Error | null | undefined, value: A) => void
-
-/**
- * Whether the session can still take requests. ssh2 answers every pending request with an
- * error when the channel dies, but a request made after that is never answered at all.
- */
-const isOpen = (sftp: SftpSession): boolean => {
-  const channel = sftp as unknown as { incoming?: { state?: string }; outgoing?: { state?: string } }
-  return channel.outgoing?.state === "open" && channel.incoming?.state !== "closed"
-}
-
-/**
- * One SFTP request as an Effect. Interruptible whether or not the server answers: the fiber
- * goes at once, and a late answer is dropped (a server whose SFTP process is stopped still
- * answers keepalives, so the connection looks alive while no request is ever answered).
- */
-export const sftpCall = <A>(sftp: SftpSession, place: Place, request: (callback: Callback<A>) => void) =>
-  Effect.callback<A, TransferError>((resume) => {
-    if (!isOpen(sftp)) {
-      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-    }
-    request((error, value) => {
-      if (error !== undefined && error !== null) resume(Effect.fail(sftpError(place, error)))
-      else resume(Effect.succeed(value))
-    })
-    // resume is ignored once the fiber has gone; nothing else holds it.
-    return Effect.void
-  })
+/** An SFTP request whose failure is a `TransferError` about `place`. */
+export const sftpCall = <A>(
+  place: Place,
+  request: Effect.Effect<A, SftpError>
+): Effect.Effect<A, TransferError> => Effect.mapError(request, (error) => sftpError(place, error))
 
 /** How long a transfer that succeeded waits for the server to close a handle. */
 const closeGrace = Duration.seconds(5)
@@ -342,20 +316,17 @@ const closeGrace = Duration.seconds(5)
  */
 const closeRemoteHandle = (
   sftp: SftpSession,
-  place: Place,
-  handle: Buffer,
+  handle: SftpHandle,
   exit: Exit.Exit<unknown, unknown>
 ): Effect.Effect<void> =>
   Exit.isSuccess(exit)
-    ? sftpCall<void>(sftp, place, (cb) => sftp.close(handle, cb)).pipe(
+    ? sftp.close(handle).pipe(
       // Finalizers are uninterruptible; the time limit must be able to stop the wait.
       Effect.interruptible,
       Effect.timeoutOption(closeGrace),
       Effect.ignore
     )
-    : Effect.sync(() => {
-      if (isOpen(sftp)) sftp.close(handle, () => {})
-    })
+    : Effect.asVoid(Effect.forkDetach(Effect.ignore(sftp.close(handle))))
 
 /**
  * Opens a remote file; the handle is closed with the scope ({@link closeRemoteHandle}). The open
@@ -368,14 +339,10 @@ export const openRemote = (
   file: string,
   flags: "r" | "wx",
   mode?: number
-): Effect.Effect<Buffer, TransferError, Scope.Scope> =>
+): Effect.Effect<SftpHandle, TransferError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.interruptible(sftpCall<Buffer>(
-      sftp,
-      place,
-      (cb) => mode === undefined ? sftp.open(file, flags, cb) : sftp.open(file, flags, { mode }, cb)
-    )),
-    (handle, exit) => closeRemoteHandle(sftp, place, handle, exit)
+    Effect.interruptible(sftpCall(place, sftp.open(file, flags, mode))),
+    (handle, exit) => closeRemoteHandle(sftp, handle, exit)
   )
 
 /** `stat` (following links) of a remote path, `undefined` when it does not exist. */
@@ -383,8 +350,11 @@ export const remoteStat = (
   sftp: SftpSession,
   place: Place
 ): Effect.Effect<SftpStats | undefined, TransferError> =>
-  sftpCall<SftpStats>(sftp, place, (cb) => sftp.stat(place.path, cb)).pipe(
-    Effect.catchIf((error) => error.reason === "not-found", () => Effect.succeed(undefined))
+  sftpCall(
+    place,
+    sftp.stat(place.path).pipe(
+      Effect.catchIf((error) => error.code === SftpStatus.noSuchFile, () => Effect.succeed(undefined))
+    )
   )
 
 /** Creates a remote directory and its missing parents (`mkdir -p`), walking up only as far as needed. */
@@ -402,7 +372,7 @@ export const remoteMkdirs = (
     }
     const parent = dir.includes("/") ? dir.slice(0, dir.lastIndexOf("/")) : ""
     yield* remoteMkdirs(sftp, place, parent === "" && dir.startsWith("/") ? "/" : parent)
-    yield* sftpCall<void>(sftp, { ...place, path: dir }, (cb) => sftp.mkdir(dir, cb)).pipe(
+    yield* sftpCall({ ...place, path: dir }, sftp.mkdir(dir)).pipe(
       // Another writer may have made it meanwhile.
       Effect.catch((error) =>
         Effect.flatMap(
@@ -413,10 +383,6 @@ export const remoteMkdirs = (
     )
   })
 
-// ssh2 insists on Buffers; a view over the same memory costs nothing.
-const asBuffer = (bytes: Uint8Array): Buffer =>
-  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-
 /** How the pipelines split work: requests of `chunkSize`, `blocks` blocks of `blockSize` at a time. */
 export interface Pipeline {
   readonly chunkSize: number
@@ -425,14 +391,20 @@ export interface Pipeline {
   readonly blocks: number
 }
 
+/** The offsets of the `chunkSize` pieces of `length` bytes. */
+const pieces = (length: number, chunkSize: number): Array<number> => {
+  const out: Array<number> = []
+  for (let at = 0; at < length; at += chunkSize) out.push(at)
+  return out
+}
+
 /**
- * Writes one block as `chunkSize` requests sent at once, answered in any order. The requests of
- * a block are plain ssh2 callbacks rather than one fiber each: this is the hot loop of an
- * upload, and it shares the event loop with ssh2's encryption.
+ * Writes one block as `chunkSize` requests sent at once, answered in any order; the block's
+ * buffer goes back to `pool` once every piece is answered.
  */
 const writeBlock = (
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   offset: number,
   block: Uint8Array,
@@ -440,33 +412,20 @@ const writeBlock = (
   onBytes: (n: number) => void,
   pool: BufferPool | undefined
 ) =>
-  Effect.callback<void, TransferError>((resume) => {
-    if (!isOpen(sftp)) {
-      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-    }
-    const buffer = asBuffer(block)
-    let pending = Math.ceil(buffer.length / chunkSize)
-    let failed = false
-    if (pending === 0) return resume(Effect.void)
-    for (let at = 0; at < buffer.length; at += chunkSize) {
-      const length = Math.min(chunkSize, buffer.length - at)
-      sftp.write(handle, buffer, at, length, offset + at, (error) => {
-        if (failed) return
-        if (error !== undefined && error !== null) {
-          failed = true
-          return resume(Effect.fail(sftpError(place, error)))
-        }
-        onBytes(length)
-        if (--pending === 0) resume(Effect.void)
-      })
-    }
-    // ssh2 has copied every piece into its own packets by now: the block may be refilled.
-    pool?.give(block)
-    // Interrupted: answers still to come are dropped.
-    return Effect.sync(() => {
-      failed = true
-    })
-  })
+  Effect.forEach(
+    pieces(block.length, chunkSize),
+    (at) => {
+      const length = Math.min(chunkSize, block.length - at)
+      return Effect.andThen(
+        sftp.write(handle, block, at, length, offset + at),
+        Effect.sync(() => onBytes(length))
+      )
+    },
+    { concurrency: "unbounded", discard: true }
+  ).pipe(
+    Effect.mapError((error) => sftpError(place, error)),
+    Effect.tap(() => Effect.sync(() => pool?.give(block)))
+  )
 
 /**
  * Writes `blocks` to an open remote file, several blocks at once, each as many write requests
@@ -474,7 +433,7 @@ const writeBlock = (
  */
 export const pipelinedWrite = (
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   blocks: Stream.Stream<Uint8Array, TransferError>,
   pipeline: Pipeline,
@@ -491,22 +450,39 @@ export const pipelinedWrite = (
   )
 
 /**
- * The longest read ssh2 sends as one request on this session: what the server announced in
- * `limits@openssh.com` (255 KiB for OpenSSH), else ssh2's own guess for the server. A longer
- * read would be split by ssh2 into requests sent one after another.
+ * Fills `buffer[at, end)` from the file at `offset + at`. A server may answer a read with fewer
+ * bytes than asked: the rest is asked for again. The file ending first is a failure.
  */
-export const maxReadLength = (sftp: SftpSession): number | undefined => {
-  const length = (sftp as unknown as { _maxReadLen?: unknown })._maxReadLen
-  return typeof length === "number" && length > 0 ? length : undefined
-}
+const readRange = (
+  sftp: SftpSession,
+  handle: SftpHandle,
+  place: Place,
+  buffer: Uint8Array,
+  offset: number,
+  at: number,
+  end: number,
+  onBytes: (n: number) => void
+): Effect.Effect<void, TransferError> =>
+  Effect.flatMap(
+    sftpCall(place, sftp.read(handle, buffer, at, end - at, offset + at)),
+    (n) => {
+      if (n === 0) {
+        return Effect.fail(
+          transferError(place, "verify", `the file ended at ${offset + at} bytes while being read`)
+        )
+      }
+      onBytes(n)
+      return at + n < end ? readRange(sftp, handle, place, buffer, offset, at + n, end, onBytes) : Effect.void
+    }
+  )
 
 /**
- * Reads `length` bytes at `offset` into one buffer, as `chunkSize` requests sent at once. A
- * server may answer a read with fewer bytes than asked: the rest is asked for again.
+ * Reads `length` bytes at `offset` into one buffer, as `chunkSize` requests sent at once. An
+ * interrupted block's buffer never goes back to the pool: answers still to come may fill it.
  */
 const readBlock = (
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   offset: number,
   length: number,
@@ -514,43 +490,23 @@ const readBlock = (
   onBytes: (n: number) => void,
   pool: BufferPool
 ) =>
-  Effect.callback<Uint8Array, TransferError>((resume) => {
-    if (!isOpen(sftp)) {
-      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-    }
+  Effect.suspend(() => {
     const buffer = length === pool.size ? pool.take() : Buffer.allocUnsafe(length)
-    let pending = Math.ceil(length / chunkSize)
-    let failed = false
-    const fail = (error: TransferError) => {
-      if (failed) return
-      failed = true
-      resume(Effect.fail(error))
-    }
-    const read = (at: number, end: number): void => {
-      sftp.read(handle, buffer, at, end - at, offset + at, (error, bytesRead) => {
-        if (failed) return
-        const code = (error as { code?: unknown } | undefined)?.code
-        if (error !== undefined && error !== null && code !== SftpStatus.eof) {
-          return fail(sftpError(place, error))
-        }
-        const n = error !== undefined && error !== null ? 0 : bytesRead
-        if (n === 0) {
-          return fail(
-            transferError(place, "verify", `the file ended at ${offset + at} bytes while being read`)
-          )
-        }
-        onBytes(n)
-        if (at + n < end) return read(at + n, end)
-        if (--pending === 0) resume(Effect.succeed(buffer))
-      })
-    }
-    for (let at = 0; at < length; at += chunkSize) read(at, Math.min(at + chunkSize, length))
-    // Interrupted: answers still to come are dropped, and the buffer (which they may still
-    // fill) never goes back to the pool.
-    return Effect.sync(() => {
-      failed = true
-    })
+    return Effect.as(
+      Effect.forEach(
+        pieces(length, chunkSize),
+        (at) => readRange(sftp, handle, place, buffer, offset, at, Math.min(at + chunkSize, length), onBytes),
+        { concurrency: "unbounded", discard: true }
+      ),
+      buffer as Uint8Array
+    )
   })
+
+/**
+ * The longest read sent as one request on this session: what the server announced (255 KiB for
+ * OpenSSH). A longer read would be split into requests sent one after another.
+ */
+export const maxReadLength = (sftp: SftpSession): number => sftp.limits.maxReadLength
 
 /**
  * Reads an open remote file from `offset` to its end, one request at a time, handing each piece
@@ -559,35 +515,24 @@ const readBlock = (
  */
 export const readToEnd = <E>(
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   offset: number,
   chunkSize: number,
   onBytes: (n: number) => void,
   sink: (offset: number, bytes: Uint8Array) => Effect.Effect<void, E>
 ): Effect.Effect<number, TransferError | E> =>
-  Effect.flatMap(
-    Effect.callback<Uint8Array | undefined, TransferError>((resume) => {
-      if (!isOpen(sftp)) {
-        return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-      }
-      const buffer = Buffer.allocUnsafe(chunkSize)
-      sftp.read(handle, buffer, 0, chunkSize, offset, (error, bytesRead) => {
-        const code = (error as { code?: unknown } | null | undefined)?.code
-        if (error !== undefined && error !== null && code !== SftpStatus.eof) {
-          return resume(Effect.fail(sftpError(place, error)))
-        }
-        const n = error !== undefined && error !== null ? 0 : bytesRead
-        resume(Effect.succeed(n === 0 ? undefined : buffer.subarray(0, n)))
-      })
-      return Effect.void
-    }),
-    (bytes) =>
-      bytes === undefined ? Effect.succeed(offset) : sink(offset, bytes).pipe(
-        Effect.andThen(Effect.sync(() => onBytes(bytes.length))),
-        Effect.andThen(readToEnd(sftp, handle, place, offset + bytes.length, chunkSize, onBytes, sink))
-      )
-  )
+  Effect.suspend(() => {
+    const buffer = Buffer.allocUnsafe(chunkSize)
+    return Effect.flatMap(
+      sftpCall(place, sftp.read(handle, buffer, 0, chunkSize, offset)),
+      (n) =>
+        n === 0 ? Effect.succeed(offset) : sink(offset, buffer.subarray(0, n)).pipe(
+          Effect.andThen(Effect.sync(() => onBytes(n))),
+          Effect.andThen(readToEnd(sftp, handle, place, offset + n, chunkSize, onBytes, sink))
+        )
+    )
+  })
 
 /**
  * Reads `size` bytes of an open remote file, several blocks at once, and hands each block to
@@ -596,7 +541,7 @@ export const readToEnd = <E>(
  */
 export const pipelinedRead = <E>(
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   size: number,
   pipeline: Pipeline,
