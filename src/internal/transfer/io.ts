@@ -1,6 +1,5 @@
 /**
- * The Node and ssh2 edges of transfers: local file calls and SFTP requests as Effects, and the
- * pipelined SFTP copy that keeps many requests in flight (what makes ssh2's `fastPut`/`fastGet`
+ * SFTP requests as transfer steps (their failures as `TransferError`), and the pipelined SFTP copy that keeps many requests in flight (what makes ssh2's `fastPut`/`fastGet`
  * fast) while holding only a bounded number of chunks in memory.
  *
  * Every failure becomes a `TransferError` that names the side and path it is about.
@@ -10,8 +9,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as fs from "node:fs"
-import * as path from "node:path"
 import { TransferError, type TransferErrorReason } from "../../Errors.ts"
 import { type SftpError, type SftpHandle, type SftpSession, type SftpStats, SftpStatus } from "../../Ssh.ts"
 
@@ -25,39 +22,6 @@ export interface Place {
 export const transferError = (place: Place, reason: TransferErrorReason, detail: string): TransferError =>
   new TransferError({ host: place.host, side: place.side, path: place.path, reason, detail })
 
-// -- local files ----------------------------------------------------------------------------------
-
-const localReason = (code: unknown): TransferErrorReason => {
-  switch (code) {
-    case "ENOENT":
-    case "ENOTDIR":
-      return "not-found"
-    case "EACCES":
-    case "EPERM":
-    case "EROFS":
-      return "permission"
-    case "EISDIR":
-      return "is-directory"
-    case "EEXIST":
-    case "ENOTEMPTY":
-      return "exists"
-    default:
-      return "failed"
-  }
-}
-
-export const localError = (place: Place, error: unknown): TransferError => {
-  const e = error as { code?: unknown; message?: unknown }
-  return transferError(place, localReason(e.code), String(e.message ?? error))
-}
-
-/**
- * A small local file-system call, run synchronously: metadata calls and small writes take
- * microseconds, and a thousand files of a tree would otherwise cost a thread-pool round trip each.
- */
-export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
-  Effect.try({ try: f, catch: (error) => localError(place, error) })
-
 /** The failure for `file`, found where a directory must be. */
 export const notADirectory = (place: Place, file: string, what: string): TransferError =>
   transferError(
@@ -65,32 +29,6 @@ export const notADirectory = (place: Place, file: string, what: string): Transfe
     "not-a-directory",
     `${file} is not a directory (it is a file), so ${what}; remove or rename it, or choose another target`
   )
-
-/**
- * Creates a local directory and its missing parents. A parent that is a file is named as such
- * (not `exists`, which is what `mkdir` says).
- */
-export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, TransferError> =>
-  localSync({ ...place, path: dir }, () => void fs.mkdirSync(dir, { recursive: true })).pipe(
-    Effect.catch((error) =>
-      Effect.suspend(() => {
-        for (let p = dir; p !== path.dirname(p); p = path.dirname(p)) {
-          // `undefined` for a missing path, and for one below a file (ENOTDIR) alike.
-          const info = fs.statSync(p, { throwIfNoEntry: false })
-          if (info !== undefined) {
-            return info.isDirectory()
-              ? Effect.fail(error)
-              : Effect.fail(notADirectory(place, p, `the local directory ${dir} cannot be created`))
-          }
-        }
-        return Effect.fail(error)
-      })
-    )
-  )
-
-/** `lstat` or `stat` of a local path, `undefined` when it does not exist. */
-export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats | undefined, TransferError> =>
-  localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
 
 /** What a file that is not a regular file is, in words, for messages. */
 /**
@@ -146,43 +84,6 @@ export const notRegular = (place: Place, kind: string): TransferError =>
   )
 
 /**
- * Opens a local regular file for reading, off the event loop and without waiting: `O_NONBLOCK`
- * makes the open of a FIFO return at once (a plain open waits for a writer, inside a thread
- * of the pool or, synchronously, with the whole process), and anything but a regular file is
- * refused. Interruptible: a descriptor that arrives after an interruption is closed.
- */
-export const openLocalRegular = (place: Place): Effect.Effect<number, TransferError> =>
-  Effect.flatMap(
-    Effect.callback<number, TransferError>((resume) => {
-      let abandoned = false
-      fs.open(place.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, (error, fd) => {
-        if (abandoned) {
-          if (error === null) fs.close(fd, () => {})
-          return
-        }
-        if (error !== null) resume(Effect.fail(localError(place, error)))
-        else resume(Effect.succeed(fd))
-      })
-      return Effect.sync(() => {
-        abandoned = true
-      })
-    }),
-    (fd) =>
-      Effect.callback<number, TransferError>((resume) => {
-        let abandoned = false
-        fs.fstat(fd, (error, info) => {
-          if (!abandoned && error === null && info.isFile()) return resume(Effect.succeed(fd))
-          fs.close(fd, () => {})
-          if (abandoned) return
-          resume(Effect.fail(error === null ? notRegular(place, kindOf(info)) : localError(place, error)))
-        })
-        return Effect.sync(() => {
-          abandoned = true
-        })
-      })
-  )
-
-/**
  * Block buffers for reuse. A transfer of hundreds of megabytes would otherwise allocate (and
  * leave the garbage collector) a fresh megabyte per block, costing as much CPU as the copy.
  * Only buffers the pool made go back into it.
@@ -207,42 +108,6 @@ export class BufferPool {
     }
   }
 }
-
-/** Reads up to `length` bytes at `position` into a buffer (from `pool` if given), off the event loop. */
-export const localRead = (place: Place, fd: number, position: number, length: number, pool?: BufferPool) =>
-  Effect.callback<Uint8Array, TransferError>((resume) => {
-    const buffer = pool !== undefined && pool.size === length ? pool.take() : Buffer.allocUnsafe(length)
-    fs.read(fd, buffer, 0, length, position, (error, bytesRead) => {
-      if (error !== null) resume(Effect.fail(localError(place, error)))
-      else resume(Effect.succeed(buffer.subarray(0, bytesRead)))
-    })
-  })
-
-/** Writes all of `bytes` at `position`. */
-export const localWrite = (place: Place, fd: number, bytes: Uint8Array, position: number) =>
-  Effect.callback<void, TransferError>((resume) => {
-    const step = (offset: number): void => {
-      fs.write(fd, bytes, offset, bytes.length - offset, position + offset, (error, written) => {
-        if (error !== null) return resume(Effect.fail(localError(place, error)))
-        if (offset + written < bytes.length) return step(offset + written)
-        resume(Effect.void)
-      })
-    }
-    step(0)
-  })
-
-/** Blocks of a local file, read one at a time as the consumer pulls. */
-export const localFileBlocks = (
-  place: Place,
-  fd: number,
-  blockSize: number,
-  pool?: BufferPool
-): Stream.Stream<Uint8Array, TransferError> =>
-  Stream.unfold(0, (position) =>
-    Effect.map(
-      localRead(place, fd, position, blockSize, pool),
-      (bytes) => bytes.length === 0 ? undefined : [bytes, position + bytes.length] as const
-    ))
 
 /**
  * Bytes written at offsets into memory that grows as needed: a download into memory whose size
