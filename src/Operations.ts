@@ -4,6 +4,9 @@
  * Each is an Effect that reads the current {@link Settings} and fails with a tagged error from
  * `Errors`. Options given to an operation win over the settings for that call.
  *
+ * The transfers (`upload`, `download`, `rsyncUpload`, `rsyncDownload`) are those of `Transfer`,
+ * re-exported: one function under one definition, documented there.
+ *
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"

@@ -155,13 +155,22 @@ export interface SftpStats {
   isCharacterDevice(): boolean
 }
 
-/**
- * The answer to an SFTP request: an error, or the value. Requests are answered in any order,
- * each exactly once while the session is open.
- *
- * @since 0.1.0
- */
-export type SftpCallback<A = void> = (error: Error | null | undefined, value: A) => void
+export {
+  /**
+   * An SFTP request failed: the server answered with a status other than success, or the
+   * session was closed; `code` says which ({@link SftpStatus}).
+   *
+   * @since 0.1.0
+   */
+  SftpError,
+  /**
+   * SFTP status codes that an {@link SftpError} carries.
+   *
+   * @since 0.1.0
+   */
+  SftpStatus
+} from "./internal/ssh/sftpError.ts"
+import type { SftpError } from "./internal/ssh/sftpError.ts"
 
 /**
  * How {@link SftpSession.open} opens a file, as in Node's `fs.open`: `"r"` to read, `"w"` to
@@ -172,55 +181,76 @@ export type SftpCallback<A = void> = (error: Error | null | undefined, value: A)
 export type SftpOpenFlags = "r" | "r+" | "w" | "wx" | "w+" | "a"
 
 /**
- * An open SFTP session: the requests transfers make, on remote paths and on the handles that
- * `open` gives. Requests take Node-style callbacks, so that many can be in flight at once (a
- * transfer keeps a hundred reads or writes outstanding); {@link Connection.sftp} opens one.
+ * An open remote file of one {@link SftpSession}, given by `open` and closed by `close`.
+ *
+ * @since 0.1.0
+ */
+export interface SftpHandle {
+  /** The path it was opened with, for messages. */
+  readonly path: string
+}
+
+/**
+ * An open SFTP session. Every request is an Effect that fails with {@link SftpError}, is
+ * interruptible (a server that stopped answering never holds its caller; a late answer is
+ * dropped), and fails at once on a session that is closed. Requests do not wait for each other:
+ * run many at once (`Effect.forEach` with `concurrency`) and they are all in flight together,
+ * answered in any order, which is what makes a transfer fast. {@link Connection.sftp} opens one.
+ *
+ * @example
+ * ```ts
+ * const size = yield* Effect.scoped(
+ *   Effect.flatMap(connection.sftp, (sftp) => Effect.map(sftp.stat("/etc/hosts"), (s) => s.size))
+ * )
+ * ```
  *
  * @since 0.1.0
  */
 export interface SftpSession {
-  /** Opens a file (`"r"`, `"w"`, `"wx"`...), created with `attributes.mode` if it is new. */
-  open(
-    path: string,
-    flags: SftpOpenFlags,
-    attributes: { readonly mode?: number },
-    callback: (error: Error | null | undefined, handle: Buffer) => void
-  ): void
-  open(
-    path: string,
-    flags: SftpOpenFlags,
-    callback: (error: Error | null | undefined, handle: Buffer) => void
-  ): void
-  close(handle: Buffer, callback: (error?: Error | null) => void): void
-  /** Reads up to `length` bytes at `position` into `buffer` at `offset`; at end of file an error with `code` 1. */
-  read(
-    handle: Buffer,
-    buffer: Buffer,
-    offset: number,
-    length: number,
-    position: number,
-    callback: (error: Error | null | undefined, bytesRead: number, buffer: Buffer, position: number) => void
-  ): void
-  write(
-    handle: Buffer,
-    buffer: Buffer,
-    offset: number,
-    length: number,
-    position: number,
-    callback: (error?: Error | null) => void
-  ): void
-  fstat(handle: Buffer, callback: SftpCallback<SftpStats>): void
-  fchmod(handle: Buffer, mode: number, callback: (error?: Error | null) => void): void
+  /**
+   * The longest read and write the server takes as one request (from `limits@openssh.com`,
+   * 255 KiB for OpenSSH, else a safe guess); a longer one is split into several.
+   */
+  readonly limits: { readonly maxReadLength: number; readonly maxWriteLength: number }
+  /** The protocol extensions the server announced, by name, with their versions. */
+  readonly extensions: Readonly<Record<string, string>>
+  /** Whether the session still takes requests. */
+  readonly isOpen: () => boolean
   /** `stat`, following symbolic links. */
-  stat(path: string, callback: SftpCallback<SftpStats>): void
-  mkdir(path: string, attributes: { readonly mode?: number }, callback: (error?: Error | null) => void): void
-  mkdir(path: string, callback: (error?: Error | null) => void): void
+  readonly stat: (path: string) => Effect.Effect<SftpStats, SftpError>
+  readonly fstat: (handle: SftpHandle) => Effect.Effect<SftpStats, SftpError>
+  /** Opens a file (`"r"`, `"w"`, `"wx"`...), created with `mode` if it is new. */
+  readonly open: (path: string, flags: SftpOpenFlags, mode?: number) => Effect.Effect<SftpHandle, SftpError>
+  /**
+   * Reads up to `length` bytes at `position` into `buffer` at `offset`: the number of bytes
+   * read, `0` at the end of the file. An interrupted read may still fill `buffer` later.
+   */
+  readonly read: (
+    handle: SftpHandle,
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number
+  ) => Effect.Effect<number, SftpError>
+  /** Writes `length` bytes of `buffer` from `offset` at `position`; `buffer` may be reused once it returns. */
+  readonly write: (
+    handle: SftpHandle,
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number
+  ) => Effect.Effect<void, SftpError>
+  readonly fchmod: (handle: SftpHandle, mode: number) => Effect.Effect<void, SftpError>
+  readonly mkdir: (path: string, mode?: number) => Effect.Effect<void, SftpError>
   /** Renames; refuses an existing `to` (SFTP's own rename). */
-  rename(from: string, to: string, callback: (error?: Error | null) => void): void
-  /** Renames over an existing `to` in one step (the `posix-rename@openssh.com` extension). */
-  ext_openssh_rename(from: string, to: string, callback: (error?: Error | null) => void): void
-  /** Closes the session without waiting for the server's answer. */
-  end(): void
+  readonly rename: (from: string, to: string) => Effect.Effect<void, SftpError>
+  /**
+   * Renames over an existing `to` in one step (the `posix-rename@openssh.com` extension); fails
+   * with `opUnsupported` when the server lacks it.
+   */
+  readonly posixRename: (from: string, to: string) => Effect.Effect<void, SftpError>
+  /** Closes a handle; a write may report its failure only here. */
+  readonly close: (handle: SftpHandle) => Effect.Effect<void, SftpError>
 }
 
 /**
@@ -259,7 +289,8 @@ export interface Connection {
   ) => Effect.Effect<CommandHandle, ConnectionError, Scope.Scope>
   /**
    * Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes
-   * (without waiting for a server that no longer answers).
+   * (without waiting for a server that no longer answers). Interruptible: a session that
+   * arrives after its requester left is ended at once.
    */
   readonly sftp: Effect.Effect<SftpSession, ConnectionError, Scope.Scope>
 }

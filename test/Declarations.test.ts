@@ -53,12 +53,12 @@ const program = Transfer.upload({ content: "x" }, "/tmp/x").pipe(
 )
 export const main: Effect.Effect<Uint8Array, Errors.TransferError | Errors.ConnectionError | Errors.SettingsError> =
   program.pipe(Effect.provide(Layer.mergeAll(Ssh.layer)))
-export const sftpOf = (connection: SshModule.Connection): Effect.Effect<number, Errors.ConnectionError, never> =>
+export const sftpOf = (
+  connection: SshModule.Connection
+): Effect.Effect<number, Errors.ConnectionError | SshModule.SftpError, never> =>
   Effect.scoped(
     Effect.flatMap(connection.sftp, (session: SshModule.SftpSession) =>
-      Effect.callback<number, Errors.ConnectionError>((resume) => {
-        session.stat("/", (error, stats) => resume(error ? Effect.die(error) : Effect.succeed(stats.size)))
-      }))
+      Effect.map(session.stat("/"), (stats) => stats.size))
   )
 `
 

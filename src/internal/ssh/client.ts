@@ -31,6 +31,7 @@ import {
 } from "./errors.ts"
 import { directSocket, handshake, makeKnownHostsFiles, readKey } from "./handshake.ts"
 import { type ConnectionState, isBusy, lostConnection, request, retryBusy } from "./request.ts"
+import * as Sftp from "./sftp.ts"
 import { makeResolver, targetKey } from "./target.ts"
 
 // rsync checks the key file the way a connection does.
@@ -163,8 +164,8 @@ export const make = Effect.gen(function*() {
             Effect.tap(restore(session), (sftp) => Effect.addFinalizer(() => Effect.sync(() => sftp.end())))
           )
           // A session slot freed a moment ago may still be taken on the server, as for commands.
-          return yield* open.pipe(
-            Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open))
+          return Sftp.make(
+            yield* open.pipe(Effect.catchIf((error) => isBusy(state, error), () => retryBusy(state, open)))
           )
         }),
         forwardOut: (to) => {

@@ -1,6 +1,5 @@
 /**
- * The Node and ssh2 edges of transfers: local file calls and SFTP requests as Effects, and the
- * pipelined SFTP copy that keeps many requests in flight (what makes ssh2's `fastPut`/`fastGet`
+ * SFTP requests as transfer steps (their failures as `TransferError`), and the pipelined SFTP copy that keeps many requests in flight (what makes ssh2's `fastPut`/`fastGet`
  * fast) while holding only a bounded number of chunks in memory.
  *
  * Every failure becomes a `TransferError` that names the side and path it is about.
@@ -10,10 +9,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as fs from "node:fs"
-import * as path from "node:path"
 import { TransferError, type TransferErrorReason } from "../../Errors.ts"
-import type { SftpSession, SftpStats } from "../../Ssh.ts"
+import { type SftpError, type SftpHandle, type SftpSession, type SftpStats, SftpStatus } from "../../Ssh.ts"
 
 /** Where an operation happens, for error messages. */
 export interface Place {
@@ -25,39 +22,6 @@ export interface Place {
 export const transferError = (place: Place, reason: TransferErrorReason, detail: string): TransferError =>
   new TransferError({ host: place.host, side: place.side, path: place.path, reason, detail })
 
-// -- local files ----------------------------------------------------------------------------------
-
-const localReason = (code: unknown): TransferErrorReason => {
-  switch (code) {
-    case "ENOENT":
-    case "ENOTDIR":
-      return "not-found"
-    case "EACCES":
-    case "EPERM":
-    case "EROFS":
-      return "permission"
-    case "EISDIR":
-      return "is-directory"
-    case "EEXIST":
-    case "ENOTEMPTY":
-      return "exists"
-    default:
-      return "failed"
-  }
-}
-
-export const localError = (place: Place, error: unknown): TransferError => {
-  const e = error as { code?: unknown; message?: unknown }
-  return transferError(place, localReason(e.code), String(e.message ?? error))
-}
-
-/**
- * A small local file-system call, run synchronously: metadata calls and small writes take
- * microseconds, and a thousand files of a tree would otherwise cost a thread-pool round trip each.
- */
-export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, TransferError> =>
-  Effect.try({ try: f, catch: (error) => localError(place, error) })
-
 /** The failure for `file`, found where a directory must be. */
 export const notADirectory = (place: Place, file: string, what: string): TransferError =>
   transferError(
@@ -65,32 +29,6 @@ export const notADirectory = (place: Place, file: string, what: string): Transfe
     "not-a-directory",
     `${file} is not a directory (it is a file), so ${what}; remove or rename it, or choose another target`
   )
-
-/**
- * Creates a local directory and its missing parents. A parent that is a file is named as such
- * (not `exists`, which is what `mkdir` says).
- */
-export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, TransferError> =>
-  localSync({ ...place, path: dir }, () => void fs.mkdirSync(dir, { recursive: true })).pipe(
-    Effect.catch((error) =>
-      Effect.suspend(() => {
-        for (let p = dir; p !== path.dirname(p); p = path.dirname(p)) {
-          // `undefined` for a missing path, and for one below a file (ENOTDIR) alike.
-          const info = fs.statSync(p, { throwIfNoEntry: false })
-          if (info !== undefined) {
-            return info.isDirectory()
-              ? Effect.fail(error)
-              : Effect.fail(notADirectory(place, p, `the local directory ${dir} cannot be created`))
-          }
-        }
-        return Effect.fail(error)
-      })
-    )
-  )
-
-/** `lstat` or `stat` of a local path, `undefined` when it does not exist. */
-export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats | undefined, TransferError> =>
-  localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
 
 /** What a file that is not a regular file is, in words, for messages. */
 /**
@@ -146,43 +84,6 @@ export const notRegular = (place: Place, kind: string): TransferError =>
   )
 
 /**
- * Opens a local regular file for reading, off the event loop and without waiting: `O_NONBLOCK`
- * makes the open of a FIFO return at once (a plain open waits for a writer, inside a thread
- * of the pool or, synchronously, with the whole process), and anything but a regular file is
- * refused. Interruptible: a descriptor that arrives after an interruption is closed.
- */
-export const openLocalRegular = (place: Place): Effect.Effect<number, TransferError> =>
-  Effect.flatMap(
-    Effect.callback<number, TransferError>((resume) => {
-      let abandoned = false
-      fs.open(place.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, (error, fd) => {
-        if (abandoned) {
-          if (error === null) fs.close(fd, () => {})
-          return
-        }
-        if (error !== null) resume(Effect.fail(localError(place, error)))
-        else resume(Effect.succeed(fd))
-      })
-      return Effect.sync(() => {
-        abandoned = true
-      })
-    }),
-    (fd) =>
-      Effect.callback<number, TransferError>((resume) => {
-        let abandoned = false
-        fs.fstat(fd, (error, info) => {
-          if (!abandoned && error === null && info.isFile()) return resume(Effect.succeed(fd))
-          fs.close(fd, () => {})
-          if (abandoned) return
-          resume(Effect.fail(error === null ? notRegular(place, kindOf(info)) : localError(place, error)))
-        })
-        return Effect.sync(() => {
-          abandoned = true
-        })
-      })
-  )
-
-/**
  * Block buffers for reuse. A transfer of hundreds of megabytes would otherwise allocate (and
  * leave the garbage collector) a fresh megabyte per block, costing as much CPU as the copy.
  * Only buffers the pool made go back into it.
@@ -207,42 +108,6 @@ export class BufferPool {
     }
   }
 }
-
-/** Reads up to `length` bytes at `position` into a buffer (from `pool` if given), off the event loop. */
-export const localRead = (place: Place, fd: number, position: number, length: number, pool?: BufferPool) =>
-  Effect.callback<Uint8Array, TransferError>((resume) => {
-    const buffer = pool !== undefined && pool.size === length ? pool.take() : Buffer.allocUnsafe(length)
-    fs.read(fd, buffer, 0, length, position, (error, bytesRead) => {
-      if (error !== null) resume(Effect.fail(localError(place, error)))
-      else resume(Effect.succeed(buffer.subarray(0, bytesRead)))
-    })
-  })
-
-/** Writes all of `bytes` at `position`. */
-export const localWrite = (place: Place, fd: number, bytes: Uint8Array, position: number) =>
-  Effect.callback<void, TransferError>((resume) => {
-    const step = (offset: number): void => {
-      fs.write(fd, bytes, offset, bytes.length - offset, position + offset, (error, written) => {
-        if (error !== null) return resume(Effect.fail(localError(place, error)))
-        if (offset + written < bytes.length) return step(offset + written)
-        resume(Effect.void)
-      })
-    }
-    step(0)
-  })
-
-/** Blocks of a local file, read one at a time as the consumer pulls. */
-export const localFileBlocks = (
-  place: Place,
-  fd: number,
-  blockSize: number,
-  pool?: BufferPool
-): Stream.Stream<Uint8Array, TransferError> =>
-  Stream.unfold(0, (position) =>
-    Effect.map(
-      localRead(place, fd, position, blockSize, pool),
-      (bytes) => bytes.length === 0 ? undefined : [bytes, position + bytes.length] as const
-    ))
 
 /**
  * Bytes written at offsets into memory that grows as needed: a download into memory whose size
@@ -287,49 +152,23 @@ export const withOffsets =
 
 // -- SFTP -----------------------------------------------------------------------------------------
 
-/** SFTP status codes (draft-ietf-secsh-filexfer-02), as ssh2 puts them on its errors. */
-const SftpStatus = { eof: 1, noSuchFile: 2, permissionDenied: 3 } as const
+/** An SFTP failure as the transfer's own error, about `place`. */
+export const sftpError = (place: Place, error: SftpError): TransferError =>
+  transferError(
+    place,
+    error.code === SftpStatus.noSuchFile
+      ? "not-found"
+      : error.code === SftpStatus.permissionDenied
+      ? "permission"
+      : "failed",
+    error.detail
+  )
 
-const sftpReason = (code: unknown): TransferErrorReason =>
-  code === SftpStatus.noSuchFile
-    ? "not-found"
-    : code === SftpStatus.permissionDenied
-    ? "permission"
-    : "failed"
-
-export const sftpError = (place: Place, error: unknown): TransferError => {
-  const e = error as { code?: unknown; message?: unknown }
-  return transferError(place, sftpReason(e.code), String(e.message ?? error))
-}
-
-type Callback<A> = (error: Error | null | undefined, value: A) => void
-
-/**
- * Whether the session can still take requests. ssh2 answers every pending request with an
- * error when the channel dies, but a request made after that is never answered at all.
- */
-const isOpen = (sftp: SftpSession): boolean => {
-  const channel = sftp as unknown as { incoming?: { state?: string }; outgoing?: { state?: string } }
-  return channel.outgoing?.state === "open" && channel.incoming?.state !== "closed"
-}
-
-/**
- * One SFTP request as an Effect. Interruptible whether or not the server answers: the fiber
- * goes at once, and a late answer is dropped (a server whose SFTP process is stopped still
- * answers keepalives, so the connection looks alive while no request is ever answered).
- */
-export const sftpCall = <A>(sftp: SftpSession, place: Place, request: (callback: Callback<A>) => void) =>
-  Effect.callback<A, TransferError>((resume) => {
-    if (!isOpen(sftp)) {
-      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-    }
-    request((error, value) => {
-      if (error !== undefined && error !== null) resume(Effect.fail(sftpError(place, error)))
-      else resume(Effect.succeed(value))
-    })
-    // resume is ignored once the fiber has gone; nothing else holds it.
-    return Effect.void
-  })
+/** An SFTP request whose failure is a `TransferError` about `place`. */
+export const sftpCall = <A>(
+  place: Place,
+  request: Effect.Effect<A, SftpError>
+): Effect.Effect<A, TransferError> => Effect.mapError(request, (error) => sftpError(place, error))
 
 /** How long a transfer that succeeded waits for the server to close a handle. */
 const closeGrace = Duration.seconds(5)
@@ -342,20 +181,17 @@ const closeGrace = Duration.seconds(5)
  */
 const closeRemoteHandle = (
   sftp: SftpSession,
-  place: Place,
-  handle: Buffer,
+  handle: SftpHandle,
   exit: Exit.Exit<unknown, unknown>
 ): Effect.Effect<void> =>
   Exit.isSuccess(exit)
-    ? sftpCall<void>(sftp, place, (cb) => sftp.close(handle, cb)).pipe(
+    ? sftp.close(handle).pipe(
       // Finalizers are uninterruptible; the time limit must be able to stop the wait.
       Effect.interruptible,
       Effect.timeoutOption(closeGrace),
       Effect.ignore
     )
-    : Effect.sync(() => {
-      if (isOpen(sftp)) sftp.close(handle, () => {})
-    })
+    : Effect.asVoid(Effect.forkDetach(Effect.ignore(sftp.close(handle))))
 
 /**
  * Opens a remote file; the handle is closed with the scope ({@link closeRemoteHandle}). The open
@@ -368,14 +204,10 @@ export const openRemote = (
   file: string,
   flags: "r" | "wx",
   mode?: number
-): Effect.Effect<Buffer, TransferError, Scope.Scope> =>
+): Effect.Effect<SftpHandle, TransferError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.interruptible(sftpCall<Buffer>(
-      sftp,
-      place,
-      (cb) => mode === undefined ? sftp.open(file, flags, cb) : sftp.open(file, flags, { mode }, cb)
-    )),
-    (handle, exit) => closeRemoteHandle(sftp, place, handle, exit)
+    Effect.interruptible(sftpCall(place, sftp.open(file, flags, mode))),
+    (handle, exit) => closeRemoteHandle(sftp, handle, exit)
   )
 
 /** `stat` (following links) of a remote path, `undefined` when it does not exist. */
@@ -383,8 +215,11 @@ export const remoteStat = (
   sftp: SftpSession,
   place: Place
 ): Effect.Effect<SftpStats | undefined, TransferError> =>
-  sftpCall<SftpStats>(sftp, place, (cb) => sftp.stat(place.path, cb)).pipe(
-    Effect.catchIf((error) => error.reason === "not-found", () => Effect.succeed(undefined))
+  sftpCall(
+    place,
+    sftp.stat(place.path).pipe(
+      Effect.catchIf((error) => error.code === SftpStatus.noSuchFile, () => Effect.succeed(undefined))
+    )
   )
 
 /** Creates a remote directory and its missing parents (`mkdir -p`), walking up only as far as needed. */
@@ -402,7 +237,7 @@ export const remoteMkdirs = (
     }
     const parent = dir.includes("/") ? dir.slice(0, dir.lastIndexOf("/")) : ""
     yield* remoteMkdirs(sftp, place, parent === "" && dir.startsWith("/") ? "/" : parent)
-    yield* sftpCall<void>(sftp, { ...place, path: dir }, (cb) => sftp.mkdir(dir, cb)).pipe(
+    yield* sftpCall({ ...place, path: dir }, sftp.mkdir(dir)).pipe(
       // Another writer may have made it meanwhile.
       Effect.catch((error) =>
         Effect.flatMap(
@@ -413,10 +248,6 @@ export const remoteMkdirs = (
     )
   })
 
-// ssh2 insists on Buffers; a view over the same memory costs nothing.
-const asBuffer = (bytes: Uint8Array): Buffer =>
-  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-
 /** How the pipelines split work: requests of `chunkSize`, `blocks` blocks of `blockSize` at a time. */
 export interface Pipeline {
   readonly chunkSize: number
@@ -425,14 +256,20 @@ export interface Pipeline {
   readonly blocks: number
 }
 
+/** The offsets of the `chunkSize` pieces of `length` bytes. */
+const pieces = (length: number, chunkSize: number): Array<number> => {
+  const out: Array<number> = []
+  for (let at = 0; at < length; at += chunkSize) out.push(at)
+  return out
+}
+
 /**
- * Writes one block as `chunkSize` requests sent at once, answered in any order. The requests of
- * a block are plain ssh2 callbacks rather than one fiber each: this is the hot loop of an
- * upload, and it shares the event loop with ssh2's encryption.
+ * Writes one block as `chunkSize` requests sent at once, answered in any order; the block's
+ * buffer goes back to `pool` once every piece is answered.
  */
 const writeBlock = (
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   offset: number,
   block: Uint8Array,
@@ -440,33 +277,20 @@ const writeBlock = (
   onBytes: (n: number) => void,
   pool: BufferPool | undefined
 ) =>
-  Effect.callback<void, TransferError>((resume) => {
-    if (!isOpen(sftp)) {
-      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-    }
-    const buffer = asBuffer(block)
-    let pending = Math.ceil(buffer.length / chunkSize)
-    let failed = false
-    if (pending === 0) return resume(Effect.void)
-    for (let at = 0; at < buffer.length; at += chunkSize) {
-      const length = Math.min(chunkSize, buffer.length - at)
-      sftp.write(handle, buffer, at, length, offset + at, (error) => {
-        if (failed) return
-        if (error !== undefined && error !== null) {
-          failed = true
-          return resume(Effect.fail(sftpError(place, error)))
-        }
-        onBytes(length)
-        if (--pending === 0) resume(Effect.void)
-      })
-    }
-    // ssh2 has copied every piece into its own packets by now: the block may be refilled.
-    pool?.give(block)
-    // Interrupted: answers still to come are dropped.
-    return Effect.sync(() => {
-      failed = true
-    })
-  })
+  Effect.forEach(
+    pieces(block.length, chunkSize),
+    (at) => {
+      const length = Math.min(chunkSize, block.length - at)
+      return Effect.andThen(
+        sftp.write(handle, block, at, length, offset + at),
+        Effect.sync(() => onBytes(length))
+      )
+    },
+    { concurrency: "unbounded", discard: true }
+  ).pipe(
+    Effect.mapError((error) => sftpError(place, error)),
+    Effect.tap(() => Effect.sync(() => pool?.give(block)))
+  )
 
 /**
  * Writes `blocks` to an open remote file, several blocks at once, each as many write requests
@@ -474,7 +298,7 @@ const writeBlock = (
  */
 export const pipelinedWrite = (
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   blocks: Stream.Stream<Uint8Array, TransferError>,
   pipeline: Pipeline,
@@ -491,22 +315,39 @@ export const pipelinedWrite = (
   )
 
 /**
- * The longest read ssh2 sends as one request on this session: what the server announced in
- * `limits@openssh.com` (255 KiB for OpenSSH), else ssh2's own guess for the server. A longer
- * read would be split by ssh2 into requests sent one after another.
+ * Fills `buffer[at, end)` from the file at `offset + at`. A server may answer a read with fewer
+ * bytes than asked: the rest is asked for again. The file ending first is a failure.
  */
-export const maxReadLength = (sftp: SftpSession): number | undefined => {
-  const length = (sftp as unknown as { _maxReadLen?: unknown })._maxReadLen
-  return typeof length === "number" && length > 0 ? length : undefined
-}
+const readRange = (
+  sftp: SftpSession,
+  handle: SftpHandle,
+  place: Place,
+  buffer: Uint8Array,
+  offset: number,
+  at: number,
+  end: number,
+  onBytes: (n: number) => void
+): Effect.Effect<void, TransferError> =>
+  Effect.flatMap(
+    sftpCall(place, sftp.read(handle, buffer, at, end - at, offset + at)),
+    (n) => {
+      if (n === 0) {
+        return Effect.fail(
+          transferError(place, "verify", `the file ended at ${offset + at} bytes while being read`)
+        )
+      }
+      onBytes(n)
+      return at + n < end ? readRange(sftp, handle, place, buffer, offset, at + n, end, onBytes) : Effect.void
+    }
+  )
 
 /**
- * Reads `length` bytes at `offset` into one buffer, as `chunkSize` requests sent at once. A
- * server may answer a read with fewer bytes than asked: the rest is asked for again.
+ * Reads `length` bytes at `offset` into one buffer, as `chunkSize` requests sent at once. An
+ * interrupted block's buffer never goes back to the pool: answers still to come may fill it.
  */
 const readBlock = (
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   offset: number,
   length: number,
@@ -514,43 +355,23 @@ const readBlock = (
   onBytes: (n: number) => void,
   pool: BufferPool
 ) =>
-  Effect.callback<Uint8Array, TransferError>((resume) => {
-    if (!isOpen(sftp)) {
-      return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-    }
+  Effect.suspend(() => {
     const buffer = length === pool.size ? pool.take() : Buffer.allocUnsafe(length)
-    let pending = Math.ceil(length / chunkSize)
-    let failed = false
-    const fail = (error: TransferError) => {
-      if (failed) return
-      failed = true
-      resume(Effect.fail(error))
-    }
-    const read = (at: number, end: number): void => {
-      sftp.read(handle, buffer, at, end - at, offset + at, (error, bytesRead) => {
-        if (failed) return
-        const code = (error as { code?: unknown } | undefined)?.code
-        if (error !== undefined && error !== null && code !== SftpStatus.eof) {
-          return fail(sftpError(place, error))
-        }
-        const n = error !== undefined && error !== null ? 0 : bytesRead
-        if (n === 0) {
-          return fail(
-            transferError(place, "verify", `the file ended at ${offset + at} bytes while being read`)
-          )
-        }
-        onBytes(n)
-        if (at + n < end) return read(at + n, end)
-        if (--pending === 0) resume(Effect.succeed(buffer))
-      })
-    }
-    for (let at = 0; at < length; at += chunkSize) read(at, Math.min(at + chunkSize, length))
-    // Interrupted: answers still to come are dropped, and the buffer (which they may still
-    // fill) never goes back to the pool.
-    return Effect.sync(() => {
-      failed = true
-    })
+    return Effect.as(
+      Effect.forEach(
+        pieces(length, chunkSize),
+        (at) => readRange(sftp, handle, place, buffer, offset, at, Math.min(at + chunkSize, length), onBytes),
+        { concurrency: "unbounded", discard: true }
+      ),
+      buffer as Uint8Array
+    )
   })
+
+/**
+ * The longest read sent as one request on this session: what the server announced (255 KiB for
+ * OpenSSH). A longer read would be split into requests sent one after another.
+ */
+export const maxReadLength = (sftp: SftpSession): number => sftp.limits.maxReadLength
 
 /**
  * Reads an open remote file from `offset` to its end, one request at a time, handing each piece
@@ -559,35 +380,24 @@ const readBlock = (
  */
 export const readToEnd = <E>(
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   offset: number,
   chunkSize: number,
   onBytes: (n: number) => void,
   sink: (offset: number, bytes: Uint8Array) => Effect.Effect<void, E>
 ): Effect.Effect<number, TransferError | E> =>
-  Effect.flatMap(
-    Effect.callback<Uint8Array | undefined, TransferError>((resume) => {
-      if (!isOpen(sftp)) {
-        return resume(Effect.fail(transferError(place, "failed", "the SFTP session is closed")))
-      }
-      const buffer = Buffer.allocUnsafe(chunkSize)
-      sftp.read(handle, buffer, 0, chunkSize, offset, (error, bytesRead) => {
-        const code = (error as { code?: unknown } | null | undefined)?.code
-        if (error !== undefined && error !== null && code !== SftpStatus.eof) {
-          return resume(Effect.fail(sftpError(place, error)))
-        }
-        const n = error !== undefined && error !== null ? 0 : bytesRead
-        resume(Effect.succeed(n === 0 ? undefined : buffer.subarray(0, n)))
-      })
-      return Effect.void
-    }),
-    (bytes) =>
-      bytes === undefined ? Effect.succeed(offset) : sink(offset, bytes).pipe(
-        Effect.andThen(Effect.sync(() => onBytes(bytes.length))),
-        Effect.andThen(readToEnd(sftp, handle, place, offset + bytes.length, chunkSize, onBytes, sink))
-      )
-  )
+  Effect.suspend(() => {
+    const buffer = Buffer.allocUnsafe(chunkSize)
+    return Effect.flatMap(
+      sftpCall(place, sftp.read(handle, buffer, 0, chunkSize, offset)),
+      (n) =>
+        n === 0 ? Effect.succeed(offset) : sink(offset, buffer.subarray(0, n)).pipe(
+          Effect.andThen(Effect.sync(() => onBytes(n))),
+          Effect.andThen(readToEnd(sftp, handle, place, offset + n, chunkSize, onBytes, sink))
+        )
+    )
+  })
 
 /**
  * Reads `size` bytes of an open remote file, several blocks at once, and hands each block to
@@ -596,7 +406,7 @@ export const readToEnd = <E>(
  */
 export const pipelinedRead = <E>(
   sftp: SftpSession,
-  handle: Buffer,
+  handle: SftpHandle,
   place: Place,
   size: number,
   pipeline: Pipeline,

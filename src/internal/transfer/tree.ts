@@ -13,7 +13,8 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import type { TransferError } from "../../Errors.ts"
-import { kindOf, localSync, type Place, transferError } from "./io.ts"
+import { kindOf, type Place, transferError } from "./io.ts"
+import { localSync } from "./localFiles.ts"
 import * as Tar from "./tar.ts"
 
 interface PackEntry {
