@@ -12,10 +12,11 @@ import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { SettingsError } from "../../Errors.ts"
-import { apply, type Patch, requireDirectory, resolveLocal, Settings } from "../../Settings.ts"
+import { requireDirectory, Settings } from "../../Settings.ts"
 import { checkTimeout, finish } from "../command/command.ts"
 import * as Envelope from "../command/envelope.ts"
 import * as Shell from "../command/shell.ts"
+import { withOptions } from "../settings/options.ts"
 
 /**
  * Options of `local`. Each one overrides the setting of the same name for this call only.
@@ -33,6 +34,11 @@ export interface LocalOptions {
   /** Run through `localShell` (`/bin/sh -c`); `false` needs an argument list. */
   readonly useShell?: boolean | undefined
   /** The shell command line, ending in `-c`. */
+  readonly localShell?: string | undefined
+  /**
+   * The shell command line, ending in `-c`.
+   * @deprecated Use `localShell`, the name of the setting it overrides.
+   */
   readonly shell?: string | undefined
   /** Run through `sudo -n` (non-interactive: fails rather than asks for a password). */
   readonly useSudo?: boolean | undefined
@@ -46,6 +52,11 @@ export interface LocalOptions {
   /** Stop the command (and everything it started) after this long, failing with `CommandTimeout`. */
   readonly timeout?: Duration.Input | undefined
   /** The working directory; relative to the current `lcd`. */
+  readonly localWorkingDir?: string | undefined
+  /**
+   * The working directory; relative to the current `lcd`.
+   * @deprecated Use `localWorkingDir`, the name of the setting it overrides.
+   */
   readonly cwd?: string | undefined
   /** More variables for this command. */
   readonly env?: Readonly<Record<string, string>> | undefined
@@ -89,18 +100,15 @@ const spawnFailure = (error: PlatformError.PlatformError): { code: number; detai
   return undefined
 }
 
-const toPatch = (options: LocalOptions): Patch => {
-  const patch: Record<string, unknown> = {}
-  if (options.capture !== undefined) patch["capture"] = options.capture
-  if (options.useShell !== undefined) patch["useShell"] = options.useShell
-  if (options.shell !== undefined) patch["localShell"] = options.shell
-  if (options.useSudo !== undefined) patch["useSudo"] = options.useSudo
-  if (options.sudoUser !== undefined) patch["sudoUser"] = options.sudoUser
-  if (options.combineStderr !== undefined) patch["combineStderr"] = options.combineStderr
-  if (options.timeout !== undefined) patch["timeout"] = options.timeout
-  if (options.quiet !== undefined) patch["quiet"] = options.quiet
-  if (options.warnOnly !== undefined) patch["warnOnly"] = options.warnOnly
-  return patch as Patch
+// `shell` and `cwd` are older names of `localShell` and `localWorkingDir`; `shell` must never
+// reach the setting of that name, which is the remote shell.
+const asSettings = (options: LocalOptions): object => {
+  const { cwd, shell, ...rest } = options
+  return {
+    ...rest,
+    ...(shell !== undefined && rest.localShell === undefined ? { localShell: shell } : {}),
+    ...(cwd !== undefined && rest.localWorkingDir === undefined ? { localWorkingDir: cwd } : {})
+  }
 }
 
 /**
@@ -133,7 +141,7 @@ export const local = Effect.fn("Operations.local")(function*(
   command: string | ReadonlyArray<string>,
   options: LocalOptions = {}
 ) {
-  const current = apply(yield* Settings, toPatch(options))
+  const current = withOptions(yield* Settings, asSettings(options))
   const run = runLocal(command, current, options)
   return yield* Effect.updateService(run, Settings, () => current)
 })
@@ -152,15 +160,16 @@ const runLocal = Effect.fnUntraced(function*(
     })
   }
   const transport = yield* LocalTransport
-  const cwd = options.cwd === undefined
-    ? current.localWorkingDir
-    : resolveLocal(current, options.cwd)
+  const cwd = current.localWorkingDir
   // Checked before anything is printed: a missing directory would fail the spawn with ENOENT
-  // (read as a missing program) and a file with ENOTDIR.
+  // (read as a missing program) and a file with ENOTDIR. The error names the option as given.
   if (cwd !== undefined) {
-    yield* transport.checkDirectory(cwd, options.cwd === undefined ? "localWorkingDir" : "cwd")
+    yield* transport.checkDirectory(
+      cwd,
+      options.cwd !== undefined && options.localWorkingDir === undefined ? "cwd" : "localWorkingDir"
+    )
   }
-  const env = options.env === undefined ? current.env : { ...current.env, ...options.env }
+  const env = current.env
   const built = Shell.build({
     command,
     useShell: current.useShell,

@@ -8,11 +8,12 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import { randomBytes } from "node:crypto"
 import { SettingsError } from "../../Errors.ts"
-import { apply, type Patch, Settings } from "../../Settings.ts"
+import { type Patch, Settings } from "../../Settings.ts"
 import { checkTimeout, finish } from "../command/command.ts"
 import * as Envelope from "../command/envelope.ts"
 import { build, type BuiltCommand, quote } from "../command/shell.ts"
 import { type HostString, parseHostString } from "../settings/hostString.ts"
+import { withOptions } from "../settings/options.ts"
 import { guard, newMarker, RemoteTransport } from "./run.ts"
 import type { RemotePurpose, RemoteRequest } from "./transport.ts"
 
@@ -44,14 +45,6 @@ export type RemoteOptions = Pick<
   | "warnOnly"
   | "dryRun"
 >
-
-const withOptions = (current: Settings, options: RemoteOptions | undefined): Settings =>
-  options === undefined
-    ? current
-    : apply(
-      current,
-      options.env === undefined ? options : { ...options, env: { ...current.env, ...options.env } }
-    )
 
 const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
   Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)

@@ -8,9 +8,10 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { randomBytes } from "node:crypto"
 import { ConnectionError, SettingsError, TransferError } from "../../Errors.ts"
-import { apply, type Patch, Settings } from "../../Settings.ts"
+import { Settings } from "../../Settings.ts"
 import { type Connection, SshConnections } from "../../Ssh.ts"
 import type { RsyncOptions, TransferOptions } from "../../Transfer.ts"
+import { withOptions as applyOptions } from "../settings/options.ts"
 import * as Io from "./io.ts"
 import * as Remote from "./remote.ts"
 
@@ -48,27 +49,9 @@ export const checkMode = (mode: number | undefined): Effect.Effect<void, Setting
       })
     )
 
-export const withOptions = (current: Settings, options: TransferOptions | RsyncOptions): Settings => {
-  const patch: Record<string, unknown> = {}
-  for (
-    const key of [
-      "host",
-      "user",
-      "port",
-      "keyFile",
-      "gateway",
-      "useSudo",
-      "sudoUser",
-      "sudoPassword",
-      "overwrite",
-      "quiet"
-    ]
-  ) {
-    const value = (options as Record<string, unknown>)[key]
-    if (value !== undefined) patch[key] = value
-  }
-  return apply(current, patch as Patch)
-}
+/** A transfer's options become settings by the rule of every operation. */
+export const withOptions = (current: Settings, options: TransferOptions | RsyncOptions): Settings =>
+  applyOptions(current, options)
 
 /** What every remote step of a transfer needs. */
 export interface Job {
