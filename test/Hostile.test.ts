@@ -19,9 +19,7 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, describe, layer } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
@@ -37,6 +35,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
+import { failureOf } from "./support.ts"
 
 const server = readServerFromEnv()
 const thisFile = fileURLToPath(import.meta.url)
@@ -235,13 +234,6 @@ const sameNames = (dir: string, expected: ReadonlyArray<string>) => {
   const got = fs.readdirSync(dir, { encoding: "buffer" }).map((b) => b.toString("hex")).sort()
   const want = expected.map((n) => Buffer.from(n).toString("hex")).sort()
   assert.deepStrictEqual(got, want, `names in ${dir}`)
-}
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${String(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
 }
 
 const concurrency = { concurrency: 8 } as const

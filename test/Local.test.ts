@@ -760,7 +760,7 @@ describe("local", () => {
         })
     )
 
-    live("a timed-out single process returns within 1 s of a 300 ms timeout", () =>
+    live("a timed-out single process returns within its timeout and the grace", () =>
       Effect.gen(function*() {
         const m = sleepMarker()
         const started = Date.now()
@@ -771,7 +771,8 @@ describe("local", () => {
         console.log(`[measure] timeout 300 ms, one process: returned after ${elapsed} ms`)
         assert.instanceOf(error, CommandTimeout)
         assert.isAtLeast(elapsed, 300)
-        assert.isBelow(elapsed, 1_000)
+        // the documented bound: the timeout, then SIGKILL 2 s after SIGTERM, + 1 s
+        assert.isBelow(elapsed, 300 + 2_000 + 1_000)
         assert.deepStrictEqual(left, [])
       }))
 
@@ -957,9 +958,11 @@ describe("local", () => {
 
     live("durationMillis is the command's wall-clock time", () =>
       Effect.gen(function*() {
+        const started = Date.now()
         const result = yield* Operations.local("sleep 0.3", { capture: true })
+        const wall = Date.now() - started
         assert.isAtLeast(result.durationMillis, 280)
-        assert.isBelow(result.durationMillis, 2_000)
+        assert.isAtMost(result.durationMillis, wall + 1)
         const quick = yield* Operations.local("true", { capture: true })
         assert.isBelow(quick.durationMillis, result.durationMillis)
       }))
@@ -1024,8 +1027,8 @@ describe("local", () => {
             .pipe(Effect.map((r) => r.stdout)), { concurrency: "unbounded" })
         const elapsed = Date.now() - started
         assert.deepStrictEqual(outputs, indices.map((i) => `${path.join(dir, `d${i}`)}|v${i}`))
-        // They really ran at once: 50 x 200 ms in well under 10 s.
-        assert.isBelow(elapsed, 5_000)
+        // They really ran at once: in less than the 50 x 200 ms they take one after another.
+        assert.isBelow(elapsed, 50 * 200)
         console.log(`[measure] 50 concurrent 200 ms commands took ${elapsed} ms`)
       }))
   })

@@ -323,7 +323,6 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
               "[127.0.0.1] out: done"
             ])
 
-            const started = Date.now()
             const wrong = yield* observed(
               remoteSudo("whoami", {
                 ...asTbpass,
@@ -332,7 +331,6 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
                 timeout: "30 seconds"
               })
             )
-            assert.isBelow(Date.now() - started, 15_000)
             const error = failureOf(wrong.exit)
             assert.instanceOf(error, CommandFailed)
             if (!(error instanceof CommandFailed)) return

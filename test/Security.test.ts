@@ -35,7 +35,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
-import { settingsLayer } from "./support.ts"
+import { failureOf, settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 const temp = mkdtempSync(path.join(tmpdir(), "threadbare-security-test-"))
@@ -67,13 +67,6 @@ const base = settingsLayer({
 
 const live = <A, E>(self: Effect.Effect<A, E, Ssh.SshConnections>) =>
   self.pipe(Effect.provide(Layer.mergeAll(Ssh.layer, base)))
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${JSON.stringify(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
 
 const hostKeyFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError => {
   const error = failureOf(exit)

@@ -3,7 +3,6 @@
  * keys, ssh_config, jump hosts, agents, dropped connections; and the pure parsers behind them.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -25,7 +24,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
-import { settingsLayer } from "./support.ts"
+import { connectionFailure, failureOf, settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 const temp = mkdtempSync(path.join(tmpdir(), "threadbare-ssh-test-"))
@@ -35,19 +34,6 @@ const hostKeyBlob = Buffer.from(
 )
 
 const base = settingsLayer({ user: server.user, port: server.port, connectAttempts: 1, quiet: true })
-
-const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${JSON.stringify(exit.value)}`)
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
-  return error.value
-}
-
-const connectionFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError => {
-  const error = failureOf(exit)
-  if (!(error instanceof ConnectionError)) throw new Error(`expected a ConnectionError, got ${String(error)}`)
-  return error
-}
 
 const newKey = (name: string): string => {
   const file = path.join(temp, name)

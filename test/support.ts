@@ -13,6 +13,7 @@ import type * as Layer from "effect/Layer"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { ConnectionError } from "../src/Errors.ts"
 import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../tests-remote/server.ts"
 
@@ -40,6 +41,13 @@ export const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   const error = Cause.findErrorOption(exit.cause)
   if (error._tag === "None") throw new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`)
   return error.value
+}
+
+/** The `ConnectionError` of a failed exit; throws when it failed otherwise or succeeded. */
+export const connectionFailure = (exit: Exit.Exit<unknown, unknown>): ConnectionError => {
+  const error = failureOf(exit)
+  if (!(error instanceof ConnectionError)) throw new Error(`expected a ConnectionError, got ${String(error)}`)
+  return error
 }
 
 /** A text no other process's command line holds, to find a test's own processes by. */
