@@ -189,8 +189,10 @@ const generate = (example: Example, index: number): Generated | undefined => {
       inImport = !/\bfrom\s+["']|^import\s+["']/.test(text)
       return
     }
+    // A declaration stays at the top level, outside the generator an example may be wrapped in.
     const declare = /^\s*\/\/\s*declare:\s*(\w+)\s*:\s*(.+)$/.exec(text)
-    body.push([declare ? `declare const ${declare[1]}: ${declare[2]}` : text, line])
+    if (declare) imports.push([`declare const ${declare[1]}: ${declare[2]}`, line])
+    else body.push([text, line])
   })
 
   let code = source.join("\n")

@@ -238,6 +238,7 @@ export class SettingsError extends Schema.TaggedError<SettingsError>()("Settings
  *
  * @example
  * ```ts
+ * // declare: results: ReadonlyArray<Execute.HostOutcome<string, Errors.OperationError | Errors.WorkerCrashed>>
  * for (const { error, host } of Execute.failures(results)) {
  *   if (error._tag === "WorkerCrashed") yield* Effect.logError(`${host}: worker died (${error.signal})`)
  * }
@@ -278,7 +279,10 @@ export class WorkerCrashed extends Schema.TaggedError<WorkerCrashed>()("WorkerCr
  *
  * @example
  * ```ts
- * Task.make({ name: "deploy", module: import.meta.url, error: Errors.OperationError }, () => ...)
+ * Task.make(
+ *   { name: "deploy", module: import.meta.url, error: Errors.OperationError },
+ *   () => Operations.remote("./deploy.sh")
+ * )
  * ```
  *
  * @since 0.1.0

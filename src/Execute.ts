@@ -344,6 +344,7 @@ export class WorkerPool extends Context.Service<WorkerPool, {
  *
  * @example
  * ```ts
+ * // declare: deploy: Task.Task<{ readonly release: string }, string, Task.OperationError>
  * const main = Effect.gen(function*() {
  *   yield* Execute.withHosts(check, hosts) // starts nothing: the workers are up
  *   yield* Execute.withHosts(deploy, hosts, { input: { release: "v42" } })
@@ -410,6 +411,7 @@ export const forEach: <I, A, E>(
  *
  * @example
  * ```ts
+ * // declare: deploy: Task.Task<{ readonly release: string }, string, Task.OperationError>
  * Execute.withHosts(deploy, hosts, { poolSize: 4, input: { release: "v42" } })
  * ```
  *

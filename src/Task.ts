@@ -19,7 +19,7 @@
  *   name: "uptime",
  *   module: import.meta.url,
  *   success: Schema.String,
- *   error: Schema.Union([Errors.CommandFailed, Errors.ConnectionError])
+ *   error: Errors.OperationError
  * }, () => Operations.remote("uptime").pipe(Effect.map((r) => r.stdout.trim())))
  *
  * // main.ts
@@ -74,7 +74,7 @@ export type Codec<A> = Schema.Codec<A, any, never, never>
  *
  * @example
  * ```ts
- * const direct: Effect.Effect<string, CommandFailed, Task.Services> = deploy.run({ version: "v1" })
+ * const direct: Effect.Effect<string, Errors.OperationError, Task.Services> = deploy.run({ version: "v1" })
  * ```
  *
  * @since 0.1.0
@@ -99,7 +99,10 @@ export interface Task<in out I, in out A, in out E> {
  *
  * @example
  * ```ts
- * Task.make({ name: "deploy", module: import.meta.url, error: Task.OperationError }, () => ...)
+ * Task.make(
+ *   { name: "deploy", module: import.meta.url, error: Task.OperationError },
+ *   () => Operations.remote("./deploy.sh")
+ * )
  * ```
  *
  * @since 0.1.0
@@ -127,7 +130,7 @@ const keyOf = (module: string, name: string): string => `${module}#${name}`
  *   module: import.meta.url,
  *   input: Schema.Struct({ version: Schema.String }),
  *   success: Schema.String,
- *   error: Schema.Union([Errors.CommandFailed, Errors.ConnectionError])
+ *   error: Errors.OperationError
  * }, ({ version }) => Operations.remote(`deploy ${version}`).pipe(Effect.map((r) => r.stdout)))
  * ```
  *

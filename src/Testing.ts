@@ -91,6 +91,7 @@ export type UnscriptedCommand = Script.UnscriptedCommand
  *
  * @example
  * ```ts
+ * // declare: program: Effect.Effect<void, Errors.CommandFailed, Testing.Recorder | Ssh.SshConnections>
  * const test = program.pipe(
  *   Effect.provide(Testing.layer({
  *     commands: [
@@ -125,7 +126,8 @@ export const recorded: Effect.Effect<ReadonlyArray<Script.Recorded>, never, Reco
  * @example
  * ```ts
  * const ran = yield* Testing.commands
- * assert.deepStrictEqual(ran.map((c) => `${c.host}: ${c.command}`), ["web-1: uname -r"])
+ * // ["web-1: uname -r"]
+ * const lines = ran.map((c) => `${c.host}: ${c.command}`)
  * ```
  *
  * @since 0.1.0

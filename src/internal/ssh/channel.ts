@@ -13,8 +13,8 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type { Client, ClientChannel } from "ssh2"
 import type { ConnectionError } from "../../Errors.ts"
-import type { CommandHandle, ExitStatus, OutputChunk, Target } from "../../Ssh.ts"
 import { classify, connectionError } from "./errors.ts"
+import type { CommandHandle, ExitStatus, OutputChunk, Target } from "./port.ts"
 import { type ConnectionState, lostConnection, request } from "./request.ts"
 
 const normaliseSignal = (signal: string): string => signal.startsWith("SIG") ? signal : `SIG${signal}`

@@ -16,7 +16,6 @@ import type { Duplex } from "node:stream"
 import type { Client, ClientChannel, SFTPWrapper } from "ssh2"
 import type { ConnectionError, SettingsError } from "../../Errors.ts"
 import type { Settings } from "../../Settings.ts"
-import type { Connection, Target } from "../../Ssh.ts"
 import { openChannel } from "./channel.ts"
 import {
   classify,
@@ -30,6 +29,7 @@ import {
   timeoutMillis
 } from "./errors.ts"
 import { directSocket, handshake, makeKnownHostsFiles, readKey } from "./handshake.ts"
+import type { Connection, Target } from "./port.ts"
 import { type ConnectionState, isBusy, lostConnection, request, retryBusy } from "./request.ts"
 import * as Sftp from "./sftp.ts"
 import { makeResolver, targetKey } from "./target.ts"

@@ -4,8 +4,8 @@
  */
 import * as Duration from "effect/Duration"
 import { ConnectionError, type ConnectionErrorReason, type SettingsError } from "../../Errors.ts"
-import type { Target } from "../../Ssh.ts"
 import type * as KnownHosts from "./knownHosts.ts"
+import type { Target } from "./port.ts"
 
 export const connectionError = (
   target: Target,

@@ -12,9 +12,9 @@ import * as path from "node:path"
 import type { Duplex } from "node:stream"
 import ssh2, { type AuthenticationType, Client } from "ssh2"
 import { type ConnectionError, SettingsError } from "../../Errors.ts"
-import type { Target } from "../../Ssh.ts"
 import { classify, connectionError, hostKeyError, via } from "./errors.ts"
 import * as KnownHosts from "./knownHosts.ts"
+import type { Target } from "./port.ts"
 import type { ConnectionState } from "./request.ts"
 
 // -- keys and host keys ---------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import * as Result from "effect/Result"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type { ConnectionError } from "../../Errors.ts"
-import type { Target } from "../../Ssh.ts"
 import { connectionError } from "./errors.ts"
+import type { Target } from "./port.ts"
 
 /** What a connection's listeners record over its life. */
 export interface ConnectionState {

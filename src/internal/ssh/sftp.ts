@@ -9,7 +9,7 @@
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { SFTPWrapper } from "ssh2"
-import type { SftpHandle, SftpOpenFlags, SftpSession, SftpStats } from "../../Ssh.ts"
+import type { SftpHandle, SftpOpenFlags, SftpSession, SftpStats } from "./port.ts"
 import { SftpError, SftpStatus } from "./sftpError.ts"
 
 /** The handle bytes ssh2 needs, kept out of the public shape. */

@@ -9,10 +9,10 @@ import { userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../../Errors.ts"
 import { defaults, expandHome, type Settings } from "../../Settings.ts"
-import type { Target } from "../../Ssh.ts"
 import { durationError } from "../settings/duration.ts"
 import { isUserName, parseHostString, parsePort } from "../settings/hostString.ts"
 import * as SshConfig from "./config.ts"
+import type { Target } from "./port.ts"
 
 const defaultKeys = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
 

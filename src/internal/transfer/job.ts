@@ -10,9 +10,9 @@ import { randomBytes } from "node:crypto"
 import { ConnectionError, SettingsError, TransferError } from "../../Errors.ts"
 import { Settings } from "../../Settings.ts"
 import { type Connection, SshConnections } from "../../Ssh.ts"
-import type { RsyncOptions, TransferOptions } from "../../Transfer.ts"
 import { withOptions as applyOptions } from "../settings/options.ts"
 import * as Io from "./io.ts"
+import type { RsyncOptions, TransferOptions } from "./options.ts"
 import * as Remote from "./remote.ts"
 
 export const nonce = Effect.sync(() => randomBytes(6).toString("hex"))

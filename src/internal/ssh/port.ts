@@ -1,0 +1,286 @@
+/**
+ * The shape of the SSH port: what a connection, a running command and an SFTP session offer,
+ * declared once here for the adapter that implements it (this folder) and re-exported, with
+ * these docs, by the public `Ssh` module, which adds the service and its layer.
+ */
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import type * as Redacted from "effect/Redacted"
+import type * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
+import type * as Sink from "effect/Sink"
+import type * as Stream from "effect/Stream"
+import type { ConnectionError, SettingsError } from "../../Errors.ts"
+import type { HostKeyPolicy, Settings } from "../../Settings.ts"
+import type { SftpError } from "./sftpError.ts"
+
+/**
+ * Where and how to connect, resolved from the settings and `~/.ssh/config`.
+ *
+ * @since 0.1.0
+ */
+export interface Target {
+  /** The host as the user named it (an ssh_config alias stays an alias), for messages. */
+  readonly label: string
+  /** The address connected to (`HostName` from ssh_config, else `label`). */
+  readonly host: string
+  readonly port: number
+  readonly user: string
+  /** The private key file, resolved to an absolute path; `undefined` for none. */
+  readonly keyFile: string | undefined
+  readonly keyPassphrase: Redacted.Redacted<string> | undefined
+  readonly password: Redacted.Redacted<string> | undefined
+  /** The ssh-agent socket offered, if any. */
+  readonly agent: string | undefined
+  /** The known_hosts file, resolved to an absolute path. */
+  readonly knownHostsFile: string
+  readonly hostKeyPolicy: HostKeyPolicy
+  /** The jump host this target is reached through, if any. */
+  readonly gateway: Target | undefined
+  readonly connectTimeout: Duration.Duration
+  readonly connectAttempts: number
+  readonly connectRetryDelay: Duration.Duration
+  readonly keepaliveInterval: Duration.Duration
+  readonly keepaliveCountMax: number
+  readonly maxChannels: number
+}
+
+/**
+ * A piece of a remote command's output, in the order it arrived: from standard output or
+ * standard error (on a pty, everything comes as standard output).
+ *
+ * @since 0.1.0
+ */
+export type OutputChunk =
+  | { readonly _tag: "Stdout"; readonly data: Uint8Array }
+  | { readonly _tag: "Stderr"; readonly data: Uint8Array }
+
+/**
+ * How a remote command ended: its exit code, or the name of the signal that killed it
+ * (`"SIGKILL"`, the exit code then `null`).
+ *
+ * @since 0.1.0
+ */
+export interface ExitStatus {
+  readonly exitCode: number | null
+  readonly signal: string | null
+}
+
+/**
+ * A command running on an SSH channel, in the shape of effect's `ChildProcessHandle`; valid
+ * while the scope it was opened in is open.
+ *
+ * @example
+ * ```ts
+ * const handle = yield* connection.exec("wc -c")
+ * yield* Stream.run(Stream.make("some input"), handle.stdin)
+ * const bytes = yield* Stream.runCollect(handle.output)
+ * const { exitCode } = yield* handle.exit
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface CommandHandle {
+  /**
+   * The command's output, standard output and error interleaved as they arrived. Pulled: while
+   * nobody pulls, the channel holds a bounded amount (about 1 MiB, plus SSH's window) and the
+   * server stops reading the command's output, so the command blocks rather than memory grows.
+   * One source: a second run goes on where the last one stopped. Ends when the command's output
+   * has ended, however the command ended (see `exit`).
+   */
+  readonly output: Stream.Stream<OutputChunk>
+  /**
+   * How the command ended, once its channel has closed. The channel closes only after its output
+   * has been delivered: drain `output` first, or this waits for ever on a command that printed
+   * more than the channel holds. Fails with `ConnectionError` when the channel ended without an
+   * exit status (the connection dropped, or the session was killed on the server).
+   */
+  readonly exit: Effect.Effect<ExitStatus, ConnectionError>
+  /**
+   * The command's standard input: writes each piece as the channel takes it (waiting while the
+   * server's window is full), and ends the input (end of file) when the stream ends.
+   */
+  readonly stdin: Sink.Sink<void, Uint8Array | string>
+  /**
+   * Writes to the command's standard input, waiting while the channel is full; nothing once the
+   * channel has closed. For input written piece by piece while its end is decided elsewhere.
+   */
+  readonly write: (data: Uint8Array | string) => Effect.Effect<void>
+  /** Ends the command's standard input (end of file). */
+  readonly endInput: Effect.Effect<void>
+}
+
+/**
+ * What an SFTP session says about a remote file (`stat`, `fstat`).
+ *
+ * @since 0.1.0
+ */
+export interface SftpStats {
+  /** File type and permission bits, as in `st_mode`. */
+  readonly mode: number
+  readonly size: number
+  readonly uid: number
+  readonly gid: number
+  /** Seconds since the epoch. */
+  readonly atime: number
+  readonly mtime: number
+  isDirectory(): boolean
+  isFile(): boolean
+  isSymbolicLink(): boolean
+  isFIFO(): boolean
+  isSocket(): boolean
+  isBlockDevice(): boolean
+  isCharacterDevice(): boolean
+}
+
+/**
+ * How {@link SftpSession.open} opens a file, as in Node's `fs.open`: `"r"` to read, `"w"` to
+ * write (creating or truncating), `"wx"` to create a new file only.
+ *
+ * @since 0.1.0
+ */
+export type SftpOpenFlags = "r" | "r+" | "w" | "wx" | "w+" | "a"
+
+/**
+ * An open remote file of one {@link SftpSession}, given by `open` and closed by `close`.
+ *
+ * @since 0.1.0
+ */
+export interface SftpHandle {
+  /** The path it was opened with, for messages. */
+  readonly path: string
+}
+
+/**
+ * An open SFTP session. Every request is an Effect that fails with {@link SftpError}, is
+ * interruptible (a server that stopped answering never holds its caller; a late answer is
+ * dropped), and fails at once on a session that is closed. Requests do not wait for each other:
+ * run many at once (`Effect.forEach` with `concurrency`) and they are all in flight together,
+ * answered in any order, which is what makes a transfer fast. {@link Connection.sftp} opens one.
+ *
+ * @example
+ * ```ts
+ * const size = yield* Effect.scoped(
+ *   Effect.flatMap(connection.sftp, (sftp) => Effect.map(sftp.stat("/etc/hosts"), (s) => s.size))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface SftpSession {
+  /**
+   * The longest read and write the server takes as one request (from `limits@openssh.com`,
+   * 255 KiB for OpenSSH, else a safe guess); a longer one is split into several.
+   */
+  readonly limits: { readonly maxReadLength: number; readonly maxWriteLength: number }
+  /** The protocol extensions the server announced, by name, with their versions. */
+  readonly extensions: Readonly<Record<string, string>>
+  /** Whether the session still takes requests. */
+  readonly isOpen: () => boolean
+  /** `stat`, following symbolic links. */
+  readonly stat: (path: string) => Effect.Effect<SftpStats, SftpError>
+  readonly fstat: (handle: SftpHandle) => Effect.Effect<SftpStats, SftpError>
+  /** Opens a file (`"r"`, `"w"`, `"wx"`...), created with `mode` if it is new. */
+  readonly open: (path: string, flags: SftpOpenFlags, mode?: number) => Effect.Effect<SftpHandle, SftpError>
+  /**
+   * Reads up to `length` bytes at `position` into `buffer` at `offset`: the number of bytes
+   * read, `0` at the end of the file. An interrupted read may still fill `buffer` later.
+   */
+  readonly read: (
+    handle: SftpHandle,
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number
+  ) => Effect.Effect<number, SftpError>
+  /** Writes `length` bytes of `buffer` from `offset` at `position`; `buffer` may be reused once it returns. */
+  readonly write: (
+    handle: SftpHandle,
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number
+  ) => Effect.Effect<void, SftpError>
+  readonly fchmod: (handle: SftpHandle, mode: number) => Effect.Effect<void, SftpError>
+  readonly mkdir: (path: string, mode?: number) => Effect.Effect<void, SftpError>
+  /** Renames; refuses an existing `to` (SFTP's own rename). */
+  readonly rename: (from: string, to: string) => Effect.Effect<void, SftpError>
+  /**
+   * Renames over an existing `to` in one step (the `posix-rename@openssh.com` extension); fails
+   * with `opUnsupported` when the server lacks it.
+   */
+  readonly posixRename: (from: string, to: string) => Effect.Effect<void, SftpError>
+  /** Closes a handle; a write may report its failure only here. */
+  readonly close: (handle: SftpHandle) => Effect.Effect<void, SftpError>
+}
+
+/**
+ * An open SSH connection, shared by every operation on the same target.
+ *
+ * @since 0.1.0
+ */
+export interface Connection {
+  readonly target: Target
+  /** Whether the connection is still up. */
+  readonly isOpen: () => boolean
+  /**
+   * What remote commands learned about the login shell of this connection's user: the path of
+   * the bash it is, when it is the bash of their `shell` setting (`undefined` until then), so
+   * that later commands run in it without starting a second shell.
+   */
+  readonly loginBash: Ref.Ref<string | undefined>
+  /**
+   * Starts `command` (a command line for the login shell) on a new channel, with a pty when
+   * `pty` is true (standard error then arrives merged into standard output). Waits for one of
+   * `maxChannels` slots, unless `reserved`: a single extra slot kept for short housekeeping
+   * commands (stopping an interrupted command), so they never wait behind long-running ones;
+   * or `alongside`: a single extra slot for a command run by an operation that already holds a
+   * slot (a transfer's SFTP session), so that such operations never wait on each other's slots
+   * (with every slot held by one, none could get a second). So a connection opens at most
+   * `maxChannels + 2` channels. The channel is closed, and its slot given back, when the scope
+   * closes.
+   */
+  readonly exec: (
+    command: string,
+    options?: {
+      readonly pty?: boolean | undefined
+      readonly reserved?: boolean | undefined
+      readonly alongside?: boolean | undefined
+    }
+  ) => Effect.Effect<CommandHandle, ConnectionError, Scope.Scope>
+  /**
+   * Opens an SFTP session (in one of the `maxChannels` slots), ended when the scope closes
+   * (without waiting for a server that no longer answers). Interruptible: a session that
+   * arrives after its requester left is ended at once.
+   */
+  readonly sftp: Effect.Effect<SftpSession, ConnectionError, Scope.Scope>
+}
+
+/**
+ * What the SSH connection service offers ({@link SshConnections} in `Ssh`).
+ *
+ * @since 0.1.0
+ */
+export interface SshConnectionsShape {
+  /**
+   * Where and how the settings connect: the host string, the connection settings and
+   * `~/.ssh/config` resolved into a {@link Target}. Read afresh on each call (a few
+   * microseconds), so an edited ssh_config or key file counts from the next operation.
+   *
+   * Fails with `SettingsError` when no host is set, a host string or port is malformed, or an
+   * explicit key file or ssh config file is missing.
+   */
+  readonly resolve: (settings: Settings) => Effect.Effect<Target, SettingsError>
+  /**
+   * The connection for the host in `settings` (the current settings of an operation), opened
+   * on first use and shared afterwards. It stays open while the service's layer is in scope;
+   * the returned value may be used until the caller's scope closes.
+   *
+   * Reads every connection setting. Fails with `SettingsError` for an unusable setting (no
+   * host, a malformed host string, a missing key file...) and `ConnectionError` when the host
+   * cannot be reached, authentication fails or its host key is refused.
+   */
+  readonly connect: (
+    settings: Settings
+  ) => Effect.Effect<Connection, ConnectionError | SettingsError, Scope.Scope>
+}
