@@ -67,7 +67,12 @@ export const parse = (text: string): SshConfig => {
   return { blocks }
 }
 
-/** Whether `host` matches a single glob pattern (`*` any run, `?` any one character). */
+/**
+ * Whether `host` matches a single glob pattern (`*` any run, `?` any one character). ssh's
+ * patterns know nothing else, so a general glob library does not fit: `bench/libraries.ts` found
+ * picomatch right on 17 of 17 of ssh's cases only with five options set (and then 1.7x slower),
+ * and minimatch still reading `[..]` as a class (15 of 17).
+ */
 const globMatch = (pattern: string, host: string): boolean => {
   const re = new RegExp(
     "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".") + "$",

@@ -13,6 +13,13 @@
  * come back renamed (`caf\ufffd`), and two names could become one. {@link nameBytes} turns one
  * into the bytes to give `fs` (which takes a `Buffer` as a path); {@link showName} into text for
  * a message.
+ *
+ * Why not a package: `bench/libraries.ts` measured tar-stream and modern-tar against this module.
+ * Both take names as UTF-8 strings, so a non-UTF-8 name comes out renamed (only this module is
+ * byte-exact against GNU tar both ways); tar-stream is 13 packages and 7 MiB; on a 256 MiB file
+ * this module passes the content through without copying it (1.4 ms of framing against 17-21 ms).
+ * On 1,000 small files modern-tar packs and extracts faster (1.3-1.6x, our header encoding is the
+ * place to gain), which matters less here than names that arrive as they were.
  */
 import { kindWords } from "./io.ts"
 
