@@ -109,13 +109,6 @@ export interface Task<in out I, in out A, in out E> {
  */
 export { OperationError } from "./Errors.ts"
 
-// Shared through a global symbol: if two copies of this module are loaded (a bundled copy and
-// the package, or `src` and `dist`), a worker must still find tasks declared against either.
-const registryKey = Symbol.for("effect-threadbare/Task/registry")
-const registry: Map<string, Task<any, any, any>> = (globalThis as any)[registryKey] ??= new Map()
-
-const keyOf = (module: string, name: string): string => `${module}#${name}`
-
 /**
  * Declares a task and registers it, so a worker that imports `module` can find it by `name`.
  *
@@ -155,7 +148,6 @@ export const make = <I = void, A = void, E = never>(
     error: options.error ?? (Schema.Never as unknown as Codec<E>),
     run
   }
-  registry.set(keyOf(options.module, options.name), task)
   return task
 }
 
@@ -173,15 +165,24 @@ export const isTask = (u: unknown): u is Task<unknown, unknown, unknown> =>
   typeof u === "object" && u !== null && TypeId in u
 
 /**
- * The task declared as `name` in `module`, if that module has been imported. Workers use it
- * to find the task a run names.
+ * The task named `name` among the exports of a task module (what `import(module)` gives). A
+ * worker imports the module a run names and finds its task here: a task is found by what its
+ * module exports, so no registry outlives anything.
  *
  * @example
  * ```ts
- * Task.lookup(import.meta.url, "deploy") === deploy // true
+ * // declare: exports: Record<string, unknown>
+ * const found = Task.find(exports, "deploy")
  * ```
  *
  * @since 0.1.0
  */
-export const lookup = (module: string, name: string): Task<unknown, unknown, unknown> | undefined =>
-  registry.get(keyOf(module, name))
+export const find = (
+  exports: Readonly<Record<string, unknown>>,
+  name: string
+): Task<unknown, unknown, unknown> | undefined => {
+  for (const value of Object.values(exports)) {
+    if (isTask(value) && value.name === name) return value
+  }
+  return undefined
+}

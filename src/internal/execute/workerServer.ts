@@ -36,15 +36,16 @@ const encodeDefect = (defect: unknown) =>
   Schema.encodeEffect(defectCodec)(Exit.die(readableDefect(defect))).pipe(Effect.orDie)
 
 const loadTask = Effect.fnUntraced(function*(module: string, name: string) {
-  yield* Effect.tryPromise({
+  const exports: Record<string, unknown> = yield* Effect.tryPromise({
     try: () => import(module),
     catch: (cause) => new Error(`cannot import the task module ${module}: ${String(cause)}`, { cause })
   }).pipe(Effect.orDie)
-  const task = Task.lookup(module, name)
+  const task = Task.find(exports, name)
   if (task === undefined) {
     return yield* Effect.die(
       new Error(
-        `no task named "${name}" in ${module}: declare it with Task.make at the top level of that module`
+        `no task named "${name}" among the exports of ${module}: declare it with Task.make at the ` +
+          `top level of that module and export it`
       )
     )
   }
