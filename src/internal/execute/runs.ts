@@ -6,7 +6,7 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -94,6 +94,14 @@ const isBystander = (error: unknown): error is WorkerCrashed =>
   error instanceof WorkerCrashed && error.runsInFlight > 1
 
 /**
+ * Set by `Testing.layer`: its scripted transports cannot reach a worker process, so `parallel`
+ * runs become fibers of this process.
+ */
+export const InProcessOnly = Context.Reference<boolean>("effect-threadbare/internal/execute/InProcessOnly", {
+  defaultValue: () => false
+})
+
+/**
  * Runs every one of `runs` and returns how each ended, in their order. `shared` is the
  * `Execute.WorkerPool` provided by the caller, if any (`parallel` only); without it a pool is
  * started for this batch and ended with it.
@@ -117,7 +125,11 @@ export const runAll = <I, A, E>(
     const settings = yield* Settings
     const output = yield* Output
     const caller = yield* Effect.context<never>()
-    const mode = options.mode ?? "parallel"
+    // Worker processes build their own transports: under `Testing.layer`, whose scripted ones
+    // live in this process, every run stays here, in a fiber.
+    const mode = (yield* InProcessOnly) && (options.mode ?? "parallel") === "parallel"
+      ? "fibers"
+      : options.mode ?? "parallel"
     const pooled = mode === "parallel" && shared._tag === "Some" ? shared.value : undefined
     const poolSize = Math.min(
       whole(options.poolSize ?? pooled?.poolSize ?? os.availableParallelism()),

@@ -13,8 +13,8 @@ import * as ChildProcess from "node:child_process"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Watchdog from "../local/processTree.ts"
 import { WorkerRpcs } from "./workerProtocol.ts"
-import * as Watchdog from "./workerWatchdog.ts"
 
 export interface Slot {
   readonly client: RpcClient.FromGroup<typeof WorkerRpcs, RpcClientError.RpcClientError>

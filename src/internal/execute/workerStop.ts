@@ -14,8 +14,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as ChildProcess from "node:child_process"
+import * as Watchdog from "../local/processTree.ts"
 import type { Slot } from "./workerSlot.ts"
-import * as Watchdog from "./workerWatchdog.ts"
 
 /**
  * After one of its runs is interrupted, a worker has `answerGrace` to answer a ping, then

@@ -17,6 +17,7 @@ import { checkTimeout, finish } from "../command/command.ts"
 import * as Envelope from "../command/envelope.ts"
 import * as Shell from "../command/shell.ts"
 import { withOptions } from "../settings/options.ts"
+import * as ProcessTree from "./processTree.ts"
 
 /**
  * Options of `local`. Each one overrides the setting of the same name for this call only.
@@ -284,6 +285,16 @@ const spawnLocal = Effect.fnUntraced(function*(request: LocalRequest, sink: Enve
   const spawner = yield* ChildProcessSpawner
   const ending = yield* Effect.gen(function*() {
     const handle = yield* spawner.spawn(spawned)
+    // Interrupted (a timeout, the caller) while it runs: what the command started in groups or
+    // sessions of its own (`setsid`, a daemonising tool) is out of reach of the group kill that
+    // follows, so the whole tree is taken and stopped first, while it still hangs together.
+    // A command that ended by itself leaves what it started in the background alone.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(
+        Effect.orElseSucceed(handle.isRunning, () => false),
+        (running) => running ? ProcessTree.stop(handle.pid) : Effect.void
+      )
+    )
     if (piped) {
       const each =
         (source: Stream.Stream<Uint8Array, PlatformError.PlatformError>) =>

@@ -12,6 +12,7 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Pull from "effect/Pull"
 import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
@@ -324,6 +325,19 @@ export const guard = (where: "exec" | "shared"): string => {
  * cleanup, and the channel is closed afterwards in any case.
  */
 const stopRemote = (connection: Connection, run: Run, settings: Settings): Effect.Effect<void> =>
+  Effect.flatMap(
+    // On a server that stopped answering, the kill's channel may never open, and an open given up
+    // still waits for a late answer before its slot is free. The caller waits for the kill only
+    // so long; the kill goes on in the background within its own bound, and the command's guard
+    // stops the command in any case once its channel closes.
+    Effect.forkDetach(kill(connection, run, settings)),
+    (fiber) => Fiber.await(fiber).pipe(Effect.timeoutOption(stopWait), Effect.asVoid)
+  )
+
+// How long an interruption waits for the kill of its command (see `stopRemote`).
+const stopWait = Duration.seconds(5)
+
+const kill = (connection: Connection, run: Run, settings: Settings): Effect.Effect<void> =>
   Effect.gen(function*() {
     // Interrupted right after starting: the process id may still be on its way.
     if (run.pid === undefined) {

@@ -46,13 +46,15 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
   let errEnded = false
   let closed = false
   let status: ExitStatus | undefined
-  let wake: (() => void) | undefined
+  // Every fiber waiting for output: a handle's output may be read by more than one at a time.
+  const waiting = new Set<() => void>()
   const exit = Deferred.makeUnsafe<ExitStatus, ConnectionError>()
 
   const notify = () => {
-    const waiting = wake
-    wake = undefined
-    waiting?.()
+    if (waiting.size === 0) return
+    const woken = [...waiting]
+    waiting.clear()
+    for (const wake of woken) wake()
   }
   const push = (chunk: OutputChunk) => {
     if (discarding) return
@@ -111,8 +113,9 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
   })
 
   const arrival = Effect.callback<void>((resume) => {
-    wake = () => resume(Effect.void)
-    return Effect.sync(() => void (wake = undefined))
+    const wake = () => resume(Effect.void)
+    waiting.add(wake)
+    return Effect.sync(() => void waiting.delete(wake))
   })
   const pull: Effect.Effect<Arr.NonEmptyReadonlyArray<OutputChunk>, Cause.Done> = Effect.suspend(() => {
     if (chunks.length > 0) {

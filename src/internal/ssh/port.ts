@@ -85,8 +85,9 @@ export interface CommandHandle {
    * The command's output, standard output and error interleaved as they arrived. Pulled: while
    * nobody pulls, the channel holds a bounded amount (about 1 MiB, plus SSH's window) and the
    * server stops reading the command's output, so the command blocks rather than memory grows.
-   * One source: a second run goes on where the last one stopped. Ends when the command's output
-   * has ended, however the command ended (see `exit`).
+   * One source: a second run goes on where the last one stopped, and runs at the same time share
+   * the chunks out between them (each chunk goes to one). Ends when the command's output has
+   * ended, however the command ended (see `exit`).
    */
   readonly output: Stream.Stream<OutputChunk>
   /**

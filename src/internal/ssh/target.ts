@@ -40,7 +40,9 @@ const readConfig = (
     try: () => {
       const stat = statSync(file, { throwIfNoEntry: false })
       if (stat === undefined) return undefined
-      const stamp = `${stat.mtimeMs}:${stat.size}:${stat.ino}`
+      // ctime too: a tool that puts the modification time back (`touch -r`, `cp -p`, `rsync -t`)
+      // cannot set it.
+      const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
       const cached = configCache.get(file)
       if (cached?.stamp === stamp) return cached.config
       const config = SshConfig.parse(readFileSync(file, "utf8"))

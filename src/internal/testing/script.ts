@@ -15,6 +15,7 @@ import * as Output from "../../Output.ts"
 import { resolveLocal, type Settings } from "../../Settings.ts"
 import { SshConnections } from "../../Ssh.ts"
 import type { Ending, Sink } from "../command/envelope.ts"
+import { InProcessOnly } from "../execute/runs.ts"
 import { LocalTransport, type LocalTransportShape } from "../local/process.ts"
 import { RemoteTransport } from "../remote/run.ts"
 import type { RemoteRequest, RemoteTransportShape } from "../remote/transport.ts"
@@ -311,6 +312,8 @@ export const make = (script: Script) => {
           settings.useSudo ? "sudo get" : "get",
           `${remotePath} -> ${local ?? "<memory>"}`
         )
+        // As a real dry run: nothing recorded, nothing written, nothing read.
+        if (settings.dryRun) return { content: new Uint8Array(0), local, dryRun: true }
         yield* record({
           _tag: "Download",
           host,
@@ -397,6 +400,7 @@ export const layer = (script: Script): Layer.Layer<Recorder | SshConnections> =>
       Context.add(LocalTransport, made.local),
       Context.add(RemoteTransport, made.remote),
       Context.add(TransferFake, made.transfers),
-      Context.add(SshConnections, refusingSsh())
+      Context.add(SshConnections, refusingSsh()),
+      Context.add(InProcessOnly, true)
     )
   }))

@@ -27,7 +27,10 @@ export interface TransferFakeShape {
     readonly remotePath: string
     readonly target: string | undefined
     readonly settings: Settings
-  }) => Effect.Effect<{ readonly local: string | undefined; readonly content: Uint8Array }, TransferError>
+  }) => Effect.Effect<
+    { readonly local: string | undefined; readonly content: Uint8Array; readonly dryRun?: boolean },
+    TransferError
+  >
   readonly rsync: (request: {
     readonly direction: "upload" | "download"
     readonly localPath: string
@@ -70,8 +73,9 @@ export const interceptDownload = (
 ): Effect.Effect<Option.Option<string | Uint8Array>, TransferError> =>
   Effect.flatMap(fakeInUse, (fake) =>
     fake === undefined ? Effect.succeedNone : Effect.gen(function*() {
-      const { content, local } = yield* fake.download({ remotePath, target, settings })
+      const { content, dryRun, local } = yield* fake.download({ remotePath, target, settings })
       if (local === undefined) return Option.some<string | Uint8Array>(content)
+      if (dryRun === true) return Option.some<string | Uint8Array>(local)
       const file = local.endsWith("/") || isDirectory(local)
         ? path.join(local, path.posix.basename(remotePath))
         : local

@@ -45,7 +45,7 @@ export const runRsync = Effect.fnUntraced(function*(
   const remoteDir = path.posix.dirname(remote.replace(/\/+$/, "")) || "."
   // rsync creates only the last directory of a destination; the parents are made here, as the
   // user the remote rsync runs as, since only root may write where a sudo upload goes.
-  const sudo = options.useSudo === true ? "sudo -n " : ""
+  const sudo = settings.useSudo ? "sudo -n " : ""
   // The remote rsync expands `*`, `?` and `[` in every path it is given, even with `-s`, and
   // keeps a pattern that matches nothing as it is: a destination `/srv/a*/` would land in an
   // existing `/srv/a-old/`. So an upload runs the remote rsync inside its destination directory

@@ -1,6 +1,7 @@
 /**
- * Stopping an `Execute` worker from outside, with everything it started, even when none of its
- * JavaScript runs (a task looping on the CPU never lets its event loop turn).
+ * Stopping a process from outside with everything it started, however it started it (in process
+ * groups or sessions of their own): an `Execute` worker, even when none of its JavaScript runs (a
+ * task looping on the CPU never lets its event loop turn), and an interrupted local command.
  *
  * Both halves are one small POSIX shell script, so they need no JavaScript of the worker and
  * none of the parent once it is started:
