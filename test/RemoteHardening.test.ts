@@ -22,7 +22,7 @@ import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
-import { connectionSettings, uniqueMarker, waitForProcesses } from "./support.ts"
+import { connectionSettings, pollUntil, uniqueMarker, waitForProcesses } from "./support.ts"
 
 const server = readServerFromEnv()
 const hostOn = (address: string, user = server.user) => `${user}@${address}:${server.port}`
@@ -40,6 +40,14 @@ const processTableReader = (pty: boolean) =>
   `dump() { for f in /proc/[0-9]*/cmdline; do tr '\\000' '\\n' <"$f"; echo; done 2>/dev/null; }; ` +
   `dump; dump >&2; sleep 0.3; dump; dump >&2; ` +
   `printf 'got:'; ${pty ? "timeout 3 " : ""}od -An -tx1 | tr -d ' \\n'; echo`
+
+const readIfThere = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch {
+    return undefined
+  }
+}
 
 layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServices: true })(
   "remote commands under attack",
@@ -98,6 +106,7 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
           const uid = Number(execFileSync("id", ["-u", other]).toString().trim())
           fs.chownSync(file, uid, uid)
           fs.chmodSync(file, 0o600)
+          const ready = path.join(dir, "ready")
           const reader = spawn("sudo", [
             "-n",
             "-u",
@@ -105,8 +114,11 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
             "python3",
             path.join(import.meta.dirname, "fixtures", "fd-reader.py"),
             out,
-            stop
+            stop,
+            ready
           ], { stdio: "ignore" })
+          // On a busy machine the transfers could be over before the reader looks once.
+          assert.isTrue(yield* pollUntil(() => fs.existsSync(ready), 20_000), "the reader never started")
           const sudo = { useSudo: true, sudoUser: other, sudoPassword: Redacted.make(password) } as const
           // tbtest's sudo never prompts: the password is set, never asked for, and must stay put.
           // (The kernel already keeps another user's descriptors of a process sudo started out of
@@ -242,8 +254,9 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
         Effect.gen(function*() {
           const sftpPids = () =>
             server.sshdPids().filter((pid) => {
-              const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, { encoding: "utf8", flag: "r" })
-              return cmdline.includes("internal-sftp")
+              // A session may end between the listing and the read.
+              const cmdline = readIfThere(`/proc/${pid}/cmdline`)
+              return cmdline?.includes("internal-sftp") === true
             })
           const settings = yield* Settings.Settings
           const ssh = yield* Ssh.SshConnections

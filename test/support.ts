@@ -64,6 +64,16 @@ export const waitForProcesses = (pattern: string, present: boolean, seconds = 10
     return false
   })
 
+/** Polls `check` every 100 ms until it holds, for at most `millis`; whether it did. */
+export const pollUntil = (check: () => boolean, millis: number): Effect.Effect<boolean> =>
+  Effect.gen(function*() {
+    for (let waited = 0; waited <= millis; waited += 100) {
+      if (check()) return true
+      yield* Effect.sleep("100 millis")
+    }
+    return false
+  })
+
 /** Sends `name` to `pid`; a process gone already is no error. */
 export const signal = (pid: number, name: NodeJS.Signals): void => {
   try {
