@@ -54,6 +54,15 @@ export const classify = (
   const code = typeof error.code === "string" ? error.code : ""
   const message = error.message
   const detail = `${message}${via(target)}`
+  // The limit is this machine's, not the network's: say so, and what to change.
+  if (code === "EMFILE" || code === "ENFILE") {
+    return connectionError(
+      target,
+      "disconnected",
+      `${message}${via(target)}: this machine ran out of file descriptors (${code}) before connecting; ` +
+        "raise the limit (`ulimit -n`) or run fewer hosts at once (`poolSize`)"
+    )
+  }
   if (code === "ECONNREFUSED" || /Connection refused/i.test(message)) {
     return connectionError(target, "refused", detail)
   }
