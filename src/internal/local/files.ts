@@ -83,18 +83,6 @@ export const readFileString = (path: string): Effect.Effect<string, LocalFileErr
 export const writeFile = (path: string, data: Uint8Array): Effect.Effect<void, LocalFileError> =>
   promise("writeFile", path, (signal) => fs.promises.writeFile(path, data, { signal }))
 
-/** Appends to a file, created with `mode` when missing. */
-export const appendFile = (
-  path: string,
-  data: string,
-  options: { readonly mode?: number | undefined } = {}
-): Effect.Effect<void, LocalFileError> =>
-  promise(
-    "appendFile",
-    path,
-    () => fs.promises.appendFile(path, data, options.mode === undefined ? {} : { mode: options.mode })
-  )
-
 /** Creates a directory (and its missing parents with `recursive`). */
 export const makeDirectory = (
   path: string,
@@ -201,7 +189,8 @@ export const close = (fd: number): Effect.Effect<void> => Effect.sync(() => fs.c
 
 /**
  * Synchronous calls, each throwing Node's error (with its `code`), for work made of many tiny
- * calls in one step (walking a tree, unpacking a tar stream, a metadata call of a transfer): the
+ * calls in one step (walking a tree, unpacking a tar stream, a metadata call of a transfer), or
+ * that must not be interleaved with other fibers (a check and an append to `known_hosts`): the
  * caller wraps the whole step in one `Effect.try` and maps what it throws, e.g. with
  * {@link fromNode}. Measured above: a thread-pool round trip per call would cost more than the
  * call. Nothing here may meet a FIFO without `O_NONBLOCK`, which would stop the whole process.
@@ -215,6 +204,9 @@ export const Sync = {
   statIfExists: (path: Path, follow = true): Stats | undefined =>
     (follow ? fs.statSync : fs.lstatSync)(path, { throwIfNoEntry: false }),
   exists: (path: Path): boolean => fs.existsSync(path),
+  readFileString: (path: Path): string => fs.readFileSync(path, "utf8"),
+  /** Appends to a file, created with `mode` when missing. */
+  appendFile: (path: Path, data: string, mode: number): void => fs.appendFileSync(path, data, { mode }),
   /** Names in a directory, as bytes. */
   readdir: (dir: Path): Array<Buffer> => fs.readdirSync(dir, { encoding: "buffer" }),
   /** A symbolic link's target, as bytes. */

@@ -91,14 +91,25 @@ export const makeKnownHostsFiles = Effect.gen(function*() {
     lock.withPermit(
       Effect.gen(function*() {
         const file = target.knownHostsFile
-        const entries = yield* read(file)
-        if (KnownHosts.check(entries, target.host, target.port, blob)._tag !== "Unknown") return
-        yield* Files.makeDirectory(path.dirname(file), { recursive: true, mode: 0o700 })
-        const current = (yield* Files.exists(file)) ? yield* Files.readFileString(file) : ""
-        const separator = current === "" || current.endsWith("\n") ? "" : "\n"
-        yield* Files.appendFile(file, separator + KnownHosts.entryLine(target.host, target.port, blob), {
-          mode: 0o600
+        // Checked and appended in one synchronous step: the lock is per layer, and separate layers
+        // learning the same key at once share only the one JS thread (the file is small).
+        const recorded = yield* Effect.try({
+          try: () => {
+            const current = Files.Sync.exists(file) ? Files.Sync.readFileString(file) : ""
+            const known = KnownHosts.check(KnownHosts.parse(current), target.host, target.port, blob)
+            if (known._tag !== "Unknown") return false
+            Files.Sync.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
+            const separator = current === "" || current.endsWith("\n") ? "" : "\n"
+            Files.Sync.appendFile(
+              file,
+              separator + KnownHosts.entryLine(target.host, target.port, blob),
+              0o600
+            )
+            return true
+          },
+          catch: (error) => Files.fromNode("record", file, error)
         })
+        if (!recorded) return
         yield* Effect.logInfo(`[${target.label}] recorded its host key in ${file}`)
       }).pipe(
         Effect.catch((error) =>
