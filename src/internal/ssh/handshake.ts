@@ -6,12 +6,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as Semaphore from "effect/Semaphore"
-import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync } from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import type { Duplex } from "node:stream"
 import ssh2, { type AuthenticationType, Client } from "ssh2"
 import { type ConnectionError, SettingsError } from "../../Errors.ts"
+import * as Files from "../local/files.ts"
 import { classify, connectionError, hostKeyError, via } from "./errors.ts"
 import * as KnownHosts from "./knownHosts.ts"
 import type { Target } from "./port.ts"
@@ -33,15 +33,15 @@ export const readKey = (target: Target): Effect.Effect<Credentials, SettingsErro
   if (file === undefined) return Effect.succeed({ privateKey: undefined, passphrase: undefined })
   const passphrase = target.keyPassphrase === undefined ? undefined : Redacted.value(target.keyPassphrase)
   return Effect.gen(function*() {
-    const privateKey = yield* Effect.try({
-      try: () => readFileSync(file),
-      catch: (cause) =>
+    const privateKey = yield* Files.readFile(file).pipe(
+      Effect.mapError((error) =>
         new SettingsError({
           setting: "keyFile",
           value: file,
-          detail: `cannot read it (${String(cause)}); give the path of a readable private key file`
+          detail: `cannot read it (${String(error.cause)}); give the path of a readable private key file`
         })
-    })
+      )
+    )
     const parsed = ssh2.utils.parseKey(privateKey, passphrase)
     if (parsed instanceof Error) {
       const encrypted = /passphrase|encrypted|decrypt/i.test(parsed.message)
@@ -75,39 +75,48 @@ export const makeKnownHostsFiles = Effect.gen(function*() {
     string,
     { readonly stamp: string; readonly entries: ReadonlyArray<KnownHosts.Entry> }
   >()
-  const read = (file: string) =>
-    Effect.sync((): ReadonlyArray<KnownHosts.Entry> => {
-      const stat = statSync(file, { throwIfNoEntry: false })
+  // A file that cannot be read (not a missing one) is a defect, as it always was here.
+  const read = (file: string): Effect.Effect<ReadonlyArray<KnownHosts.Entry>> =>
+    Effect.gen(function*() {
+      const stat = yield* Files.stat(file)
       if (stat === undefined) return []
       const stamp = `${stat.mtimeMs}:${stat.size}:${stat.ino}`
       const cached = cache.get(file)
       if (cached?.stamp === stamp) return cached.entries
-      const entries = KnownHosts.parse(readFileSync(file, "utf8"))
+      const entries = KnownHosts.parse(yield* Files.readFileString(file))
       cache.set(file, { stamp, entries })
       return entries
-    })
+    }).pipe(Effect.orDie)
   const record = (target: Target, blob: Buffer) =>
     lock.withPermit(
       Effect.gen(function*() {
         const file = target.knownHostsFile
-        const entries = yield* read(file)
-        if (KnownHosts.check(entries, target.host, target.port, blob)._tag !== "Unknown") return
-        yield* Effect.try({
+        // Checked and appended in one synchronous step: the lock is per layer, and separate layers
+        // learning the same key at once share only the one JS thread (the file is small).
+        const recorded = yield* Effect.try({
           try: () => {
-            mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
-            const current = existsSync(file) ? readFileSync(file, "utf8") : ""
+            const current = Files.Sync.exists(file) ? Files.Sync.readFileString(file) : ""
+            const known = KnownHosts.check(KnownHosts.parse(current), target.host, target.port, blob)
+            if (known._tag !== "Unknown") return false
+            Files.Sync.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
             const separator = current === "" || current.endsWith("\n") ? "" : "\n"
-            appendFileSync(file, separator + KnownHosts.entryLine(target.host, target.port, blob), {
-              mode: 0o600
-            })
+            Files.Sync.appendFile(
+              file,
+              separator + KnownHosts.entryLine(target.host, target.port, blob),
+              0o600
+            )
+            return true
           },
-          catch: (cause) => cause
+          catch: (error) => Files.fromNode("record", file, error)
         })
+        if (!recorded) return
         yield* Effect.logInfo(`[${target.label}] recorded its host key in ${file}`)
       }).pipe(
-        Effect.catch((cause) =>
+        Effect.catch((error) =>
           Effect.logWarning(
-            `[${target.label}] could not record its host key in ${target.knownHostsFile}: ${String(cause)}`
+            `[${target.label}] could not record its host key in ${target.knownHostsFile}: ${
+              String(error.cause)
+            }`
           )
         )
       )

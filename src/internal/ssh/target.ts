@@ -3,12 +3,13 @@
  * and `~/.ssh/config`, with the precedence host string > settings > ssh_config > default.
  */
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Result from "effect/Result"
-import { existsSync, readFileSync, statSync } from "node:fs"
 import { userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../../Errors.ts"
 import { defaults, expandHome, type Settings } from "../../Settings.ts"
+import * as Files from "../local/files.ts"
 import { durationError } from "../settings/duration.ts"
 import { isUserName, parseHostString, parsePort } from "../settings/hostString.ts"
 import * as SshConfig from "./config.ts"
@@ -36,21 +37,21 @@ const readConfig = (
   const setting = settings.sshConfigFile
   if (setting === false) return Effect.succeed({ blocks: [] })
   const file = absolute(setting)
-  return Effect.try({
-    try: () => {
-      const stat = statSync(file, { throwIfNoEntry: false })
-      if (stat === undefined) return undefined
-      // ctime too: a tool that puts the modification time back (`touch -r`, `cp -p`, `rsync -t`)
-      // cannot set it.
-      const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
-      const cached = configCache.get(file)
-      if (cached?.stamp === stamp) return cached.config
-      const config = SshConfig.parse(readFileSync(file, "utf8"))
-      configCache.set(file, { stamp, config })
-      return config
-    },
-    catch: (cause) => new SettingsError({ setting: "sshConfigFile", value: setting, detail: String(cause) })
+  return Effect.gen(function*() {
+    const stat = yield* Files.stat(file)
+    if (stat === undefined) return undefined
+    // ctime too: a tool that puts the modification time back (`touch -r`, `cp -p`, `rsync -t`)
+    // cannot set it.
+    const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
+    const cached = configCache.get(file)
+    if (cached?.stamp === stamp) return cached.config
+    const config = SshConfig.parse(yield* Files.readFileString(file))
+    configCache.set(file, { stamp, config })
+    return config
   }).pipe(
+    Effect.mapError((error) =>
+      new SettingsError({ setting: "sshConfigFile", value: setting, detail: String(error.cause) })
+    ),
     Effect.flatMap((config) =>
       config !== undefined
         ? Effect.succeed(config)
@@ -72,22 +73,25 @@ const keyFileFor = (
   settings: Settings,
   configured: ReadonlyArray<string>
 ): Effect.Effect<string | undefined, SettingsError> => {
-  if (settings.keyFile !== undefined) {
-    const file = absolute(settings.keyFile)
-    return existsSync(file)
-      ? Effect.succeed(file)
-      : Effect.fail(
-        new SettingsError({
-          setting: "keyFile",
-          value: settings.keyFile,
-          detail:
-            `no such file (${file}); fix the path or leave keyFile unset to use ~/.ssh/config and the default keys`
-        })
-      )
+  const keyFile = settings.keyFile
+  if (keyFile !== undefined) {
+    const file = absolute(keyFile)
+    return Effect.flatMap(Files.exists(file), (exists) =>
+      exists
+        ? Effect.succeed(file)
+        : Effect.fail(
+          new SettingsError({
+            setting: "keyFile",
+            value: keyFile,
+            detail:
+              `no such file (${file}); fix the path or leave keyFile unset to use ~/.ssh/config and the default keys`
+          })
+        ))
   }
   // Like OpenSSH, identity files that do not exist are skipped silently.
-  const found = [...configured, ...defaultKeys].map(absolute).find((file) => existsSync(file))
-  return Effect.succeed(found)
+  return Effect.findFirst([...configured, ...defaultKeys].map(absolute), Files.exists).pipe(
+    Effect.map(Option.getOrUndefined)
+  )
 }
 
 const checkPortSetting = (port: number | undefined): Effect.Effect<number | undefined, SettingsError> =>

@@ -7,10 +7,10 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as fs from "node:fs"
 import * as path from "node:path"
 import { TransferError } from "../../Errors.ts"
 import type { Settings } from "../../Settings.ts"
+import * as Files from "../local/files.ts"
 
 /** What an upload was asked to send: a local path, bytes, or `{ content }`. */
 export type UploadSource = string | Uint8Array | { readonly content: string | Uint8Array }
@@ -76,23 +76,21 @@ export const interceptDownload = (
       const { content, dryRun, local } = yield* fake.download({ remotePath, target, settings })
       if (local === undefined) return Option.some<string | Uint8Array>(content)
       if (dryRun === true) return Option.some<string | Uint8Array>(local)
-      const file = local.endsWith("/") || isDirectory(local)
+      const file = local.endsWith("/") || (yield* isDirectory(local))
         ? path.join(local, path.posix.basename(remotePath))
         : local
-      yield* Effect.try({
-        try: () => {
-          fs.mkdirSync(path.dirname(file), { recursive: true })
-          fs.writeFileSync(file, content)
-        },
-        catch: (cause) =>
+      yield* Files.makeDirectory(path.dirname(file), { recursive: true }).pipe(
+        Effect.andThen(Files.writeFile(file, content)),
+        Effect.mapError((error) =>
           new TransferError({
             host: settings.host ?? "",
             path: file,
             side: "local",
             reason: "permission",
-            detail: `could not write the scripted download: ${String(cause)}`
+            detail: `could not write the scripted download: ${String(error.cause)}`
           })
-      })
+        )
+      )
       return Option.some<string | Uint8Array>(file)
     }))
 
@@ -111,4 +109,9 @@ export const interceptRsync = (
         : Effect.asSome(fake.rsync({ direction, localPath, remotePath, settings }))
   )
 
-const isDirectory = (p: string): boolean => fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() === true
+// A path that cannot be looked at is taken as a file name: writing it then says what is wrong.
+const isDirectory = (p: string): Effect.Effect<boolean> =>
+  Files.stat(p).pipe(
+    Effect.map((info) => info?.isDirectory() === true),
+    Effect.orElseSucceed(() => false)
+  )

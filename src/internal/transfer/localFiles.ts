@@ -1,22 +1,17 @@
 /**
- * Every local file access of transfers, in one adapter: Node's `fs` is called here and in
- * `tree.ts` (the tar packer and unpacker, whose many small synchronous calls per entry belong to
- * its stream), nowhere else. Each failure becomes a `TransferError` naming the local path.
- *
- * Why Node's `fs` and not Effect's `FileSystem`: a transfer needs positional reads and writes
- * into reused buffers with many in flight (`FileSystem.File` reads and writes at a shared cursor),
- * `O_NONBLOCK` opens that never wait on a FIFO, `lstat`, and synchronous metadata calls for trees
- * of thousands of files (a thread-pool round trip each would cost more than the call itself).
+ * The local file access of transfers, on the local-files adapter (`internal/local/files.ts`, which
+ * says why it is built on Node's `fs` and where it calls it synchronously). Each failure becomes a
+ * `TransferError` naming the local path.
  */
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import * as fs from "node:fs"
 import * as path from "node:path"
 import { TransferError, type TransferErrorReason } from "../../Errors.ts"
+import * as Files from "../local/files.ts"
 import { type BufferPool, kindOf, notADirectory, notRegular, type Place, transferError } from "./io.ts"
 
 /** What `stat` says about a local file. */
-export type LocalStats = fs.Stats
+export type LocalStats = Files.Stats
 
 // -- local files ----------------------------------------------------------------------------------
 
@@ -39,6 +34,7 @@ const localReason = (code: unknown): TransferErrorReason => {
   }
 }
 
+/** `error`: a {@link Files.LocalFileError}, or what a call of `Files.Sync` threw. */
 export const localError = (place: Place, error: unknown): TransferError => {
   const e = error as { code?: unknown; message?: unknown }
   return transferError(place, localReason(e.code), String(e.message ?? error))
@@ -56,12 +52,12 @@ export const localSync = <A>(place: Place, f: () => A): Effect.Effect<A, Transfe
  * (not `exists`, which is what `mkdir` says).
  */
 export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, TransferError> =>
-  localSync({ ...place, path: dir }, () => void fs.mkdirSync(dir, { recursive: true })).pipe(
+  localSync({ ...place, path: dir }, () => Files.Sync.mkdir(dir, { recursive: true })).pipe(
     Effect.catch((error) =>
       Effect.suspend(() => {
         for (let p = dir; p !== path.dirname(p); p = path.dirname(p)) {
           // `undefined` for a missing path, and for one below a file (ENOTDIR) alike.
-          const info = fs.statSync(p, { throwIfNoEntry: false })
+          const info = Files.Sync.statIfExists(p)
           if (info !== undefined) {
             return info.isDirectory()
               ? Effect.fail(error)
@@ -74,8 +70,11 @@ export const localMkdirs = (place: Place, dir: string): Effect.Effect<void, Tran
   )
 
 /** `lstat` or `stat` of a local path, `undefined` when it does not exist. */
-export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats | undefined, TransferError> =>
-  localSync(place, () => (follow ? fs.statSync : fs.lstatSync)(place.path, { throwIfNoEntry: false }))
+export const localStat = (
+  place: Place,
+  follow = true
+): Effect.Effect<Files.Stats | undefined, TransferError> =>
+  localSync(place, () => Files.Sync.statIfExists(place.path, follow))
 
 /**
  * Opens a local regular file for reading, off the event loop and without waiting: `O_NONBLOCK`
@@ -85,57 +84,30 @@ export const localStat = (place: Place, follow = true): Effect.Effect<fs.Stats |
  */
 export const openLocalRegular = (place: Place): Effect.Effect<number, TransferError> =>
   Effect.flatMap(
-    Effect.callback<number, TransferError>((resume) => {
-      let abandoned = false
-      fs.open(place.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, (error, fd) => {
-        if (abandoned) {
-          if (error === null) fs.close(fd, () => {})
-          return
-        }
-        if (error !== null) resume(Effect.fail(localError(place, error)))
-        else resume(Effect.succeed(fd))
-      })
-      return Effect.sync(() => {
-        abandoned = true
-      })
-    }),
+    Effect.mapError(Files.openReadNonBlocking(place.path), (error) => localError(place, error)),
     (fd) =>
-      Effect.callback<number, TransferError>((resume) => {
-        let abandoned = false
-        fs.fstat(fd, (error, info) => {
-          if (!abandoned && error === null && info.isFile()) return resume(Effect.succeed(fd))
-          fs.close(fd, () => {})
-          if (abandoned) return
-          resume(Effect.fail(error === null ? notRegular(place, kindOf(info)) : localError(place, error)))
-        })
-        return Effect.sync(() => {
-          abandoned = true
-        })
-      })
+      Files.fstat(fd).pipe(
+        Effect.mapError((error) => localError(place, error)),
+        Effect.flatMap((info) =>
+          info.isFile() ? Effect.succeed(fd) : Effect.fail(notRegular(place, kindOf(info)))
+        ),
+        Effect.onError(() => Files.close(fd))
+      )
   )
 
 /** Reads up to `length` bytes at `position` into a buffer (from `pool` if given), off the event loop. */
 export const localRead = (place: Place, fd: number, position: number, length: number, pool?: BufferPool) =>
-  Effect.callback<Uint8Array, TransferError>((resume) => {
+  Effect.suspend(() => {
     const buffer = pool !== undefined && pool.size === length ? pool.take() : Buffer.allocUnsafe(length)
-    fs.read(fd, buffer, 0, length, position, (error, bytesRead) => {
-      if (error !== null) resume(Effect.fail(localError(place, error)))
-      else resume(Effect.succeed(buffer.subarray(0, bytesRead)))
+    return Effect.mapBoth(Files.read(fd, buffer, 0, length, position), {
+      onFailure: (error) => localError(place, error),
+      onSuccess: (bytesRead): Uint8Array => buffer.subarray(0, bytesRead)
     })
   })
 
 /** Writes all of `bytes` at `position`. */
 export const localWrite = (place: Place, fd: number, bytes: Uint8Array, position: number) =>
-  Effect.callback<void, TransferError>((resume) => {
-    const step = (offset: number): void => {
-      fs.write(fd, bytes, offset, bytes.length - offset, position + offset, (error, written) => {
-        if (error !== null) return resume(Effect.fail(localError(place, error)))
-        if (offset + written < bytes.length) return step(offset + written)
-        resume(Effect.void)
-      })
-    }
-    step(0)
-  })
+  Effect.mapError(Files.writeAll(fd, bytes, position), (error) => localError(place, error))
 
 /** Blocks of a local file, read one at a time as the consumer pulls. */
 export const localFileBlocks = (
@@ -151,7 +123,7 @@ export const localFileBlocks = (
     ))
 
 /** Closes a descriptor; a close that fails has nothing left to report. */
-export const closeFd = (fd: number): Effect.Effect<void> => Effect.sync(() => fs.closeSync(fd))
+export const closeFd = (fd: number): Effect.Effect<void> => Files.close(fd)
 
 /**
  * A new local file `temp` (mode 600, never an existing one), removed when its scope closes unless
@@ -161,18 +133,18 @@ export const closeFd = (fd: number): Effect.Effect<void> => Effect.sync(() => fs
 export const tempFile = Effect.fnUntraced(function*(place: Place, temp: string, file: string) {
   let kept = false
   const fd = yield* Effect.acquireRelease(
-    localSync(place, () => fs.openSync(temp, "wx", 0o600)),
+    localSync(place, () => Files.Sync.openExclusive(temp, 0o600)),
     (fd) =>
       Effect.sync(() => {
-        fs.closeSync(fd)
-        if (!kept) fs.rmSync(temp, { force: true })
+        Files.Sync.close(fd)
+        if (!kept) Files.Sync.rm(temp, { force: true })
       })
   )
   return {
     fd,
     place: (size: number, mode: number) =>
       Effect.gen(function*() {
-        const written = yield* localSync(place, () => fs.fstatSync(fd).size)
+        const written = yield* localSync(place, () => Files.Sync.fstat(fd).size)
         if (written !== size) {
           return yield* transferError(
             place,
@@ -181,8 +153,8 @@ export const tempFile = Effect.fnUntraced(function*(place: Place, temp: string, 
           )
         }
         yield* localSync(place, () => {
-          fs.fchmodSync(fd, mode)
-          fs.renameSync(temp, file)
+          Files.Sync.fchmod(fd, mode)
+          Files.Sync.rename(temp, file)
           kept = true
         })
       })
@@ -191,11 +163,11 @@ export const tempFile = Effect.fnUntraced(function*(place: Place, temp: string, 
 
 /** A new private directory (mode 700). */
 export const mkdirPrivate = (place: Place, dir: string): Effect.Effect<void, TransferError> =>
-  localSync(place, () => fs.mkdirSync(dir, { mode: 0o700 }))
+  localSync(place, () => Files.Sync.mkdir(dir, { mode: 0o700 }))
 
 /** Renames `from` to `to`, replacing a file (or an empty directory) there. */
 export const rename = (place: Place, from: string, to: string): Effect.Effect<void, TransferError> =>
-  localSync(place, () => fs.renameSync(from, to))
+  localSync(place, () => Files.Sync.rename(from, to))
 
 export const chmod = (place: Place, file: string, mode: number): Effect.Effect<void, TransferError> =>
-  localSync(place, () => fs.chmodSync(file, mode))
+  localSync(place, () => Files.Sync.chmod(file, mode))

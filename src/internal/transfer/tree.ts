@@ -3,16 +3,17 @@
  *
  * The archive root is always named `t` when packing (the remote script moves `t` into place, so
  * the local directory's own name never reaches a command line), and `.` when unpacking what
- * `tar -c .` sent. File-system calls here are synchronous and wrapped by the caller in
- * `Effect.try`: each takes microseconds, and a tree of many small files is the common case.
+ * `tar -c .` sent. File-system calls here are the local-files adapter's synchronous ones
+ * (`Files.Sync`), wrapped by the caller in `Effect.try`: each takes microseconds, and a tree of many
+ * small files is the common case (the adapter's header has the measure).
  *
  * Names inside a tree travel as bytes (`Buffer` paths, `readdir` with `encoding: "buffer"`, tar
  * names as byte strings), so a name that is not UTF-8 arrives as it was, never renamed.
  */
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import * as fs from "node:fs"
 import type { TransferError } from "../../Errors.ts"
+import * as Files from "../local/files.ts"
 import { kindOf, type Place, transferError } from "./io.ts"
 import { localSync } from "./localFiles.ts"
 import * as Tar from "./tar.ts"
@@ -48,11 +49,11 @@ export interface Skipped {
   readonly kind: string
 }
 
-const entryOf = (name: string, info: fs.Stats, absolute: Buffer): Tar.Entry => {
+const entryOf = (name: string, info: Files.Stats, absolute: Buffer): Tar.Entry => {
   const mtime = Math.floor(info.mtimeMs / 1000)
   if (info.isDirectory()) return { name, type: "directory", mode: info.mode & 0o7777, size: 0, mtime }
   if (info.isSymbolicLink()) {
-    const linkTarget = Tar.byteString(fs.readlinkSync(absolute, { encoding: "buffer" }))
+    const linkTarget = Tar.byteString(Files.Sync.readlink(absolute))
     return { name, type: "symlink", mode: 0o777, size: 0, mtime, linkTarget }
   }
   return { name, type: "file", mode: info.mode & 0o7777, size: info.size, mtime }
@@ -67,13 +68,13 @@ const entryOf = (name: string, info: fs.Stats, absolute: Buffer): Tar.Entry => {
 const walk = (root: string): { readonly entries: Array<PackEntry>; readonly skipped: Array<Skipped> } => {
   const out: Array<PackEntry> = []
   const skipped: Array<Skipped> = []
-  const visit = (absolute: Buffer, name: string, info: fs.Stats): void => {
+  const visit = (absolute: Buffer, name: string, info: Files.Stats): void => {
     const entry = entryOf(name, info, absolute)
     out.push({ entry, header: Tar.header(entry), source: absolute })
     if (!info.isDirectory()) return
-    for (const child of fs.readdirSync(absolute, { encoding: "buffer" }).sort(Buffer.compare)) {
+    for (const child of Files.Sync.readdir(absolute).sort(Buffer.compare)) {
       const childPath = Buffer.concat([absolute, slash, child])
-      const childInfo = fs.lstatSync(childPath)
+      const childInfo = Files.Sync.lstat(childPath)
       if (childInfo.isFile() || childInfo.isDirectory() || childInfo.isSymbolicLink()) {
         visit(childPath, `${name}/${Tar.byteString(child)}`, childInfo)
       } else {
@@ -81,7 +82,7 @@ const walk = (root: string): { readonly entries: Array<PackEntry>; readonly skip
       }
     }
   }
-  visit(Buffer.from(root), "t", fs.statSync(root))
+  visit(Buffer.from(root), "t", Files.Sync.stat(root))
   return { entries: out, skipped }
 }
 
@@ -102,7 +103,7 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
     let left = 0
     let current: PackEntry | undefined
     const closeCurrent = (): void => {
-      if (fd !== undefined) fs.closeSync(fd)
+      if (fd !== undefined) Files.Sync.close(fd)
       fd = undefined
     }
     // One pull: headers, content and padding, until the block is full or the archive ends.
@@ -113,7 +114,7 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
       while (filled < blockSize) {
         if (current !== undefined && left > 0) {
           const buffer = Buffer.allocUnsafe(Math.min(left, blockSize - filled))
-          const n = fs.readSync(fd!, buffer, 0, buffer.length, null)
+          const n = Files.Sync.read(fd!, buffer, 0, buffer.length)
           if (n === 0) {
             throw Object.assign(new Error(`${shown(current.source)} shrank while being sent`), {
               code: "ESHRANK"
@@ -144,8 +145,8 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
           left = next.entry.size
           // Walked as a regular file, but it may have been replaced since: O_NONBLOCK keeps the
           // open of a FIFO from waiting for a writer, with the whole process.
-          fd = fs.openSync(next.source, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
-          if (!fs.fstatSync(fd).isFile()) {
+          fd = Files.Sync.openReadNonBlocking(next.source)
+          if (!Files.Sync.fstat(fd).isFile()) {
             throw Object.assign(new Error(`${shown(next.source)} is no longer a regular file`), {
               code: "ECHANGED"
             })
@@ -162,7 +163,7 @@ export const packTree = (place: Place, root: string): Effect.Effect<PackedTree, 
           (block) => (block === undefined ? undefined : [block, undefined] as const)
         )
     ).pipe(
-      Stream.ensuring(Effect.sync(() => void (fd !== undefined && fs.closeSync(fd))))
+      Stream.ensuring(Effect.sync(() => void (fd !== undefined && Files.Sync.close(fd))))
     )
     return { size, files: entries.filter((e) => e.entry.type === "file").length, blocks, skipped }
   })
@@ -205,7 +206,7 @@ export class TreeWriter {
 
   /** Creates the root; throws like `fs` does. */
   open(): void {
-    fs.mkdirSync(this.root, { mode: 0o700 })
+    Files.Sync.mkdir(this.root, { mode: 0o700 })
   }
 
   private target(name: string): Buffer {
@@ -249,17 +250,17 @@ export class TreeWriter {
           const { entry } = event
           const at = this.target(entry.name)
           if (entry.type === "directory") {
-            if (entry.name !== ".") fs.mkdirSync(at, { recursive: true, mode: 0o700 })
+            if (entry.name !== ".") Files.Sync.mkdir(at, { recursive: true, mode: 0o700 })
             this.dirs.push([at, entry.mode & downloadModeMask])
           } else if (entry.type === "symlink") {
-            fs.symlinkSync(Tar.nameBytes(entry.linkTarget ?? ""), at)
+            Files.Sync.symlink(Tar.nameBytes(entry.linkTarget ?? ""), at)
             this.links.add(entry.name)
           } else if (entry.type === "hardlink") {
             // Its mode is the file's, set when that was written.
-            fs.linkSync(this.linkSource(entry.name, entry.linkTarget ?? ""), at)
+            Files.Sync.link(this.linkSource(entry.name, entry.linkTarget ?? ""), at)
             this.files++
           } else {
-            this.fd = fs.openSync(at, "wx", 0o600)
+            this.fd = Files.Sync.openExclusive(at, 0o600)
             this.mode = entry.mode & downloadModeMask
             this.written.add(entry.name)
             this.files++
@@ -270,12 +271,12 @@ export class TreeWriter {
           this.skipped.push({ name: Tar.nameBytes(event.name).toString("utf8"), kind: event.kind })
           break
         case "Data":
-          if (this.fd !== undefined) fs.writeSync(this.fd, event.bytes)
+          if (this.fd !== undefined) Files.Sync.writeAll(this.fd, event.bytes)
           break
         case "EntryEnd":
           if (this.fd !== undefined) {
-            fs.fchmodSync(this.fd, this.mode)
-            fs.closeSync(this.fd)
+            Files.Sync.fchmod(this.fd, this.mode)
+            Files.Sync.close(this.fd)
             this.fd = undefined
           }
           break
@@ -299,7 +300,7 @@ export class TreeWriter {
     const root = Buffer.from(this.root)
     for (const [dir, mode] of this.dirs.slice().reverse()) {
       if (dir.equals(root)) this.rootMode = mode
-      else fs.chmodSync(dir, mode)
+      else Files.Sync.chmod(dir, mode)
     }
   }
 
@@ -308,17 +309,17 @@ export class TreeWriter {
 
   /** Closes a file left open by a failed or cut transfer. */
   abandon(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd)
+    if (this.fd !== undefined) Files.Sync.close(this.fd)
     this.fd = undefined
   }
 }
 
 /** Gives the owner write permission on `dir` and every directory under it, links not followed. */
 const makeWritable = (dir: Buffer): void => {
-  const info = fs.lstatSync(dir)
+  const info = Files.Sync.lstat(dir)
   if (!info.isDirectory()) return
-  if ((info.mode & 0o200) === 0) fs.chmodSync(dir, (info.mode & 0o7777) | 0o200)
-  for (const name of fs.readdirSync(dir, { encoding: "buffer" })) {
+  if ((info.mode & 0o200) === 0) Files.Sync.chmod(dir, (info.mode & 0o7777) | 0o200)
+  for (const name of Files.Sync.readdir(dir)) {
     makeWritable(Buffer.concat([dir, slash, name]))
   }
 }
@@ -329,11 +330,11 @@ const makeWritable = (dir: Buffer): void => {
  * it is a cleanup, run when the outcome is decided.
  */
 export const removeTree = (dir: string): Effect.Effect<void> =>
-  Effect.try(() => fs.rmSync(dir, { recursive: true, force: true })).pipe(
+  Effect.try(() => Files.Sync.rm(dir, { recursive: true, force: true })).pipe(
     Effect.catch(() =>
       Effect.try(() => {
-        if (fs.existsSync(dir)) makeWritable(Buffer.from(dir))
-        fs.rmSync(dir, { recursive: true, force: true })
+        if (Files.Sync.exists(dir)) makeWritable(Buffer.from(dir))
+        Files.Sync.rm(dir, { recursive: true, force: true })
       })
     ),
     Effect.ignore
