@@ -64,7 +64,7 @@ export const make = Effect.gen(function*() {
       const credentials = yield* readKey(target)
       const gateway = target.gateway
       const attempt = Effect.gen(function*() {
-        const knownHosts = yield* knownHostsFiles.read(target.knownHostsFile)
+        const knownHosts = yield* knownHostsFiles.read(target)
         let readyTimeout = timeoutMillis(target.connectTimeout)
         let sock: Duplex
         if (gateway === undefined) {

@@ -46,6 +46,21 @@ export const via = (target: Target): string =>
   (target.host !== target.label ? ` (${target.host})` : "") +
   (target.gateway !== undefined ? ` through ${target.gateway.user}@${target.gateway.label}` : "")
 
+/** Whether a Node error code says this process or machine has no file descriptor left. */
+export const isOutOfDescriptors = (code: string): boolean => code === "EMFILE" || code === "ENFILE"
+
+/**
+ * A connection given up for want of a file descriptor. The limit is this machine's, not the
+ * network's or a setting's: say so, and what to change.
+ */
+export const outOfDescriptors = (target: Target, code: string, what: string): ConnectionError =>
+  connectionError(
+    target,
+    "disconnected",
+    `${what}: this machine ran out of file descriptors (${code}) before connecting; ` +
+      "raise the limit (`ulimit -n`) or run fewer hosts at once (`poolSize`)"
+  )
+
 /** Sorts an ssh2 or socket error into a reason. */
 export const classify = (
   target: Target,
@@ -54,15 +69,7 @@ export const classify = (
   const code = typeof error.code === "string" ? error.code : ""
   const message = error.message
   const detail = `${message}${via(target)}`
-  // The limit is this machine's, not the network's: say so, and what to change.
-  if (code === "EMFILE" || code === "ENFILE") {
-    return connectionError(
-      target,
-      "disconnected",
-      `${message}${via(target)}: this machine ran out of file descriptors (${code}) before connecting; ` +
-        "raise the limit (`ulimit -n`) or run fewer hosts at once (`poolSize`)"
-    )
-  }
+  if (isOutOfDescriptors(code)) return outOfDescriptors(target, code, `${message}${via(target)}`)
   if (code === "ECONNREFUSED" || /Connection refused/i.test(message)) {
     return connectionError(target, "refused", detail)
   }

@@ -12,7 +12,14 @@ import type { Duplex } from "node:stream"
 import ssh2, { type AuthenticationType, Client } from "ssh2"
 import { type ConnectionError, SettingsError } from "../../Errors.ts"
 import * as Files from "../local/files.ts"
-import { classify, connectionError, hostKeyError, via } from "./errors.ts"
+import {
+  classify,
+  connectionError,
+  hostKeyError,
+  isOutOfDescriptors,
+  outOfDescriptors,
+  via
+} from "./errors.ts"
 import * as KnownHosts from "./knownHosts.ts"
 import type { Target } from "./port.ts"
 import type { ConnectionState } from "./request.ts"
@@ -28,18 +35,20 @@ export interface Credentials {
  * Reads and checks the private key now, so that a bad file is a setting error, not a failed login
  * (rsync, which hands the key to the system ssh, checks it here too).
  */
-export const readKey = (target: Target): Effect.Effect<Credentials, SettingsError> => {
+export const readKey = (target: Target): Effect.Effect<Credentials, SettingsError | ConnectionError> => {
   const file = target.keyFile
   if (file === undefined) return Effect.succeed({ privateKey: undefined, passphrase: undefined })
   const passphrase = target.keyPassphrase === undefined ? undefined : Redacted.value(target.keyPassphrase)
   return Effect.gen(function*() {
     const privateKey = yield* Files.readFile(file).pipe(
       Effect.mapError((error) =>
-        new SettingsError({
-          setting: "keyFile",
-          value: file,
-          detail: `cannot read it (${String(error.cause)}); give the path of a readable private key file`
-        })
+        isOutOfDescriptors(error.code)
+          ? outOfDescriptors(target, error.code, `cannot read the key ${file}`)
+          : new SettingsError({
+            setting: "keyFile",
+            value: file,
+            detail: `cannot read it (${String(error.cause)}); give the path of a readable private key file`
+          })
       )
     )
     const parsed = ssh2.utils.parseKey(privateKey, passphrase)
@@ -59,7 +68,10 @@ export const readKey = (target: Target): Effect.Effect<Credentials, SettingsErro
 
 /** The known_hosts files of one layer: read, and added to, one writer at a time. */
 export interface KnownHostsFiles {
-  readonly read: (file: string) => Effect.Effect<ReadonlyArray<KnownHosts.Entry>>
+  /** The entries of the target's known_hosts file (none when it is missing). */
+  readonly read: (
+    target: Target
+  ) => Effect.Effect<ReadonlyArray<KnownHosts.Entry>, ConnectionError | SettingsError>
   /** Records a newly accepted host key, once, even when several connections learn it at once. */
   readonly record: (target: Target, blob: Buffer) => Effect.Effect<void>
 }
@@ -75,18 +87,32 @@ export const makeKnownHostsFiles = Effect.gen(function*() {
     string,
     { readonly stamp: string; readonly entries: ReadonlyArray<KnownHosts.Entry> }
   >()
-  // A file that cannot be read (not a missing one) is a defect, as it always was here.
-  const read = (file: string): Effect.Effect<ReadonlyArray<KnownHosts.Entry>> =>
+  // A file that exists and cannot be read is an unusable setting; no descriptor left to read it
+  // with is this machine's limit.
+  const read = (
+    target: Target
+  ): Effect.Effect<ReadonlyArray<KnownHosts.Entry>, ConnectionError | SettingsError> =>
     Effect.gen(function*() {
+      const file = target.knownHostsFile
       const stat = yield* Files.stat(file)
       if (stat === undefined) return []
-      const stamp = `${stat.mtimeMs}:${stat.size}:${stat.ino}`
+      const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
       const cached = cache.get(file)
       if (cached?.stamp === stamp) return cached.entries
       const entries = KnownHosts.parse(yield* Files.readFileString(file))
       cache.set(file, { stamp, entries })
       return entries
-    }).pipe(Effect.orDie)
+    }).pipe(
+      Effect.mapError((error) =>
+        isOutOfDescriptors(error.code)
+          ? outOfDescriptors(target, error.code, `cannot read ${target.knownHostsFile}`)
+          : new SettingsError({
+            setting: "knownHostsFile",
+            value: target.knownHostsFile,
+            detail: `cannot read it (${String(error.cause)}); give a readable known_hosts file`
+          })
+      )
+    )
   const record = (target: Target, blob: Buffer) =>
     lock.withPermit(
       Effect.gen(function*() {
