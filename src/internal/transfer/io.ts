@@ -202,7 +202,7 @@ export const openRemote = (
   sftp: SftpSession,
   place: Place,
   file: string,
-  flags: "r" | "wx",
+  flags: "r" | "wx" | "w",
   mode?: number
 ): Effect.Effect<SftpHandle, TransferError, Scope.Scope> =>
   Effect.acquireRelease(
