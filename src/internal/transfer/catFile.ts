@@ -16,7 +16,7 @@
 import * as Effect from "effect/Effect"
 import * as Pull from "effect/Pull"
 import * as Stream from "effect/Stream"
-import type { ConnectionError, TransferError } from "../../Errors.ts"
+import { ConnectionError, type TransferError } from "../../Errors.ts"
 import type { Connection, SftpSession } from "../../Ssh.ts"
 import * as Io from "./io.ts"
 import type * as Progress from "./progress.ts"
@@ -43,8 +43,9 @@ export const sendThroughCat = (
   blocks: Stream.Stream<Uint8Array, TransferError>,
   meter: Progress.Meter,
   pool: Io.BufferPool | undefined
-): Effect.Effect<boolean, TransferError | ConnectionError> =>
-  Effect.scoped(Effect.gen(function*() {
+): Effect.Effect<boolean, TransferError> => {
+  let sending = false
+  return Effect.scoped(Effect.gen(function*() {
     const channel = yield* connection.exec(
       Remote.shellLine(`IFS= read -r go || exit 1; echo ${ready}; exec cat > "$1"`, [file], undefined),
       { pty: false, alongside: true }
@@ -70,6 +71,7 @@ export const sendThroughCat = (
         return false
       }
     }
+    sending = true
     yield* blocks.pipe(
       Stream.buffer({ capacity: readAhead }),
       Stream.runForEach((block) =>
@@ -97,7 +99,22 @@ export const sendThroughCat = (
       )
     }
     return true
-  }))
+  })).pipe(
+    // A channel that could not be had (a server that refuses commands) while the connection
+    // stands: SFTP instead, nothing having been sent. Otherwise a failure of this file, which
+    // the caller tells apart from a dropped connection as it does for SFTP requests.
+    Effect.catchIf(
+      (error): error is ConnectionError => error instanceof ConnectionError,
+      (error) =>
+        !sending && connection.isOpen()
+          ? Effect.as(
+            Effect.logDebug(`no command channel for cat of ${place.path} (${error.detail}); SFTP instead`),
+            false
+          )
+          : Effect.fail(Io.transferError(place, "failed", error.detail))
+    )
+  )
+}
 
 /**
  * Sends `blocks` (exactly `size` bytes) into the new remote file `file`, through `cat` when the
