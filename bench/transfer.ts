@@ -15,7 +15,7 @@
  * command starts its own ssh, as it would from a shell. Environment: BENCH_N (runs per figure,
  * default 3), BENCH_FILE_MIB (default 256), BENCH_FILES (default 1000), BENCH_TOOLS (";" separated
  * names of the big-file cases to run besides ours and scp, e.g. "effect-threadbare, 1 core busy";
- * when given, the run stops after the big file).
+ * when given, the run stops after the big file), BENCH_SAMPLES=1 (print every run's time of the big file).
  */
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -23,6 +23,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import { execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
+import { createRequire } from "node:module"
 import { loadavg, tmpdir } from "node:os"
 import * as path from "node:path"
 import * as Settings from "../src/Settings.ts"
@@ -92,8 +93,24 @@ const loadText = () => loadavg().slice(0, 2).map((x) => fmt(x)).join(" / ")
 
 const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
 
+/**
+ * Whether ssh2 runs its native crypto binding (in-place AES-GCM) or falls back to JavaScript
+ * crypto (a cipher per packet): the library's figures depend on it by 15-25% of its CPU.
+ */
+const sshBinding = (): string => {
+  try {
+    createRequire(import.meta.url)("ssh2/lib/protocol/crypto/build/Release/sshcrypto.node")
+    return "ssh2's native crypto binding loaded"
+  } catch (error) {
+    return `ssh2's native crypto binding NOT loaded (${
+      String((error as Error).message).split("\n")[0]
+    }): JavaScript crypto; rebuild it with \`scripts/node.sh npm rebuild ssh2\``
+  }
+}
+
 const main = async () => {
   console.log(await machineNote())
+  console.log(sshBinding())
   const server = await startServer({ hostCount: 1 })
   const work = fs.mkdtempSync(path.join(tmpdir(), "tbbench-xfer-"))
   fs.chmodSync(work, 0o755)
@@ -216,6 +233,13 @@ const main = async () => {
       const up = stats(samples.get(c.name)!.ups).median
       const down = stats(samples.get(c.name)!.downs).median
       bigResults.set(c.name, { up, down })
+      if (process.env["BENCH_SAMPLES"] === "1") {
+        console.log(
+          c.name,
+          samples.get(c.name)!.ups.map(Math.round),
+          samples.get(c.name)!.downs.map(Math.round)
+        )
+      }
     }
     // Throughput relative to scp's, from the same rounds (so under the same load); the loaded
     // rows relative to scp's loaded runs.
