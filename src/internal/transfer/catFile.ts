@@ -72,7 +72,7 @@ export const sendThroughCat = (
       }
     }
     sending = true
-    yield* blocks.pipe(
+    const send = blocks.pipe(
       Stream.buffer({ capacity: readAhead }),
       Stream.runForEach((block) =>
         Effect.andThen(
@@ -84,6 +84,9 @@ export const sendThroughCat = (
         )
       )
     )
+    // A `cat` that ended early (a full disk) closes the channel, whose writes then take nothing:
+    // the file is not read on to its end for nothing, and its status and message say why.
+    yield* Effect.raceFirst(send, Effect.ignore(channel.exit))
     yield* channel.endInput
     while (yield* take) {
       // `cat` prints nothing; what comes is an error message, kept for the failure.
