@@ -35,7 +35,11 @@ if ! command -v node >/dev/null 2>&1 || ! new_enough node; then
     trap - EXIT
   fi
   PATH="$local_node/bin:$PATH"
-  export PATH
+  # Native addons (ssh2's crypto binding) are built against the headers of the Node that will load
+  # them: a user or system npm config may name another Node's (nodedir=/usr), which builds a
+  # binding that Node 24 refuses to load, and ssh2 then falls back to slower JavaScript crypto.
+  npm_config_nodedir="$local_node"
+  export npm_config_nodedir
 fi
 
 exec "$@"

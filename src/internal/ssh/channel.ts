@@ -133,22 +133,25 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
     return Effect.andThen(arrival, pull)
   })
 
-  // A full channel (`write` answers false: ssh2 holds more than its high-water mark, the server's
-  // window being spent) is waited on until it drains, or closes: input is then no longer read.
+  // Done once ssh2 has taken the bytes into packets (its write callback), or the channel closed:
+  // until then ssh2 may still hold them, so a caller may reuse its buffer only after this. A full
+  // channel (the server's window spent) is waited on until the server takes more; input is no
+  // longer read once the channel has closed.
   const write = (data: Uint8Array | string): Effect.Effect<void> =>
     Effect.suspend(() => {
       if (closed || !channel.writable) return Effect.void
-      if (channel.write(data)) return Effect.void
       return Effect.callback<void>((resume) => {
+        let settled = false
         const done = () => {
-          channel.off("drain", done)
+          if (settled) return
+          settled = true
           channel.off("close", done)
           resume(Effect.void)
         }
-        channel.on("drain", done)
         channel.on("close", done)
+        channel.write(data, () => done())
         return Effect.sync(() => {
-          channel.off("drain", done)
+          settled = true
           channel.off("close", done)
         })
       })

@@ -230,7 +230,7 @@ export const handshake = (
     if (target.password !== undefined) methods.push("password")
     const serverHostKey = KnownHosts.hostKeyAlgorithms(knownHosts, target.host, target.port)
     client.connect({
-      sock,
+      sock: coalesceWrites(sock),
       username: target.user,
       ...(credentials.privateKey !== undefined ? { privateKey: credentials.privateKey } : {}),
       ...(credentials.passphrase !== undefined ? { passphrase: credentials.passphrase } : {}),
@@ -253,6 +253,31 @@ export const handshake = (
       client.destroy()
     })
   })
+
+/**
+ * Gathers what ssh2 writes to `sock` in one turn of the event loop into one system call. ssh2
+ * writes every packet in two or three pieces (length, ciphertext, tag) straight to the socket; on
+ * a fast link the socket is always drained, so each piece would be a `write(2)` of its own: some
+ * 24,000 per 256 MiB sent, as much CPU as the encryption. Corked until the current tick ends,
+ * the pieces leave as one `writev(2)`; nothing waits longer than the code that wrote them.
+ */
+export const coalesceWrites = (sock: Duplex): Duplex => {
+  const write = sock.write.bind(sock) as (...args: ReadonlyArray<unknown>) => boolean
+  let corked = false
+  const uncork = () => {
+    corked = false
+    sock.uncork()
+  }
+  sock.write = ((...args: ReadonlyArray<unknown>) => {
+    if (!corked) {
+      corked = true
+      sock.cork()
+      process.nextTick(uncork)
+    }
+    return write(...args)
+  }) as Duplex["write"]
+  return sock
+}
 
 /** A TCP socket with Nagle off: with it on, each command on a warm connection waits ~40 ms. */
 export const directSocket = (target: Target): Duplex => {

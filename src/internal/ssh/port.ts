@@ -104,7 +104,8 @@ export interface CommandHandle {
   readonly stdin: Sink.Sink<void, Uint8Array | string>
   /**
    * Writes to the command's standard input, waiting while the channel is full; nothing once the
-   * channel has closed. For input written piece by piece while its end is decided elsewhere.
+   * channel has closed. Done once the connection has taken the bytes, so the buffer may be
+   * reused then. For input written piece by piece while its end is decided elsewhere.
    */
   readonly write: (data: Uint8Array | string) => Effect.Effect<void>
   /** Ends the command's standard input (end of file). */

@@ -19,6 +19,9 @@ import * as Remote from "./remote.ts"
 import { readPipeline } from "./sftpFile.ts"
 import * as Tree from "./tree.ts"
 
+/** The blocks a streamed download (`cat`) is written in. */
+const streamBlock = 1024 * 1024
+
 /** Where a download goes: memory, or a local path (already joined with the remote name). */
 export type Destination =
   | { readonly _tag: "Memory" }
@@ -184,12 +187,15 @@ export const downloadFile = Effect.fnUntraced(function*(
       return LocalFiles.localWrite(localPlace, local!.fd, bytes, offset)
     })
 
+  // `sudo cat` comes in packets of 32 KiB: gathered into blocks, one local write each.
+  const streamed = Io.gatherer(streamBlock, sink)
+  const onStream = (bytes: Uint8Array) => {
+    count(bytes.length)
+    return streamed.push(bytes)
+  }
   if (ctx.settings.useSudo) {
-    yield* streamRemote(ctx, Remote.catLine(target, Remote.sudoPrefix(ctx.settings)), (bytes) => {
-      const at = received
-      count(bytes.length)
-      return sink(at, bytes)
-    })
+    yield* streamRemote(ctx, Remote.catLine(target, Remote.sudoPrefix(ctx.settings)), onStream)
+    yield* streamed.flush
   } else {
     const handle = yield* Io.openRemote(sftp, place, target, "r")
     const pipeline = readPipeline(sftp)

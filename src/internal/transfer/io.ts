@@ -150,6 +150,38 @@ export const withOffsets =
       return [offset + block.length, pieces] as const
     })
 
+/**
+ * Gathers pieces of a stream (an SSH channel's 32 KiB packets) into blocks of `size` bytes, each
+ * written at its offset once full (and the last by `flush`): one local write per block instead
+ * of one thread-pool round trip per packet. One buffer, reused: a block is written before the
+ * next piece is taken.
+ */
+export const gatherer = <E>(
+  size: number,
+  write: (offset: number, bytes: Uint8Array) => Effect.Effect<void, E>
+) => {
+  const buffer = Buffer.allocUnsafeSlow(size)
+  let filled = 0
+  let offset = 0
+  const flush: Effect.Effect<void, E> = Effect.suspend(() => {
+    if (filled === 0) return Effect.void
+    const at = offset
+    const bytes = buffer.subarray(0, filled)
+    offset += filled
+    filled = 0
+    return write(at, bytes)
+  })
+  const push = (bytes: Uint8Array): Effect.Effect<void, E> =>
+    Effect.suspend(() => {
+      const n = Math.min(size - filled, bytes.length)
+      buffer.set(n === bytes.length ? bytes : bytes.subarray(0, n), filled)
+      filled += n
+      if (filled < size) return Effect.void
+      return n === bytes.length ? flush : Effect.andThen(flush, push(bytes.subarray(n)))
+    })
+  return { push, flush }
+}
+
 // -- SFTP -----------------------------------------------------------------------------------------
 
 /** An SFTP failure as the transfer's own error, about `place`. */
@@ -202,7 +234,7 @@ export const openRemote = (
   sftp: SftpSession,
   place: Place,
   file: string,
-  flags: "r" | "wx",
+  flags: "r" | "wx" | "w",
   mode?: number
 ): Effect.Effect<SftpHandle, TransferError, Scope.Scope> =>
   Effect.acquireRelease(

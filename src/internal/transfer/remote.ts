@@ -278,6 +278,18 @@ mkdir -p -- "$dir" 2>/dev/null || {
 `
 
 /**
+ * `tb_take N`: copies exactly N bytes of standard input to standard output, never reading past
+ * them. GNU `dd` does it in 1 MiB blocks; `head -c`, where `dd` is not GNU's, in GNU head's 8 KiB
+ * reads and 4 KiB writes, which made the copy of a 256 MiB sudo upload ~0.45 s instead of ~0.35 s
+ * (and `dd`'s is ~0.3 s, about what `cat` takes).
+ */
+const takeBytes = `tb_take() {
+  if dd --version >/dev/null 2>&1; then dd bs=1048576 count="$1" iflag=count_bytes,fullblock 2>/dev/null
+  else head -c "$1"; fi
+}
+`
+
+/**
  * The step between a result ready beside the target and its move into place: the script says
  * `ready` and reads one more line of its input. Only `go` lets it go on; the end of input (the
  * transfer was interrupted and its channel closed) makes it give up, removing what it made. So
@@ -285,7 +297,7 @@ mkdir -p -- "$dir" 2>/dev/null || {
  * only in a step it does not let an interruption cut ({@link runPlacing}). A closed output (the
  * `ready` cannot be written) or a signal ends the script through its EXIT trap too, which
  * removes what it made; a shell killed by a signal it does not trap would skip it. The content before
- * it is read by its exact size (`head -c`), so the `go` line is never taken for content.
+ * it is read by its exact size ({@link takeBytes}), so the `go` line is never taken for content.
  */
 const awaitGo = `echo ready
 IFS= read -r tbgo || tbgo=
@@ -299,13 +311,13 @@ IFS= read -r tbgo || tbgo=
  * the old file or the whole new one. Arguments: target, local name (or empty), transfer id, owner
  * (or empty), overwrite (1/0), size, mode (octal, or empty: keep the old file's, else 644).
  */
-export const putFileScript = `${placeTarget}size=$6 mode=$7
+export const putFileScript = `${placeTarget}${takeBytes}size=$6 mode=$7
 if [ -d "$target" ]; then echo "tb:is-directory the target is a directory; name the file to write" >&2; exit 3; fi
 if [ "$overwrite" = 0 ] && { [ -e "$target" ] || [ -L "$target" ]; }; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
 mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
 trap 'rm -rf -- "$tmp"' EXIT
 trap 'exit 5' HUP INT TERM PIPE
-( umask 077; head -c "$size" > "$tmp/f" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
+( umask 077; tb_take "$size" > "$tmp/f" ) 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
 got=$(wc -c < "$tmp/f")
 if [ "$got" -ne "$size" ]; then echo "tb:verify received $got bytes of $size" >&2; exit 3; fi
 if [ -n "$mode" ]; then chmod "$mode" "$tmp/f"
@@ -338,13 +350,13 @@ exec rm -rf -- "$@"`
  * read-only (and an old one being replaced) gets `u+w` for its move and its mode back after it.
  * Root needs none of that.
  */
-export const putTreeScript = `${placeTarget}size=$6
+export const putTreeScript = `${placeTarget}${takeBytes}size=$6
 if { [ -e "$target" ] || [ -L "$target" ]; } && [ ! -d "$target" ]; then echo "tb:is-directory the target exists and is not a directory" >&2; exit 3; fi
 if [ "$overwrite" = 0 ] && [ -e "$target" ]; then echo "tb:exists the target exists and overwrite is off" >&2; exit 3; fi
 mkdir -m 700 -- "$tmp" 2>/dev/null || { echo "tb:permission cannot write in $dir" >&2; exit 3; }
 trap 'rm -rf -- "$tmp" 2>/dev/null || { chmod -R u+w -- "$tmp"; rm -rf -- "$tmp"; }' EXIT
 trap 'exit 5' HUP INT TERM PIPE
-head -c "$size" | tar -x -f - -C "$tmp" --no-same-owner -p
+tb_take "$size" | tar -x -f - -C "$tmp" --no-same-owner -p
 if [ -n "$owner" ]; then chown -R -- "$owner" "$tmp/t"; fi
 newmode= oldmode=
 if [ ! -w "$tmp/t" ]; then newmode=$(stat -c %a -- "$tmp/t"); chmod u+w -- "$tmp/t"; fi

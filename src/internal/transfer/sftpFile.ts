@@ -5,7 +5,7 @@
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { TransferError } from "../../Errors.ts"
-import { type SftpSession } from "../../Ssh.ts"
+import { type SftpHandle, type SftpSession } from "../../Ssh.ts"
 import * as Io from "./io.ts"
 import * as Progress from "./progress.ts"
 
@@ -37,9 +37,31 @@ export const sftpRename = (sftp: SftpSession, place: Io.Place, from: string, to:
     sftp.extensions["posix-rename@openssh.com"] === "1" ? sftp.posixRename(from, to) : sftp.rename(from, to)
   )
 
-/** Opens a remote file for writing, exclusively; closed with its scope. */
-export const openRemoteWrite = (sftp: SftpSession, place: Io.Place, file: string) =>
-  Io.openRemote(sftp, place, file, "wx", 0o600)
+/**
+ * Opens a remote file for writing, exclusively (`wx`, a new file of mode 600), or one of ours
+ * made so before (`w`, emptied); closed with its scope.
+ */
+export const openRemoteWrite = (sftp: SftpSession, place: Io.Place, file: string, flags: "wx" | "w" = "wx") =>
+  Io.openRemote(sftp, place, file, flags, 0o600)
+
+/** Checks that an open remote file holds `size` bytes, and gives it `mode`. */
+export const finishFile = Effect.fnUntraced(function*(
+  sftp: SftpSession,
+  place: Io.Place,
+  handle: SftpHandle,
+  size: number,
+  mode: number | undefined
+) {
+  const written = yield* Io.sftpCall(place, sftp.fstat(handle))
+  if (written.size !== size) {
+    return yield* Io.transferError(
+      place,
+      "verify",
+      `wrote ${written.size} bytes of ${size}; the target was not replaced`
+    )
+  }
+  if (mode !== undefined) yield* Io.sftpCall(place, sftp.fchmod(handle, mode))
+})
 
 /** Sends `blocks` (exactly `size` bytes) into a new remote file and checks its size. */
 export const sendFile = Effect.fnUntraced(function*(
@@ -50,19 +72,12 @@ export const sendFile = Effect.fnUntraced(function*(
   size: number,
   meter: Progress.Meter,
   mode: number | undefined,
-  pool?: Io.BufferPool | undefined
+  pool?: Io.BufferPool | undefined,
+  flags: "wx" | "w" = "wx"
 ) {
-  const handle = yield* openRemoteWrite(sftp, place, file)
+  const handle = yield* openRemoteWrite(sftp, place, file, flags)
   // Never longer than the server takes as one request: ssh2 would send the rest after the answer.
   const chunkSize = Math.min(sftp.limits.maxWriteLength, pipeline.chunkSize)
   yield* Io.pipelinedWrite(sftp, handle, place, blocks, { ...pipeline, chunkSize }, meter.add, pool)
-  const written = yield* Io.sftpCall(place, sftp.fstat(handle))
-  if (written.size !== size) {
-    return yield* Io.transferError(
-      place,
-      "verify",
-      `wrote ${written.size} bytes of ${size}; the target was not replaced`
-    )
-  }
-  if (mode !== undefined) yield* Io.sftpCall(place, sftp.fchmod(handle, mode))
+  yield* finishFile(sftp, place, handle, size, mode)
 })

@@ -10,6 +10,7 @@ import { TransferError } from "../../Errors.ts"
 import * as Output from "../../Output.ts"
 import { resolveLocal, Settings } from "../../Settings.ts"
 import { type SftpSession, SshConnections } from "../../Ssh.ts"
+import * as CatFile from "./catFile.ts"
 import * as Io from "./io.ts"
 import { cleanup, hostOf, type Job, nonce, remotePlace, whileConnected } from "./job.ts"
 import * as LocalFiles from "./localFiles.ts"
@@ -131,16 +132,20 @@ export const putFileSftp = Effect.fnUntraced(function*(
     placed ? Effect.void : cleanup(ctx, Remote.shellLine(`rm -f -- "$1"`, [temp], undefined))
   )
   const mode = options.mode ?? (info === undefined ? source.mode ?? 0o644 : info.mode & 0o7777)
-  yield* sendFile(
-    sftp,
-    { ...place, path: destination },
-    temp,
-    source.blocks,
-    source.size,
-    meter,
-    mode,
-    source.pool
-  )
+  const at = { ...place, path: destination }
+  yield* source.size >= CatFile.catThreshold
+    ? CatFile.sendLargeFile(
+      ctx.connection,
+      sftp,
+      at,
+      temp,
+      source.blocks,
+      source.size,
+      meter,
+      mode,
+      source.pool
+    )
+    : sendFile(sftp, at, temp, source.blocks, source.size, meter, mode, source.pool)
   if (options.owner !== undefined) yield* chown(ctx, temp, options.owner, place)
   yield* sftpRename(sftp, { ...place, path: destination }, temp, destination)
   placed = true
@@ -195,8 +200,21 @@ export const putStaged = Effect.fnUntraced(function*(
     )
   )
   const data = `${stage}/data`
+  const at = remotePlace(ctx, data)
   yield* Effect.scoped(
-    sendFile(sftp, remotePlace(ctx, data), data, source.blocks, source.size, meter, undefined)
+    source.size >= CatFile.catThreshold
+      ? CatFile.sendLargeFile(
+        ctx.connection,
+        sftp,
+        at,
+        data,
+        source.blocks,
+        source.size,
+        meter,
+        undefined,
+        source.pool
+      )
+      : sendFile(sftp, at, data, source.blocks, source.size, meter, undefined, source.pool)
   )
 
   const common = [target, source.basename ?? "", id, options.owner ?? "", settings.overwrite ? "1" : "0"]
