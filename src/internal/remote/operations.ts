@@ -12,7 +12,7 @@ import { type Patch, Settings } from "../../Settings.ts"
 import { checkTimeout, finish } from "../command/command.ts"
 import * as Envelope from "../command/envelope.ts"
 import { build, type BuiltCommand, quote } from "../command/shell.ts"
-import { type HostString, parseHostString } from "../settings/hostString.ts"
+import { type HostString, missingHost, parseHostString } from "../settings/hostString.ts"
 import { withOptions } from "../settings/options.ts"
 import { guard, newMarker, RemoteTransport } from "./run.ts"
 import type { RemotePurpose, RemoteRequest } from "./transport.ts"
@@ -56,13 +56,7 @@ const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
 
 const hostOf = (settings: Settings): Effect.Effect<HostString, SettingsError> =>
   settings.host === undefined
-    ? Effect.fail(
-      new SettingsError({
-        setting: "host",
-        value: "",
-        detail: "no host to run on; set it with Settings.settings({ host: \"user@host\" }) or the host option"
-      })
-    )
+    ? Effect.fail(missingHost())
     : fromResult(parseHostString(settings.host))
 
 const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<string>, settings: Settings) {

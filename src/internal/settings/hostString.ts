@@ -37,6 +37,14 @@ export const parsePort = (text: string, setting = "port"): Result.Result<number,
   return Result.succeed(port)
 }
 
+/** The error of an operation run with no `host` set: what to set, and how. */
+export const missingHost = (): SettingsError =>
+  new SettingsError({
+    setting: "host",
+    value: "",
+    detail: "no host to run on; set it with Settings.settings({ host: \"user@host\" }) or the host option"
+  })
+
 /**
  * Parses a host string. Fails with a `SettingsError` naming `setting` (`host` by default, or
  * `port` for a bad port) when it is empty or malformed. Not cached: a parse takes under 1 µs.

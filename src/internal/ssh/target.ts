@@ -3,7 +3,6 @@
  * and `~/.ssh/config`, with the precedence host string > settings > ssh_config > default.
  */
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import { userInfo } from "node:os"
 import * as path from "node:path"
@@ -11,7 +10,7 @@ import { SettingsError } from "../../Errors.ts"
 import { defaults, expandHome, type Settings } from "../../Settings.ts"
 import * as Files from "../local/files.ts"
 import { durationError } from "../settings/duration.ts"
-import { isUserName, parseHostString, parsePort } from "../settings/hostString.ts"
+import { isUserName, missingHost, parseHostString, parsePort } from "../settings/hostString.ts"
 import * as SshConfig from "./config.ts"
 import type { Target } from "./port.ts"
 
@@ -38,7 +37,12 @@ const readConfig = (
   if (setting === false) return Effect.succeed({ blocks: [] })
   const file = absolute(setting)
   return Effect.gen(function*() {
-    const stat = yield* Files.stat(file)
+    // Resolved before every operation: the stamps are taken synchronously, as metadata calls
+    // that cannot block, not by a round trip through the thread pool each time.
+    const stat = yield* Effect.try({
+      try: () => Files.Sync.statIfExists(file),
+      catch: (error) => Files.fromNode("stat", file, error)
+    })
     if (stat === undefined) return undefined
     // ctime too: a tool that puts the modification time back (`touch -r`, `cp -p`, `rsync -t`)
     // cannot set it.
@@ -76,8 +80,8 @@ const keyFileFor = (
   const keyFile = settings.keyFile
   if (keyFile !== undefined) {
     const file = absolute(keyFile)
-    return Effect.flatMap(Files.exists(file), (exists) =>
-      exists
+    return Effect.suspend(() =>
+      Files.Sync.exists(file)
         ? Effect.succeed(file)
         : Effect.fail(
           new SettingsError({
@@ -86,12 +90,11 @@ const keyFileFor = (
             detail:
               `no such file (${file}); fix the path or leave keyFile unset to use ~/.ssh/config and the default keys`
           })
-        ))
+        )
+    )
   }
   // Like OpenSSH, identity files that do not exist are skipped silently.
-  return Effect.findFirst([...configured, ...defaultKeys].map(absolute), Files.exists).pipe(
-    Effect.map(Option.getOrUndefined)
-  )
+  return Effect.sync(() => [...configured, ...defaultKeys].map(absolute).find(Files.Sync.exists))
 }
 
 const checkPortSetting = (port: number | undefined): Effect.Effect<number | undefined, SettingsError> =>
@@ -149,6 +152,15 @@ const common = (settings: Settings) => ({
   maxChannels: Math.max(1, Math.floor(settings.maxChannels))
 })
 
+/** The ssh_config block of `host`, and the port it names, checked. */
+const configFor = Effect.fnUntraced(function*(account: Account, config: SshConfig.SshConfig, host: string) {
+  const hostConfig = SshConfig.resolve(config, host, { localUser: account.user(), home: account.home() })
+  const configPort = hostConfig.port === undefined
+    ? undefined
+    : yield* fromResult(parsePort(hostConfig.port, "port"))
+  return { hostConfig, configPort }
+})
+
 // A jump host: its own host string and ssh_config block; the `user` setting and key apply to it
 // as well, since deploy users usually log in to gateway and target alike.
 const resolveHop = Effect.fnUntraced(function*(
@@ -159,13 +171,7 @@ const resolveHop = Effect.fnUntraced(function*(
   gateway: Target | undefined
 ) {
   const parsed = yield* fromResult(parseHostString(text, "gateway"))
-  const hostConfig = SshConfig.resolve(config, parsed.host, {
-    localUser: account.user(),
-    home: account.home()
-  })
-  const configPort = hostConfig.port === undefined
-    ? undefined
-    : yield* fromResult(parsePort(hostConfig.port, "port"))
+  const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
   const target: Target = {
     ...common(settings),
     label: parsed.host,
@@ -181,23 +187,13 @@ const resolveHop = Effect.fnUntraced(function*(
 const resolveWith = Effect.fnUntraced(
   function*(account: Account, configCache: ConfigCache, settings: Settings) {
     if (settings.host === undefined) {
-      return yield* new SettingsError({
-        setting: "host",
-        value: "",
-        detail: "no host to run on; set it with Settings.settings({ host: \"user@host\" }) or the host option"
-      })
+      return yield* missingHost()
     }
     const parsed = yield* fromResult(parseHostString(settings.host))
     const port = yield* checkPortSetting(settings.port)
     yield* checkConnectionSettings(settings)
     const config = yield* readConfig(configCache, settings)
-    const hostConfig = SshConfig.resolve(config, parsed.host, {
-      localUser: account.user(),
-      home: account.home()
-    })
-    const configPort = hostConfig.port === undefined
-      ? undefined
-      : yield* fromResult(parsePort(hostConfig.port, "port"))
+    const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
 
     // ProxyJump may list several hops: each is reached through the one before it.
     const jumps =
