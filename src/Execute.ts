@@ -65,8 +65,7 @@ import * as Schedule from "effect/Schedule"
 import * as os from "node:os"
 import type { ConnectionError, WorkerCrashed } from "./Errors.ts"
 import * as Runs from "./internal/execute/runs.ts"
-import { makeWorkerPool, whole } from "./internal/execute/workerPool.ts"
-import type { Writer } from "./Output.ts"
+import { makeWorkerPool, type RunTarget, whole, type WorkerPoolShape } from "./internal/execute/workerPool.ts"
 import { Settings } from "./Settings.ts"
 import type { Task } from "./Task.ts"
 
@@ -294,14 +293,7 @@ export const successes = <O extends { readonly exit: Exit.Exit<any, any> }>(
  *
  * @since 0.1.0
  */
-export interface RunContext {
-  /** The host or label the run's output lines are prefixed with. */
-  readonly label: string
-  /** The run's settings, sent to the worker as they are. */
-  readonly settings: Settings
-  /** Where the run's output lines go. */
-  readonly output: Writer
-}
+export type RunContext = RunTarget
 
 /**
  * Worker processes for `parallel` runs, started once and shared by every `parallel` call made
@@ -315,23 +307,9 @@ export interface RunContext {
  *
  * @since 0.1.0
  */
-export class WorkerPool extends Context.Service<WorkerPool, {
-  /** The most runs in flight at once on the pool, every call together. */
-  readonly poolSize: number
-  /** How many worker processes the pool keeps. */
-  readonly workers: number
-  /** The options the pool was made with (runs re-run alone by `isolateCrashes` start with them). */
-  readonly options: PoolOptions
-  /**
-   * Runs `task` once on a worker of the pool, waiting for room within its bounds. Fails with
-   * the task's error, or `WorkerCrashed` when the worker dies.
-   */
-  readonly run: <I, A, E>(
-    task: Task<I, A, E>,
-    input: I,
-    run: RunContext
-  ) => Effect.Effect<A, E | WorkerCrashed>
-}>()("effect-threadbare/Execute/WorkerPool") {}
+export class WorkerPool extends Context.Service<WorkerPool, WorkerPoolShape<PoolOptions>>()(
+  "effect-threadbare/Execute/WorkerPool"
+) {}
 
 /**
  * Starts worker processes now and keeps them until the layer's scope closes: while it is

@@ -28,16 +28,26 @@ export interface PoolConfig {
 
 /** What one run needs besides its task and input: `Execute.RunContext`. */
 export interface RunTarget {
+  /** The host or label the run's output lines are prefixed with. */
   readonly label: string
+  /** The run's settings, sent to the worker as they are. */
   readonly settings: Settings
+  /** Where the run's output lines go. */
   readonly output: Writer
 }
 
 /** The service `Execute.WorkerPool` holds. */
 export interface WorkerPoolShape<O extends PoolConfig> {
+  /** The most runs in flight at once on the pool, every call together. */
   readonly poolSize: number
+  /** How many worker processes the pool keeps. */
   readonly workers: number
+  /** The options the pool was made with (runs re-run alone by `isolateCrashes` start with them). */
   readonly options: O
+  /**
+   * Runs `task` once on a worker of the pool, waiting for room within its bounds. Fails with
+   * the task's error, or `WorkerCrashed` when the worker dies.
+   */
   readonly run: <I, A, E>(
     task: Task<I, A, E>,
     input: I,
