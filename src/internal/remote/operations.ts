@@ -5,7 +5,6 @@
  * (`RemoteTransport`: over SSH by `run.ts`, or scripted by `Testing.layer`).
  */
 import * as Effect from "effect/Effect"
-import * as Result from "effect/Result"
 import { randomBytes } from "node:crypto"
 import { SettingsError } from "../../Errors.ts"
 import { type Patch, Settings } from "../../Settings.ts"
@@ -46,9 +45,6 @@ export type RemoteOptions = Pick<
   | "dryRun"
 >
 
-const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
-  Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)
-
 /** An unguessable nonce, for the sudo prompt: output that shows it gets the password written back. */
 const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
 
@@ -57,7 +53,7 @@ const nonce = Effect.sync(() => randomBytes(9).toString("hex"))
 const hostOf = (settings: Settings): Effect.Effect<HostString, SettingsError> =>
   settings.host === undefined
     ? Effect.fail(missingHost())
-    : fromResult(parseHostString(settings.host))
+    : Effect.fromResult(parseHostString(settings.host))
 
 const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<string>, settings: Settings) {
   const prompt = settings.useSudo && settings.sudoPassword !== undefined
@@ -75,7 +71,7 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
     env: settings.env
   }
   // What the user asked for, for messages and `realCommand`.
-  const built: BuiltCommand = yield* fromResult(build(spec))
+  const built: BuiltCommand = yield* Effect.fromResult(build(spec))
   // What is sent: under sudo, the start marker and the guard run as the user sudo switched to
   // (who alone may stop the command); without sudo the login shell sets the guard up itself.
   const prelude = [
@@ -86,7 +82,7 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads
   // /dev/null like the command itself.
   const sent: BuiltCommand = settings.useSudo && prelude.length > 0
-    ? yield* fromResult(build({
+    ? yield* Effect.fromResult(build({
       ...spec,
       sudoPrelude: prelude.join("; "),
       ...(settings.pty ? {} : { sudoInputFd: 4 })

@@ -3,7 +3,6 @@
  * and `~/.ssh/config`, with the precedence host string > settings > ssh_config > default.
  */
 import * as Effect from "effect/Effect"
-import * as Result from "effect/Result"
 import { userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../../Errors.ts"
@@ -23,9 +22,6 @@ interface Account {
 }
 
 const absolute = (p: string): string => path.resolve(expandHome(p))
-
-const fromResult = <A>(result: Result.Result<A, SettingsError>): Effect.Effect<A, SettingsError> =>
-  Result.isSuccess(result) ? Effect.succeed(result.success) : Effect.fail(result.failure)
 
 type ConfigCache = Map<string, { readonly stamp: string; readonly config: SshConfig.SshConfig }>
 
@@ -157,7 +153,7 @@ const configFor = Effect.fnUntraced(function*(account: Account, config: SshConfi
   const hostConfig = SshConfig.resolve(config, host, { localUser: account.user(), home: account.home() })
   const configPort = hostConfig.port === undefined
     ? undefined
-    : yield* fromResult(parsePort(hostConfig.port, "port"))
+    : yield* Effect.fromResult(parsePort(hostConfig.port, "port"))
   return { hostConfig, configPort }
 })
 
@@ -170,7 +166,7 @@ const resolveHop = Effect.fnUntraced(function*(
   config: SshConfig.SshConfig,
   gateway: Target | undefined
 ) {
-  const parsed = yield* fromResult(parseHostString(text, "gateway"))
+  const parsed = yield* Effect.fromResult(parseHostString(text, "gateway"))
   const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
   const target: Target = {
     ...common(settings),
@@ -189,7 +185,7 @@ const resolveWith = Effect.fnUntraced(
     if (settings.host === undefined) {
       return yield* missingHost()
     }
-    const parsed = yield* fromResult(parseHostString(settings.host))
+    const parsed = yield* Effect.fromResult(parseHostString(settings.host))
     const port = yield* checkPortSetting(settings.port)
     yield* checkConnectionSettings(settings)
     const config = yield* readConfig(configCache, settings)
