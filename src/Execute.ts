@@ -63,9 +63,12 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as os from "node:os"
-import type { ConnectionError, WorkerCrashed } from "./Errors.ts"
+import type { ConnectionError, SettingsError, WorkerCrashed } from "./Errors.ts"
+import type { Amount } from "./internal/execute/batches.ts"
+import * as Rolling from "./internal/execute/rolling.ts"
 import * as Runs from "./internal/execute/runs.ts"
 import { makeWorkerPool, type RunTarget, whole, type WorkerPoolShape } from "./internal/execute/workerPool.ts"
+import type { Report } from "./Report.ts"
 import { Settings } from "./Settings.ts"
 import type { Task } from "./Task.ts"
 
@@ -489,3 +492,88 @@ export const parallel = <I, A, E>(
   forEach(task, inputs, { ...options, mode: "parallel", failFast: true }).pipe(
     Effect.flatMap(Runs.firstFailure)
   )
+
+// -- rolling runs ------------------------------------------------------------------------------
+
+/**
+ * A batch size or a failure budget: a count of hosts, or a percentage such as `"25%"`.
+ *
+ * @example
+ * ```ts
+ * const canaryThenQuarters: ReadonlyArray<Execute.Amount> = [1, "25%"]
+ * ```
+ *
+ * @since 0.2.0
+ */
+export type { Amount }
+
+/**
+ * A batch of a rolling run, as its `before` and `after` gates receive it.
+ *
+ * @example
+ * ```ts
+ * const drain = (batch: Execute.Batch) => Effect.forEach(batch.hosts, (host) => Effect.log(`drain ${host}`))
+ * ```
+ *
+ * @since 0.2.0
+ */
+export type Batch = Rolling.Batch
+
+/**
+ * Options of {@link rolling}: how hosts are cut into batches, what may fail, what runs around
+ * each batch; plus the {@link Options} of every batch (`mode`, `poolSize`, `retry`, ...) and the
+ * task's `input` (required when it takes one).
+ *
+ * @example
+ * ```ts
+ * const options: Execute.RollingOptions<void> = { batches: [1, "25%", "100%"], maxFailures: "10%", pause: "30 seconds" }
+ * ```
+ *
+ * @since 0.2.0
+ */
+export type RollingOptions<I, R = never> = Rolling.RollingOptions<I, R>
+
+/**
+ * Runs `task` on `hosts` batch after batch, as a rolling or blue-green deploy does, and returns
+ * a {@link Report.Report} of every host and batch.
+ *
+ * `hosts` is a list cut by `batches` (`[1, "25%", "100%"]`: a canary, then a quarter of the
+ * fleet at a time), or explicit groups (`[blue, green]`). Each batch runs like
+ * {@link withHosts} (in workers by default, one pool for the whole run), between its `before`
+ * and `after` gates. A failed gate, or failures over `maxFailures` (per batch) or
+ * `maxFailuresTotal` (the whole run), stops the run: the batch's runs in flight are interrupted,
+ * and every host not started is in the report as `not-started` with the reason. Fails only
+ * with a `SettingsError` for bad options, before any host is touched.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: loadBalancer: { remove: (hosts: ReadonlyArray<string>) => Effect.Effect<void>; add: (hosts: ReadonlyArray<string>) => Effect.Effect<void> }
+ * const report = yield* Execute.rolling(deploy, [blue, green], {
+ *   before: (batch) => loadBalancer.remove(batch.hosts),
+ *   after: (batch) => loadBalancer.add(batch.hosts)
+ * })
+ * if (report.status === "stopped") yield* Effect.logError(report.reason)
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const rolling: {
+  <A, E, R = never>(
+    task: Task<void, A, E>,
+    hosts: ReadonlyArray<string> | ReadonlyArray<ReadonlyArray<string>>,
+    options?: RollingOptions<void, R>
+  ): Effect.Effect<Report<A, E | WorkerCrashed>, SettingsError, R>
+  <I, A, E, R = never>(
+    task: Task<I, A, E>,
+    hosts: ReadonlyArray<string> | ReadonlyArray<ReadonlyArray<string>>,
+    options: RollingOptions<I, R>
+  ): Effect.Effect<Report<A, E | WorkerCrashed>, SettingsError, R>
+} = Effect.fn("Execute.rolling")(function*(
+  task: Task<any, any, any>,
+  hosts: ReadonlyArray<string> | ReadonlyArray<ReadonlyArray<string>>,
+  options: RollingOptions<void, any> & { readonly input?: unknown } = {}
+) {
+  yield* annotate(task, hosts.length, options)
+  return yield* Rolling.rolling(task, hosts, options, yield* sharedPool(options))
+}) as any

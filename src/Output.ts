@@ -13,6 +13,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Events from "./internal/events/event.ts"
 import { Settings } from "./Settings.ts"
 
 /**
@@ -100,11 +101,13 @@ export const format = (template: string, fields: {
 
 /**
  * Prints one line of a command's output under the current settings: nothing when `quiet`,
- * the bare line without `displayPrefix`, else `lineTemplate` filled in.
+ * the bare line without `displayPrefix`, else `lineTemplate` filled in. Watchers of the run's
+ * events (`Events.consume`) get it as an `OutputLine` whatever the settings.
  *
  * @since 0.1.0
  */
 export const printLine = Effect.fnUntraced(function*(host: string, pipe: string, line: string) {
+  yield* Events.emit({ _tag: "OutputLine", host, pipe, line })
   const current = yield* Settings
   if (current.quiet) return
   const output = yield* Output
@@ -117,11 +120,13 @@ export const printLine = Effect.fnUntraced(function*(host: string, pipe: string,
 
 /**
  * Prints `[host] <verb>: <command>` before a command runs, unless `quiet` or not
- * `displayRunning`. `verb` is `run`, `sudo` or `local`.
+ * `displayRunning`. `verb` is `run`, `sudo` or `local`. Watchers of the run's events get it
+ * as a `CommandStarted` whatever the settings.
  *
  * @since 0.1.0
  */
 export const printRunning = Effect.fnUntraced(function*(host: string, verb: string, command: string) {
+  yield* Events.emit({ _tag: "CommandStarted", host, verb, command })
   const current = yield* Settings
   if (current.quiet || !current.displayRunning) return
   const output = yield* Output

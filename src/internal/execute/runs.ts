@@ -6,11 +6,13 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
+import * as References from "effect/References"
 import type * as Schedule from "effect/Schedule"
 import * as os from "node:os"
 import { type ConnectionError, WorkerCrashed } from "../../Errors.ts"
@@ -18,10 +20,13 @@ import { Output, type Writer } from "../../Output.ts"
 import { Settings } from "../../Settings.ts"
 import * as Ssh from "../../Ssh.ts"
 import type { Task } from "../../Task.ts"
+import * as Events from "../events/event.ts"
+import type { HostStatus } from "../events/event.ts"
 import {
   makeWorkerPool,
   type PoolConfig,
   prefixed,
+  runLogLevel,
   type RunTarget,
   whole,
   type WorkerPoolShape
@@ -35,6 +40,13 @@ export interface RunOptions extends PoolConfig {
   readonly failFast?: boolean | undefined
   readonly retry?: Schedule.Schedule<unknown, ConnectionError> | undefined
   readonly isolateCrashes?: boolean | undefined
+  /**
+   * Asked after each run ends: `true` interrupts the runs in flight and starts no more (a
+   * rolling batch over its failure budget). `failFast` is the same on any failure.
+   */
+  readonly stopWhen?: ((exit: Exit.Exit<unknown, unknown>) => boolean) | undefined
+  /** How many of its last output lines each run keeps in its `Ended` (default: none). */
+  readonly tail?: number | undefined
 }
 
 /** One run of a batch: how it is labelled, its input, and how it changes the caller's settings. */
@@ -42,12 +54,54 @@ export interface Run<I> {
   readonly label: string
   readonly input: I
   readonly patch: (settings: Settings) => Settings
+  /** The rolling batch it belongs to (from 1), for its events. */
+  readonly batch?: number | undefined
 }
 
-/** How one run ended, and after how many attempts. */
+/** How one run ended, and after how many attempts (0: it never started). */
 export interface Ended<A, E> {
   readonly exit: Exit.Exit<A, E>
   readonly attempts: number
+  /** From its first attempt's start to its end (0 when it never started). */
+  readonly durationMillis: number
+  /** Its last output lines, as printed (only with the `tail` option). */
+  readonly output: ReadonlyArray<string>
+}
+
+/** The status a run's end shows in events and reports. */
+export const statusOf = (ended: Ended<unknown, unknown>): HostStatus =>
+  ended.attempts === 0
+    ? "not-started"
+    : Exit.isSuccess(ended.exit)
+    ? "succeeded"
+    : Cause.hasInterruptsOnly(ended.exit.cause)
+    ? "interrupted"
+    : "failed"
+
+/** A one-line account of a failed run for events: its error's message, or the cause. */
+export const messageOf = (exit: Exit.Exit<unknown, unknown>): string | undefined => {
+  if (Exit.isSuccess(exit)) return undefined
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "Some") {
+    const value = error.value
+    return value instanceof Error
+      ? `${(value as { _tag?: string })._tag ?? value.name}: ${value.message}`
+      : String(value)
+  }
+  return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : Cause.pretty(exit.cause).split("\n")[0]
+}
+
+// Keeps the last `size` lines written through it, and passes them on.
+const tailing = (output: Writer, size: number) => {
+  const lines: Array<string> = []
+  const writer: Writer = {
+    write: (text) => {
+      lines.push(text.endsWith("\n") ? text.slice(0, -1) : text)
+      if (lines.length > size) lines.shift()
+      return output.write(text)
+    }
+  }
+  return { writer, lines }
 }
 
 /** How a run shows in output lines: the value when it is a string or number, else its position. */
@@ -80,14 +134,18 @@ const runInProcess = <I, A, E>(
   caller: Context.Context<never>,
   node: Context.Context<NodeServices.NodeServices>
 ): Effect.Effect<A, E> =>
-  task.run(input).pipe(
-    Effect.provideService(Settings, run.settings),
-    Effect.provideService(Output, prefixing(run.output, run.label)),
-    Effect.scoped,
-    Effect.provide(caller),
-    Effect.provide(Ssh.layer),
-    Effect.provide(node)
-  ) as Effect.Effect<A, E>
+  Effect.flatMap(runLogLevel(run.settings), (level) =>
+    task.run(input).pipe(
+      // Logs carry the host, and `quiet` keeps warnings and errors only, as in a worker.
+      Effect.annotateLogs({ host: run.label }),
+      Effect.provideService(References.MinimumLogLevel, level),
+      Effect.provideService(Settings, run.settings),
+      Effect.provideService(Output, prefixing(run.output, run.label)),
+      Effect.scoped,
+      Effect.provide(caller),
+      Effect.provide(Ssh.layer),
+      Effect.provide(node)
+    )) as Effect.Effect<A, E>
 
 // A run whose worker died while other runs shared it: it may not be the one that killed it.
 const isBystander = (error: unknown): error is WorkerCrashed =>
@@ -135,30 +193,31 @@ export const runAll = <I, A, E>(
       whole(options.poolSize ?? pooled?.poolSize ?? os.availableParallelism()),
       Math.max(1, runs.length)
     )
-    const contextOf = (run: Run<I>): RunTarget => ({
+    const contextOf = (run: Run<I>, runOutput: Writer): RunTarget => ({
       label: run.label,
       settings: run.patch(settings),
-      output
+      output: runOutput
     })
 
-    let runOnce: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>
+    let runOnce: (run: Run<I>, output: Writer) => Effect.Effect<A, E | WorkerCrashed>
     // A run again, alone in a worker of its own (isolateCrashes, parallel only).
-    let runAlone: ((run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) | undefined
+    let runAlone: ((run: Run<I>, output: Writer) => Effect.Effect<A, E | WorkerCrashed>) | undefined
     if (mode === "parallel") {
       const pool: WorkerPoolShape<PoolConfig> = pooled ?? (yield* makeWorkerPool(options, poolSize))
-      runOnce = (run) => pool.run(task, run.input, contextOf(run))
+      runOnce = (run, out) => pool.run(task, run.input, contextOf(run, out))
       if (options.isolateCrashes ?? true) {
         const alone = { ...pool.options, workers: 1 }
-        runAlone = (run) =>
+        runAlone = (run, out) =>
           Effect.scoped(
-            Effect.flatMap(makeWorkerPool(alone, 1), (single) => single.run(task, run.input, contextOf(run)))
+            Effect.flatMap(makeWorkerPool(alone, 1), (single) =>
+              single.run(task, run.input, contextOf(run, out)))
           )
       }
     } else if (mode === "fibers") {
       const node = yield* Layer.build(NodeServices.layer)
       // As in a worker: a copy of the settings, prompts refused (runs share one terminal).
-      runOnce = (run) => {
-        const context = contextOf(run)
+      runOnce = (run, out) => {
+        const context = contextOf(run, out)
         return runInProcess(
           task,
           run.input,
@@ -172,40 +231,77 @@ export const runAll = <I, A, E>(
       }
     } else {
       const node = yield* Layer.build(NodeServices.layer)
-      runOnce = (run) => runInProcess(task, run.input, contextOf(run), caller, node)
+      runOnce = (run, out) =>
+        runInProcess(task, run.input, contextOf(run, out), caller, node)
     }
 
     const ended: Array<Ended<A, E | WorkerCrashed> | undefined> = runs.map(() => undefined)
-    const one = (run: Run<I>, index: number) => {
-      let attempts = 0
-      const counted = (f: (run: Run<I>) => Effect.Effect<A, E | WorkerCrashed>) =>
-        Effect.suspend(() => {
-          attempts++
-          return f(run)
-        })
-      const attempt = runAlone === undefined
-        ? counted(runOnce)
-        : counted(runOnce).pipe(Effect.catchIf(isBystander, () => counted(runAlone)))
-      const retried = options.retry === undefined
-        ? attempt
-        : attempt.pipe(Effect.retry({
-          // Only connection failures reach the schedule (`while` filters first).
-          schedule: options.retry as Schedule.Schedule<unknown, E | WorkerCrashed>,
-          while: isRetryable
-        }))
-      return Effect.exit(retried).pipe(
-        Effect.flatMap((exit) => {
-          ended[index] = { exit, attempts }
-          // With failFast, failing this fiber makes forEach interrupt the others.
-          return options.failFast === true && Exit.isFailure(exit) ? Effect.fail(exit) : Effect.void
-        })
-      )
-    }
+    const one = (run: Run<I>, index: number) =>
+      Effect.gen(function*() {
+        let attempts = 0
+        const started = yield* Clock.currentTimeMillis
+        const kept = options.tail === undefined || options.tail <= 0
+          ? undefined
+          : tailing(output, options.tail)
+        const out = kept?.writer ?? output
+        const counted = (f: (run: Run<I>, output: Writer) => Effect.Effect<A, E | WorkerCrashed>) =>
+          Effect.suspend(() => {
+            attempts++
+            return Effect.andThen(
+              Events.emit({ _tag: "HostStarted", host: run.label, batch: run.batch, attempt: attempts }),
+              f(run, out)
+            )
+          })
+        const attempt = runAlone === undefined
+          ? counted(runOnce)
+          : counted(runOnce).pipe(Effect.catchIf(isBystander, () => counted(runAlone)))
+        const retried = options.retry === undefined
+          ? attempt
+          : attempt.pipe(Effect.retry({
+            // Only connection failures reach the schedule (`while` filters first).
+            schedule: options.retry as Schedule.Schedule<unknown, E | WorkerCrashed>,
+            while: isRetryable
+          }))
+        // Recorded on every end, interruption included: a run stopped in flight is
+        // `interrupted`, with its attempts, not taken for one that never started.
+        const record = (exit: Exit.Exit<A, E | WorkerCrashed>) =>
+          Effect.gen(function*() {
+            const durationMillis = (yield* Clock.currentTimeMillis) - started
+            const end: Ended<A, E | WorkerCrashed> = {
+              exit,
+              attempts,
+              durationMillis,
+              output: kept?.lines ?? []
+            }
+            ended[index] = end
+            const message = messageOf(exit)
+            yield* Events.emit({
+              _tag: "HostFinished",
+              host: run.label,
+              batch: run.batch,
+              status: statusOf(end),
+              attempts,
+              durationMillis,
+              ...(message === undefined ? {} : { message })
+            })
+          })
+        // The span of the run for its host: its commands and transfers are inside it.
+        const exit = yield* Effect.exit(
+          retried.pipe(
+            Effect.withSpan(`host ${run.label}`, { attributes: { host: run.label, batch: run.batch } }),
+            Effect.onExit(record)
+          )
+        )
+        // Failing this fiber makes forEach interrupt the others.
+        const stop = Exit.isFailure(exit) && (options.failFast === true ||
+          (options.stopWhen !== undefined && options.stopWhen(exit)))
+        if (stop) return yield* Effect.fail(exit)
+      })
     if (runs.length > 0) {
       const concurrency = mode === "serial" ? 1 : poolSize
       yield* Effect.forEach(runs, one, { concurrency, discard: true }).pipe(Effect.ignore)
     }
-    return ended.map((e) => e ?? { exit: Exit.interrupt(), attempts: 0 })
+    return ended.map((e) => e ?? { exit: Exit.interrupt(), attempts: 0, durationMillis: 0, output: [] })
   }))
 
 /**

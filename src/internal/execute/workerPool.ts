@@ -4,7 +4,9 @@
  * decoded outcome.
  */
 import * as Effect from "effect/Effect"
+import type * as LogLevel from "effect/LogLevel"
 import * as Pool from "effect/Pool"
+import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
@@ -14,6 +16,7 @@ import { WorkerCrashed } from "../../Errors.ts"
 import type { Writer } from "../../Output.ts"
 import type { Settings } from "../../Settings.ts"
 import type { Task } from "../../Task.ts"
+import * as Events from "../events/event.ts"
 import { exitCodec } from "./workerProtocol.ts"
 import * as WorkerSettings from "./workerSettings.ts"
 import { defaultCompileCache, makeSlot, type Slot } from "./workerSlot.ts"
@@ -67,6 +70,26 @@ export const prefixed = (label: string, text: string): string => {
   return line.startsWith(`[${label}]`) ? `${line}\n` : `[${label}] ${line}\n`
 }
 
+const severity: ReadonlyArray<LogLevel.LogLevel> = [
+  "All",
+  "Trace",
+  "Debug",
+  "Info",
+  "Warn",
+  "Error",
+  "Fatal",
+  "None"
+]
+
+/**
+ * The least severe log entry a run keeps: the current minimum, raised to warnings when the run's
+ * settings are `quiet` (its logs are then failures and warnings only, wherever it runs).
+ */
+export const runLogLevel = Effect.fnUntraced(function*(settings: Settings) {
+  const current = yield* References.MinimumLogLevel
+  return settings.quiet && severity.indexOf(current) < severity.indexOf("Warn") ? "Warn" : current
+})
+
 const runInWorker = <I, A, E>(
   slot: Slot,
   task: Task<I, A, E>,
@@ -75,6 +98,8 @@ const runInWorker = <I, A, E>(
 ): Effect.Effect<A, E | WorkerCrashed> =>
   Effect.gen(function*() {
     const encoded = yield* Schema.encodeEffect(Schema.toCodecJson(task.input))(input).pipe(Effect.orDie)
+    const sink = yield* Events.CurrentSink
+    const logLevel = yield* runLogLevel(run.settings)
     let done: unknown = undefined
     const crashed = (detail: string) => {
       const ended = slot.ended
@@ -95,13 +120,27 @@ const runInWorker = <I, A, E>(
           name: task.name,
           input: encoded as Schema.Json,
           // Secrets are revealed here, inside the IPC message only; the worker wraps them again.
-          settings: WorkerSettings.encode(run.settings)
+          settings: WorkerSettings.encode(run.settings),
+          events: sink !== undefined,
+          logLevel
         }).pipe(
-          Stream.runForEach((event) =>
-            event._tag === "Line" ? run.output.write(prefixed(run.label, event.text)) : Effect.sync(() => {
-              done = event.exit
-            })
-          ),
+          Stream.runForEach((event) => {
+            switch (event._tag) {
+              case "Line":
+                return run.output.write(prefixed(run.label, event.text))
+              case "Event":
+                return sink === undefined ? Effect.void : sink.publish(event.event)
+              case "Log":
+                // The worker's log, through this process's Logger, under the run's host.
+                return Effect.logWithLevel(event.level)(...event.message).pipe(
+                  Effect.annotateLogs({ ...event.annotations, host: run.label })
+                )
+              case "Done":
+                return Effect.sync(() => {
+                  done = event.exit
+                })
+            }
+          }),
           Effect.catchTag("RpcClientError", (error) => Effect.fail(crashed(error.message)))
         ),
       () => Effect.sync(() => slot.inFlight--)

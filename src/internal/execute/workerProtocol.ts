@@ -9,11 +9,21 @@
 import * as Rpc from "effect/rpc/Rpc"
 import * as RpcGroup from "effect/rpc/RpcGroup"
 import * as Schema from "effect/Schema"
+import { Event } from "../events/event.ts"
 import { SettingsWire } from "./workerSettings.ts"
 
-/** What a running task sends back: a whole output line, and once at the end its encoded `Exit`. */
+/**
+ * What a running task sends back: a whole output line, an event of the run (when the parent
+ * watches them), a log entry for the parent's `Logger`, and once at the end its encoded `Exit`.
+ */
 export const RunEvent = Schema.Union([
   Schema.TaggedStruct("Line", { text: Schema.String }),
+  Schema.TaggedStruct("Event", { event: Event }),
+  Schema.TaggedStruct("Log", {
+    level: Schema.Literals(["Trace", "Debug", "Info", "Warn", "Error", "Fatal"]),
+    message: Schema.Array(Schema.String),
+    annotations: Schema.Record(Schema.String, Schema.String)
+  }),
   Schema.TaggedStruct("Done", { exit: Schema.Json })
 ])
 
@@ -27,7 +37,11 @@ export class WorkerRpcs extends RpcGroup.make(
       module: Schema.String,
       name: Schema.String,
       input: Schema.Json,
-      settings: SettingsWire
+      settings: SettingsWire,
+      /** Send the run's events back (the parent has a sink installed). */
+      events: Schema.Boolean,
+      /** The least severe log entry the parent keeps for this run; the worker drops the rest. */
+      logLevel: Schema.Literals(["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"])
     },
     success: RunEvent,
     stream: true

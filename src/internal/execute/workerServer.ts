@@ -13,9 +13,11 @@ import * as NodeWorkerRunner from "@effect/platform-node/NodeWorkerRunner"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Formatter from "effect/Formatter"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Queue from "effect/Queue"
+import * as References from "effect/References"
 import * as RpcServer from "effect/rpc/RpcServer"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -23,6 +25,7 @@ import { Output } from "../../Output.ts"
 import { Settings } from "../../Settings.ts"
 import * as Ssh from "../../Ssh.ts"
 import * as Task from "../../Task.ts"
+import * as Events from "../events/event.ts"
 import { readableDefect, readableExit } from "./workerDefect.ts"
 import { exitCodec, inWorkerKey, type RunEvent, WorkerRpcs } from "./workerProtocol.ts"
 import * as WorkerSettings from "./workerSettings.ts" // Before any task module is imported: a module that runs the whole program on import would
@@ -85,18 +88,31 @@ const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), 
               Effect.asVoid
             )
         }
-        // Logs of the task (a failed command's "Fatal error", the task's own Effect.log) join
-        // its output, so they reach the parent in order and under the host's name instead of
-        // interleaving on a shared stderr.
-        const logger = Logger.map(Logger.formatSimple, (text) => {
-          for (const line of text.split("\n")) Queue.offerUnsafe(queue, { _tag: "Line", text: line })
+        // Logs of the task (a failed command's "Fatal error", the task's own Effect.log) go to
+        // the parent, which hands them to its own Logger annotated with the host.
+        const text = (value: unknown) => (typeof value === "string" ? value : Formatter.format(value))
+        const logger = Logger.make<unknown, void>(({ cause, fiber, logLevel, message }) => {
+          if (logLevel === "All" || logLevel === "None") return
+          const parts = Array.isArray(message) ? message.map(text) : [text(message)]
+          if (cause.reasons.length > 0) parts.push(Cause.pretty(cause))
+          const annotations: Record<string, string> = {}
+          for (const [key, value] of Object.entries(fiber.getRef(References.CurrentLogAnnotations))) {
+            annotations[key] = text(value)
+          }
+          Queue.offerUnsafe(queue, { _tag: "Log", level: logLevel, message: parts, annotations })
         })
         // A worker has no terminal of its own to ask on, whatever the parent's settings say.
         const settings = { ...WorkerSettings.decode(payload.settings), abortOnPrompts: true }
+        const sink: Events.Sink | undefined = payload.events
+          ? { publish: (event) => Queue.offer(queue, { _tag: "Event", event }).pipe(Effect.asVoid) }
+          : undefined
         const exit = yield* runTask(payload).pipe(
           Effect.catchDefect((defect) => encodeDefect(defect)),
           Effect.provideService(Settings, settings),
           Effect.provideService(Output, output),
+          Effect.provideService(Events.CurrentSink, sink),
+          // What the parent would drop is not sent (`quiet` keeps warnings and errors only).
+          Effect.provideService(References.MinimumLogLevel, payload.logLevel),
           Effect.provide(Logger.layer([logger])),
           // Connections belong to the run: they close when it ends, as they would in the parent.
           Effect.provide(Ssh.layer),

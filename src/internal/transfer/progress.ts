@@ -8,6 +8,7 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
+import * as Events from "../events/event.ts"
 
 /**
  * Where a transfer is, as `onProgress` receives it.
@@ -86,6 +87,15 @@ export const start = Effect.fnUntraced(function*(options: {
         done
       }
       if (options.onProgress !== undefined) yield* options.onProgress(progress)
+      yield* Events.emit({
+        _tag: "TransferProgress",
+        host: progress.host,
+        direction: progress.direction,
+        path: progress.path,
+        bytes: progress.bytes,
+        ...(progress.total === undefined ? {} : { total: progress.total }),
+        done
+      })
       if (draw && !done) {
         drawn = true
         yield* Effect.sync(() => process.stdout.write(`\r${render(progress)}\x1b[K`))

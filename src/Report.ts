@@ -1,0 +1,282 @@
+/**
+ * The report of a run over hosts (`Execute.rolling`): for every host its batch, how it ended
+ * (its typed success or error), attempts, duration and last output lines, or why it never
+ * started; for every batch its hosts, failures against its budget, and its gates.
+ *
+ * A report is a Schema made from the task's own Schemas ({@link schema}), so it is written to a
+ * file and read back with its errors still typed ({@link write}, {@link read}), and a later run
+ * can take only the hosts that did not succeed ({@link pending}).
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * const report = yield* Execute.rolling(deploy, hosts, { batches: [1, "25%", "100%"] })
+ * yield* Report.write(deploy, "deploy-report.json", report)
+ * // later, or in another process:
+ * const last = yield* Report.read(deploy, "deploy-report.json")
+ * yield* Execute.rolling(deploy, Report.pending(last))
+ * ```
+ *
+ * @since 0.2.0
+ */
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import * as Schema from "effect/Schema"
+import type { HostStatus } from "./internal/events/event.ts"
+import * as Events from "./internal/events/event.ts"
+import * as Files from "./internal/local/files.ts"
+import type { Task } from "./Task.ts"
+
+/**
+ * How a batch's `before` or `after` gate went: `skipped` when there is no such gate or the
+ * batch never reached it.
+ *
+ * @example
+ * ```ts
+ * const gate: Report.GateOutcome = { status: "failed", message: "web-1 is still in the pool", durationMillis: 30000 }
+ * ```
+ *
+ * @since 0.2.0
+ */
+export interface GateOutcome {
+  readonly status: "passed" | "failed" | "skipped"
+  readonly message?: string | undefined
+  readonly durationMillis: number
+}
+
+/**
+ * One batch of a rolling run.
+ *
+ * @example
+ * ```ts
+ * // declare: report: Report.Report<void, Errors.OperationError>
+ * const over = report.batches.filter((b) => b.failures > b.allowedFailures)
+ * ```
+ *
+ * @since 0.2.0
+ */
+export interface BatchReport {
+  /** Its position, from 1. */
+  readonly batch: number
+  readonly hosts: ReadonlyArray<string>
+  /** `passed`: within its budget and gates; `failed`: over budget or a gate failed; `not-started`. */
+  readonly status: "passed" | "failed" | "not-started"
+  /** Hosts of the batch that failed (interrupted ones not counted). */
+  readonly failures: number
+  /** The most failures the batch may have and still pass. */
+  readonly allowedFailures: number
+  readonly before: GateOutcome
+  readonly after: GateOutcome
+  readonly durationMillis: number
+}
+
+/**
+ * One host of a run.
+ *
+ * @example
+ * ```ts
+ * // declare: report: Report.Report<void, Errors.OperationError>
+ * for (const host of report.hosts) if (host.status === "not-started") console.log(host.host, host.reason)
+ * ```
+ *
+ * @since 0.2.0
+ */
+export interface HostReport<A, E> {
+  readonly host: string
+  /** The batch it belongs to, from 1. */
+  readonly batch: number
+  readonly status: HostStatus
+  /** Its typed outcome; absent when it never started. */
+  readonly exit?: Exit.Exit<A, E> | undefined
+  /** Why it never started, or why it was interrupted. */
+  readonly reason?: string | undefined
+  /** How many times the task started on it (0 when it never started). */
+  readonly attempts: number
+  readonly durationMillis: number
+  /** The last lines it printed. */
+  readonly output: ReadonlyArray<string>
+}
+
+/**
+ * The report of a run.
+ *
+ * @example
+ * ```ts
+ * // declare: report: Report.Report<void, Errors.OperationError>
+ * if (report.status === "stopped") yield* Effect.logError(`stopped: ${report.reason}`)
+ * ```
+ *
+ * @since 0.2.0
+ */
+export interface Report<A, E> {
+  readonly task: string
+  /** `stopped` when a gate or a failure budget ended the run before its last batch. */
+  readonly status: "completed" | "stopped"
+  readonly reason?: string | undefined
+  /** Milliseconds since the epoch. */
+  readonly startedAt: number
+  readonly durationMillis: number
+  readonly hosts: ReadonlyArray<HostReport<A, E>>
+  readonly batches: ReadonlyArray<BatchReport>
+}
+
+const Gate = Schema.Struct({
+  status: Schema.Literals(["passed", "failed", "skipped"]),
+  message: Schema.optional(Schema.String),
+  durationMillis: Schema.Number
+})
+
+/**
+ * The Schema of a report of `task`, made from the task's Schemas: its successes and typed
+ * errors are encoded as the task encodes them, defects as their message and stack. Use it with
+ * `Schema.toCodecJson` for JSON, or through {@link write} and {@link read}.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * const json = Schema.encodeSync(Schema.toCodecJson(Report.schema(deploy)))(report)
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const schema = <A, E>(
+  task: Pick<Task<any, A, E>, "success" | "error">
+): Schema.Codec<Report<A, E>, unknown> =>
+  Schema.Struct({
+    task: Schema.String,
+    status: Schema.Literals(["completed", "stopped"]),
+    reason: Schema.optional(Schema.String),
+    startedAt: Schema.Number,
+    durationMillis: Schema.Number,
+    hosts: Schema.Array(Schema.Struct({
+      host: Schema.String,
+      batch: Schema.Number,
+      status: Events.HostStatus,
+      exit: Schema.optional(Schema.Exit(task.success, task.error, Schema.Defect({ includeStack: true }))),
+      reason: Schema.optional(Schema.String),
+      attempts: Schema.Number,
+      durationMillis: Schema.Number,
+      output: Schema.Array(Schema.String)
+    })),
+    batches: Schema.Array(Schema.Struct({
+      batch: Schema.Number,
+      hosts: Schema.Array(Schema.String),
+      status: Schema.Literals(["passed", "failed", "not-started"]),
+      failures: Schema.Number,
+      allowedFailures: Schema.Number,
+      before: Gate,
+      after: Gate,
+      durationMillis: Schema.Number
+    }))
+  }) as unknown as Schema.Codec<Report<A, E>, unknown>
+
+/**
+ * A report could not be written or read: the file, and what went wrong.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * Report.read(deploy, "missing.json").pipe(Effect.catchTag("ReportError", (e) => Effect.logError(e.message)))
+ * ```
+ *
+ * @since 0.2.0
+ */
+export class ReportError extends Schema.TaggedError<ReportError>()("ReportError", {
+  path: Schema.String,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `report ${this.path}: ${this.detail}`
+  }
+}
+
+const codec = <A, E>(task: Pick<Task<any, A, E>, "success" | "error">) =>
+  Schema.fromJsonString(Schema.toCodecJson(schema(task)))
+
+/**
+ * Writes `report` to `path` as JSON, whole or not at all: it goes to a new file beside `path`
+ * that is then renamed over it.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * yield* Report.write(deploy, "deploy-report.json", report)
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const write = <A, E>(
+  task: Pick<Task<any, A, E>, "success" | "error">,
+  path: string,
+  report: Report<A, E>
+): Effect.Effect<void, ReportError> =>
+  Effect.gen(function*() {
+    const text = yield* Schema.encodeEffect(codec(task))(report).pipe(
+      Effect.mapError((error) =>
+        new ReportError({ path, detail: `cannot encode it with the task's Schemas: ${error.message}` })
+      )
+    )
+    const temporary = `${path}.${process.pid}.${Date.now()}.tmp`
+    yield* Effect.try({
+      try: () => {
+        try {
+          const fd = Files.Sync.openExclusive(temporary, 0o644)
+          try {
+            Files.Sync.writeAll(fd, Buffer.from(text))
+          } finally {
+            Files.Sync.close(fd)
+          }
+          Files.Sync.rename(temporary, path)
+        } catch (cause) {
+          Files.Sync.rm(temporary, { force: true })
+          throw cause
+        }
+      },
+      catch: (cause) =>
+        new ReportError({ path, detail: `cannot write it: ${Files.fromNode("write", path, cause).message}` })
+    })
+  })
+
+/**
+ * Reads a report written by {@link write}, decoded with the task's Schemas.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * const last = yield* Report.read(deploy, "deploy-report.json")
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const read = <A, E>(
+  task: Pick<Task<any, A, E>, "success" | "error">,
+  path: string
+): Effect.Effect<Report<A, E>, ReportError> =>
+  Files.readFileString(path).pipe(
+    Effect.mapError((error) => new ReportError({ path, detail: `cannot read it: ${error.message}` })),
+    Effect.flatMap((text) =>
+      Schema.decodeEffect(codec(task))(text).pipe(
+        Effect.mapError((error) =>
+          new ReportError({
+            path,
+            detail: `it is not a report of this task (written for another task or version?): ${error.message}`
+          })
+        )
+      )
+    )
+  )
+
+/**
+ * The hosts that did not succeed, in their order: failed, interrupted, or never started. Give
+ * them to a new run to finish a deploy that stopped.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * yield* Execute.rolling(deploy, Report.pending(yield* Report.read(deploy, "deploy-report.json")))
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const pending = (report: Pick<Report<unknown, unknown>, "hosts">): Array<string> =>
+  report.hosts.filter((host) => host.status !== "succeeded").map((host) => host.host)
