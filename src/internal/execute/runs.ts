@@ -64,7 +64,7 @@ export interface Ended<A, E> {
   readonly attempts: number
   /** From its first attempt's start to its end (0 when it never started). */
   readonly durationMillis: number
-  /** Its last output lines, as printed (only with the `tail` option). */
+  /** Its last output lines, printed or not (only with the `tail` option). */
   readonly output: ReadonlyArray<string>
 }
 
@@ -91,17 +91,20 @@ export const messageOf = (exit: Exit.Exit<unknown, unknown>): string | undefined
   return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : Cause.pretty(exit.cause).split("\n")[0]
 }
 
-// Keeps the last `size` lines written through it, and passes them on.
-const tailing = (output: Writer, size: number) => {
+// Keeps the last `size` output lines of a run from its events (printed or not: `quiet` runs
+// keep theirs too), and passes every event on to the caller's consumer, if any.
+const tailing = (outer: Events.Sink | undefined, size: number) => {
   const lines: Array<string> = []
-  const writer: Writer = {
-    write: (text) => {
-      lines.push(text.endsWith("\n") ? text.slice(0, -1) : text)
-      if (lines.length > size) lines.shift()
-      return output.write(text)
+  const sink: Events.Sink = {
+    publish: (event) => {
+      if (event._tag === "OutputLine") {
+        lines.push(event.line)
+        if (lines.length > size) lines.shift()
+      }
+      return outer === undefined ? Effect.void : outer.publish(event)
     }
   }
-  return { writer, lines }
+  return { sink, lines }
 }
 
 /** How a run shows in output lines: the value when it is a string or number, else its position. */
@@ -141,6 +144,7 @@ const runInProcess = <I, A, E>(
       Effect.provideService(References.MinimumLogLevel, level),
       Effect.provideService(Settings, run.settings),
       Effect.provideService(Output, prefixing(run.output, run.label)),
+      run.events === undefined ? (effect) => effect : Effect.provideService(Events.CurrentSink, run.events),
       Effect.scoped,
       Effect.provide(caller),
       Effect.provide(Ssh.layer),
@@ -193,15 +197,19 @@ export const runAll = <I, A, E>(
       whole(options.poolSize ?? pooled?.poolSize ?? os.availableParallelism()),
       Math.max(1, runs.length)
     )
-    const contextOf = (run: Run<I>, runOutput: Writer): RunTarget => ({
+    const watcher = yield* Events.CurrentSink
+    const contextOf = (run: Run<I>, events: Events.Sink | undefined): RunTarget => ({
       label: run.label,
       settings: run.patch(settings),
-      output: runOutput
+      output,
+      events
     })
 
-    let runOnce: (run: Run<I>, output: Writer) => Effect.Effect<A, E | WorkerCrashed>
+    let runOnce: (run: Run<I>, events: Events.Sink | undefined) => Effect.Effect<A, E | WorkerCrashed>
     // A run again, alone in a worker of its own (isolateCrashes, parallel only).
-    let runAlone: ((run: Run<I>, output: Writer) => Effect.Effect<A, E | WorkerCrashed>) | undefined
+    let runAlone:
+      | ((run: Run<I>, events: Events.Sink | undefined) => Effect.Effect<A, E | WorkerCrashed>)
+      | undefined
     if (mode === "parallel") {
       const pool: WorkerPoolShape<PoolConfig> = pooled ?? (yield* makeWorkerPool(options, poolSize))
       runOnce = (run, out) => pool.run(task, run.input, contextOf(run, out))
@@ -242,9 +250,11 @@ export const runAll = <I, A, E>(
         const started = yield* Clock.currentTimeMillis
         const kept = options.tail === undefined || options.tail <= 0
           ? undefined
-          : tailing(output, options.tail)
-        const out = kept?.writer ?? output
-        const counted = (f: (run: Run<I>, output: Writer) => Effect.Effect<A, E | WorkerCrashed>) =>
+          : tailing(watcher, options.tail)
+        const out = kept?.sink ?? watcher
+        const counted = (
+          f: (run: Run<I>, events: Events.Sink | undefined) => Effect.Effect<A, E | WorkerCrashed>
+        ) =>
           Effect.suspend(() => {
             attempts++
             return Effect.andThen(

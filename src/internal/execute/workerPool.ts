@@ -37,6 +37,8 @@ export interface RunTarget {
   readonly settings: Settings
   /** Where the run's output lines go. */
   readonly output: Writer
+  /** Where the run's events go; by default the current `Events` consumer, if any. */
+  readonly events?: Events.Sink | undefined
 }
 
 /** The service `Execute.WorkerPool` holds. */
@@ -98,7 +100,7 @@ const runInWorker = <I, A, E>(
 ): Effect.Effect<A, E | WorkerCrashed> =>
   Effect.gen(function*() {
     const encoded = yield* Schema.encodeEffect(Schema.toCodecJson(task.input))(input).pipe(Effect.orDie)
-    const sink = yield* Events.CurrentSink
+    const sink = run.events ?? (yield* Events.CurrentSink)
     const logLevel = yield* runLogLevel(run.settings)
     let done: unknown = undefined
     const crashed = (detail: string) => {

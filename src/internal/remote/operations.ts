@@ -11,6 +11,7 @@ import { type Patch, Settings } from "../../Settings.ts"
 import { checkTimeout, finish } from "../command/command.ts"
 import * as Envelope from "../command/envelope.ts"
 import { build, type BuiltCommand, quote } from "../command/shell.ts"
+import * as Events from "../events/event.ts"
 import { type HostString, missingHost, parseHostString } from "../settings/hostString.ts"
 import { withOptions } from "../settings/options.ts"
 import { guard, newMarker, RemoteTransport } from "./run.ts"
@@ -121,7 +122,8 @@ const execute = Effect.fnUntraced(function*(
     display: built.display,
     line: built.line,
     settings,
-    printing: !settings.quiet,
+    // Lines are cut and handed on when printed, or when someone watches the run's events.
+    printing: !settings.quiet || (yield* Events.CurrentSink) !== undefined,
     keep: !settings.discardOutput,
     redact: (text) => redact(text),
     start: (sink) => transport.start(request, sink, (f) => (redact = f))
