@@ -13,6 +13,7 @@
  * @example
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: hosts: ReadonlyArray<string>
  * const report = yield* Execute.rolling(deploy, hosts, { batches: [1, "50%"] }).pipe(
  *   Events.consume((events) =>
  *     Stream.runForEach(events, (event) =>
@@ -37,6 +38,7 @@ import { Output, type Writer } from "./Output.ts"
  *
  * @example
  * ```ts
+ * // declare: line: string
  * const parsed = Schema.decodeUnknownSync(Events.Event)(JSON.parse(line))
  * ```
  *
@@ -100,6 +102,7 @@ const silent: Writer = { write: () => Effect.void }
  * @example
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: hosts: ReadonlyArray<string>
  * const failed: Array<string> = []
  * yield* Execute.withHosts(deploy, hosts).pipe(
  *   Events.consume((events) =>
@@ -151,6 +154,7 @@ export const consume = <R2>(
  * @example
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: hosts: ReadonlyArray<string>
  * yield* Execute.rolling(deploy, hosts).pipe(Events.consume(Events.ndjson(), { output: "hide" }))
  * ```
  *

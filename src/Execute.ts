@@ -549,6 +549,8 @@ export type RollingOptions<I, R = never> = Rolling.RollingOptions<I, R>
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
  * // declare: loadBalancer: { remove: (hosts: ReadonlyArray<string>) => Effect.Effect<void>; add: (hosts: ReadonlyArray<string>) => Effect.Effect<void> }
+ * // declare: blue: ReadonlyArray<string>
+ * // declare: green: ReadonlyArray<string>
  * const report = yield* Execute.rolling(deploy, [blue, green], {
  *   before: (batch) => loadBalancer.remove(batch.hosts),
  *   after: (batch) => loadBalancer.add(batch.hosts)

@@ -10,6 +10,7 @@
  * @example
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: hosts: ReadonlyArray<string>
  * const report = yield* Execute.rolling(deploy, hosts, { batches: [1, "25%", "100%"] })
  * yield* Report.write(deploy, "deploy-report.json", report)
  * // later, or in another process:
@@ -22,6 +23,7 @@
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
+import { WorkerCrashed } from "./Errors.ts"
 import type { HostStatus } from "./internal/events/event.ts"
 import * as Events from "./internal/events/event.ts"
 import * as Files from "./internal/local/files.ts"
@@ -128,12 +130,14 @@ const Gate = Schema.Struct({
 
 /**
  * The Schema of a report of `task`, made from the task's Schemas: its successes and typed
- * errors are encoded as the task encodes them, defects as their message and stack. Use it with
+ * errors (and `WorkerCrashed`) are encoded as the task encodes them, defects as their message
+ * and stack. Use it with
  * `Schema.toCodecJson` for JSON, or through {@link write} and {@link read}.
  *
  * @example
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: report: Report.Report<void, Errors.OperationError>
  * const json = Schema.encodeSync(Schema.toCodecJson(Report.schema(deploy)))(report)
  * ```
  *
@@ -141,7 +145,7 @@ const Gate = Schema.Struct({
  */
 export const schema = <A, E>(
   task: Pick<Task<any, A, E>, "success" | "error">
-): Schema.Codec<Report<A, E>, unknown> =>
+): Schema.Codec<Report<A, E | WorkerCrashed>, unknown> =>
   Schema.Struct({
     task: Schema.String,
     status: Schema.Literals(["completed", "stopped"]),
@@ -152,7 +156,14 @@ export const schema = <A, E>(
       host: Schema.String,
       batch: Schema.Number,
       status: Events.HostStatus,
-      exit: Schema.optional(Schema.Exit(task.success, task.error, Schema.Defect({ includeStack: true }))),
+      // A worker that died is a failure of every task, whatever its own errors.
+      exit: Schema.optional(
+        Schema.Exit(
+          task.success,
+          Schema.Union([task.error, WorkerCrashed]),
+          Schema.Defect({ includeStack: true })
+        )
+      ),
       reason: Schema.optional(Schema.String),
       attempts: Schema.Number,
       durationMillis: Schema.Number,
@@ -168,7 +179,7 @@ export const schema = <A, E>(
       after: Gate,
       durationMillis: Schema.Number
     }))
-  }) as unknown as Schema.Codec<Report<A, E>, unknown>
+  }) as unknown as Schema.Codec<Report<A, E | WorkerCrashed>, unknown>
 
 /**
  * A report could not be written or read: the file, and what went wrong.
@@ -200,6 +211,7 @@ const codec = <A, E>(task: Pick<Task<any, A, E>, "success" | "error">) =>
  * @example
  * ```ts
  * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: report: Report.Report<void, Errors.OperationError>
  * yield* Report.write(deploy, "deploy-report.json", report)
  * ```
  *
@@ -208,7 +220,7 @@ const codec = <A, E>(task: Pick<Task<any, A, E>, "success" | "error">) =>
 export const write = <A, E>(
   task: Pick<Task<any, A, E>, "success" | "error">,
   path: string,
-  report: Report<A, E>
+  report: Report<A, E | WorkerCrashed>
 ): Effect.Effect<void, ReportError> =>
   Effect.gen(function*() {
     const text = yield* Schema.encodeEffect(codec(task))(report).pipe(
@@ -251,7 +263,7 @@ export const write = <A, E>(
 export const read = <A, E>(
   task: Pick<Task<any, A, E>, "success" | "error">,
   path: string
-): Effect.Effect<Report<A, E>, ReportError> =>
+): Effect.Effect<Report<A, E | WorkerCrashed>, ReportError> =>
   Files.readFileString(path).pipe(
     Effect.mapError((error) => new ReportError({ path, detail: `cannot read it: ${error.message}` })),
     Effect.flatMap((text) =>

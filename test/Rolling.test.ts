@@ -11,14 +11,14 @@ import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { CommandFailed, SettingsError } from "../src/Errors.ts"
+import { CommandFailed, SettingsError, WorkerCrashed } from "../src/Errors.ts"
 import * as Events from "../src/Events.ts"
 import * as Execute from "../src/Execute.ts"
 import { plan } from "../src/internal/execute/batches.ts"
 import * as Report from "../src/Report.ts"
 import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
-import { step } from "./fixtures/rolling-tasks.ts"
+import { crashOrRefuse, NotReady, step } from "./fixtures/rolling-tasks.ts"
 import { failureOf, uniqueMarker } from "./support.ts"
 
 const server = readServerFromEnv()
@@ -339,6 +339,29 @@ describe("Execute.rolling on the server", () => {
         assert.include(bad.message, file)
         const missing = failureOf(yield* Effect.exit(Report.read(step, path.join(dir, "missing.json"))))
         assert.include(missing.message, "missing.json")
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }))
+
+  it.live("a report keeps a task's own errors and a crashed worker typed through a file", () =>
+    Effect.gen(function*() {
+      const hosts = ["a", "b", "c"]
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tb-report-"))
+      const file = path.join(dir, "report.json")
+      try {
+        const report = yield* Execute.rolling(crashOrRefuse, hosts, {
+          input: { crash: "b", refuse: "c" },
+          maxFailures: 2,
+          poolSize: 3,
+          workers: 3
+        })
+        yield* Report.write(crashOrRefuse, file, report)
+        const read = yield* Report.read(crashOrRefuse, file)
+        assert.deepStrictEqual(Object.values(statuses(read)), ["succeeded", "failed", "failed"])
+        assert.instanceOf(failureOf(read.hosts[1]!.exit!), WorkerCrashed)
+        assert.strictEqual((failureOf(read.hosts[1]!.exit!) as WorkerCrashed).signal, "SIGKILL")
+        assert.instanceOf(failureOf(read.hosts[2]!.exit!), NotReady)
       } finally {
         fs.rmSync(dir, { recursive: true, force: true })
       }
