@@ -206,7 +206,8 @@ const codec = <A, E>(task: Pick<Task<any, A, E>, "success" | "error">) =>
 
 /**
  * Writes `report` to `path` as JSON, whole or not at all: it goes to a new file beside `path`
- * that is then renamed over it.
+ * that is then renamed over it. The file is readable by its owner only (mode 0600): it holds
+ * the hosts' last output lines.
  *
  * @example
  * ```ts
@@ -232,7 +233,7 @@ export const write = <A, E>(
     yield* Effect.try({
       try: () => {
         try {
-          const fd = Files.Sync.openExclusive(temporary, 0o644)
+          const fd = Files.Sync.openExclusive(temporary, 0o600)
           try {
             Files.Sync.writeAll(fd, Buffer.from(text))
           } finally {

@@ -3,10 +3,12 @@
  * and for the run, gates stopping the run with every remaining host reported, in-flight runs
  * interrupted with nothing left on the server, and a rerun from a report written to a file.
  */
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -17,6 +19,7 @@ import * as Execute from "../src/Execute.ts"
 import { plan } from "../src/internal/execute/batches.ts"
 import * as Report from "../src/Report.ts"
 import * as Settings from "../src/Settings.ts"
+import * as Testing from "../src/Testing.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 import { crashOrRefuse, NotReady, step } from "./fixtures/rolling-tasks.ts"
 import { failureOf, uniqueMarker } from "./support.ts"
@@ -365,5 +368,34 @@ describe("Execute.rolling on the server", () => {
       } finally {
         fs.rmSync(dir, { recursive: true, force: true })
       }
+    }))
+
+  it.effect("under Testing.layer, a rolling deploy runs on scripted hosts and stops where the script fails", () =>
+    Effect.gen(function*() {
+      const fleet = ["web-1.invalid", "web-2.invalid", "web-3.invalid", "web-4.invalid"]
+      const { ran, report } = yield* Effect.gen(function*() {
+        const report = yield* Execute.rolling(step, fleet, { input: input(), batches: [1, 2] }).pipe(
+          Settings.hide
+        )
+        return { report, ran: yield* Testing.commands }
+      }).pipe(
+        Effect.provide(Layer.mergeAll(
+          Testing.layer({
+            commands: [
+              { command: /step on/, host: "web-2.invalid", exitCode: 1 },
+              { command: /step on/, stdout: "step on scripted\n" }
+            ]
+          }),
+          NodeServices.layer
+        ))
+      )
+      assert.strictEqual(report.status, "stopped")
+      assert.strictEqual(report.hosts[0]!.status, "succeeded")
+      assert.strictEqual(report.hosts[1]!.status, "failed")
+      // Its batch partner may have finished, been interrupted, or not have started yet.
+      assert.include(["succeeded", "interrupted", "not-started"], report.hosts[2]!.status)
+      assert.strictEqual(report.hosts[3]!.status, "not-started")
+      assert.notInclude(ran.map((c) => c.host), "web-4.invalid")
+      assert.includeMembers(ran.map((c) => c.host), ["web-1.invalid", "web-2.invalid"])
     }))
 })
