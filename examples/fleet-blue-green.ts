@@ -53,6 +53,8 @@ const main = Effect.gen(function*() {
   for (const [host, version] of yield* serving(root, hosts)) {
     if (version !== "v2") problems.push(`${host} serves ${version}, not v2`)
     if (members[host] !== "in") problems.push(`${host} is ${members[host]} in the pool`)
+    const sick = yield* LoadBalancer.health(lb, host)
+    if (sick !== undefined) problems.push(`${host} is not healthy: ${sick}`)
   }
   let inService = hosts.length
   let fewest = inService
@@ -65,7 +67,7 @@ const main = Effect.gen(function*() {
     return yield* Effect.fail(new Error(`the deploy did not do its job: ${problems.join("; ")}`))
   }
   yield* Console.log(
-    `\nall ${hosts.length} hosts serve v2 and are in the pool; at least ${fewest} hosts served throughout`
+    `\nall ${hosts.length} hosts serve v2, are in the pool and healthy; at least ${fewest} hosts served throughout`
   )
 })
 

@@ -124,6 +124,12 @@ export const pool = (lb: string): Effect.Effect<Record<string, Membership>, Load
 export const changes = (lb: string): Effect.Effect<ReadonlyArray<Change>, LoadBalancerError> =>
   request("GET", `${lb}/log`).pipe(Effect.map((r) => r.body.changes))
 
+/** The balancer's health check of `host`, once: `undefined` when healthy, else why not. */
+export const health = (lb: string, host: string): Effect.Effect<string | undefined, LoadBalancerError> =>
+  request("GET", `${lb}/health?host=${host}`).pipe(
+    Effect.map(({ body, status }) => status === 200 ? undefined : String(body.detail))
+  )
+
 // Polls `check` every 100 ms, `times` times at most: a gate never waits unbounded, and when it
 // gives up its error is the last thing it saw, not a bare "timed out".
 const poll = <A>(check: Effect.Effect<A, LoadBalancerError>, times: number) =>
@@ -157,10 +163,10 @@ export const restore = (
     for (const host of hosts) yield* request("POST", `${lb}/add?host=${host}`)
     yield* Effect.forEach(hosts, (host) =>
       poll(
-        request("GET", `${lb}/health?host=${host}`).pipe(Effect.flatMap(({ body, status }) =>
-          status === 200
+        health(lb, host).pipe(Effect.flatMap((detail) =>
+          detail === undefined
             ? Effect.void
-            : Effect.fail(new LoadBalancerError({ message: `${host} is not healthy: ${body.detail}` }))
+            : Effect.fail(new LoadBalancerError({ message: `${host} is not healthy: ${detail}` }))
         )),
         times
       ), { concurrency: "unbounded", discard: true })
