@@ -49,6 +49,23 @@ const examples: ReadonlyArray<Example> = [
   { file: "transfer-memory.ts", expect: ["round trip identical: true", "refused: TransferError (exists)"] },
   { file: "transfer-directory.ts", expect: ["downloaded 202 entries", "bin/start mode 755"] },
   { file: "transfer-rsync.ts", expect: ["mirrored: app.js, assets", "partial transfer due to error"] },
+  {
+    file: "fleet-blue-green.ts",
+    expect: [
+      "load balancer: 127.0.0.1, 127.0.0.2, 127.0.0.3 drained and out of the pool",
+      "report: completed",
+      "all 6 hosts serve v2, are in the pool and healthy; at least 3 hosts served throughout"
+    ]
+  },
+  {
+    file: "fleet-canary.ts",
+    expect: [
+      "report: stopped (the after gate of batch 2 failed: LoadBalancerError: 127.0.0.3 is not healthy",
+      "127.0.0.5   batch 3  not-started the after gate of batch 2 failed",
+      "to finish: 127.0.0.2, 127.0.0.3, 127.0.0.4, 127.0.0.5, 127.0.0.6",
+      "all 6 hosts serve v3, are in the pool and healthy, the canary deployed once"
+    ]
+  },
   { file: "execute-pool.ts", expect: ["started pool, 2nd call: 8 hosts", "fibers: 8 hosts", "0 failures"] },
   {
     file: "testing-layer.ts",

@@ -5,7 +5,7 @@
  *
  * A report is a Schema made from the task's own Schemas ({@link schema}), so it is written to a
  * file and read back with its errors still typed ({@link write}, {@link read}), and a later run
- * can take only the hosts that did not succeed ({@link pending}).
+ * can take only the hosts a stopped deploy left unfinished ({@link pending}).
  *
  * @example
  * ```ts
@@ -280,8 +280,12 @@ export const read = <A, E>(
   )
 
 /**
- * The hosts that did not succeed, in their order: failed, interrupted, or never started. Give
- * them to a new run to finish a deploy that stopped.
+ * The hosts a deploy still has to do, in their order: those that failed, were interrupted or
+ * never started, and every host of a batch that did not pass. A host whose own run succeeded
+ * in a batch whose `after` gate failed (or that went over its failure budget, so its `after`
+ * gate never ran) was never confirmed: it may be unhealthy or still out of the load balancer.
+ * A rerun deploys it again and runs the gates on it. Give them to a new run to finish a deploy
+ * that stopped.
  *
  * @example
  * ```ts
@@ -291,5 +295,11 @@ export const read = <A, E>(
  *
  * @since 0.2.0
  */
-export const pending = (report: Pick<Report<unknown, unknown>, "hosts">): Array<string> =>
-  report.hosts.filter((host) => host.status !== "succeeded").map((host) => host.host)
+export const pending = (report: Pick<Report<unknown, unknown>, "hosts" | "batches">): Array<string> => {
+  const passed = new Set(
+    report.batches.filter((batch) => batch.status === "passed").map((batch) => batch.batch)
+  )
+  return report.hosts.filter((host) => host.status !== "succeeded" || !passed.has(host.batch)).map((host) =>
+    host.host
+  )
+}
