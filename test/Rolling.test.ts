@@ -276,12 +276,20 @@ describe("Execute.rolling on the server", () => {
       const hosts = server.hosts.slice(0, 5)
       const mark = uniqueMarker("rolling")
       for (const mode of ["parallel", "fibers"] as const) {
-        const report = yield* Execute.rolling(step, hosts, {
-          input: input({ marker: mark, failOn: [hosts[0]!], sleepOn: hosts.slice(1, 3) }),
-          batches: [3],
-          mode,
-          poolSize: 3
-        }).pipe(connection)
+        const { events, result: report } = yield* withEvents(
+          Execute.rolling(step, hosts, {
+            input: input({ marker: mark, failOn: [hosts[0]!], sleepOn: hosts.slice(1, 3) }),
+            batches: [3],
+            mode,
+            poolSize: 3
+          }).pipe(connection)
+        )
+        const returned = Date.now()
+        const failedAt = events.find((e) => e._tag === "HostFinished" && e.status === "failed")!.at
+        console.log(
+          `[measure] rolling (${mode}) returned ${returned - failedAt} ms after the failure; ` +
+            `remote commands left at return: ${remoteProcesses(mark).length}`
+        )
         assert.strictEqual(report.status, "stopped", mode)
         assert.deepStrictEqual(Object.values(statuses(report)), [
           "failed",
