@@ -15,6 +15,7 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Redacted from "effect/Redacted"
 import * as References from "effect/References"
+import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import { execFileSync, spawn } from "node:child_process"
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -28,6 +29,7 @@ import {
   SettingsError,
   TransferError
 } from "../src/Errors.ts"
+import * as Events from "../src/Events.ts"
 import * as Operations from "../src/Operations.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
@@ -82,7 +84,11 @@ const observe = <A, E>(seen: Observed, self: Effect.Effect<A, E, Ssh.SshConnecti
         }`
       )
     })
+    // Every event of the program, as a consumer would see and print it.
     const exit = yield* self.pipe(
+      Events.consume((events) =>
+        Stream.runForEach(events, (event) => Effect.sync(() => void seen.texts.push(JSON.stringify(event))))
+      ),
       Effect.withTracer(tracer),
       Effect.provide(Layer.mergeAll(Output.layerCollect(collector), Logger.layer([logger]))),
       Effect.exit
@@ -368,6 +374,10 @@ describe("secrets", () => {
       }
       assert.include(stdout, "CommandFailed")
       assert.include(stdout, "[127.0.0.1] out: root", "workers' output reached the program's output")
+      // The watched rolling run: its events and its report were printed, and hold no secret either.
+      assert.include(stdout, "REPORT completed")
+      assert.include(stdout, "\"_tag\":\"OutputLine\"")
+      assert.include(stdout, "\"_tag\":\"CommandStarted\"")
       assertAbsent([stdout, stderr], [password, wrong])
       assert.deepStrictEqual(machine.hits, [])
     }))
