@@ -4,7 +4,7 @@
  * THREADBARE_SSHD_STATE set, checks its exit code and output, stops the server, and exits
  * non-zero when any example failed.
  */
-import { spawnSync } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { startServer, STATE_ENV } from "../tests-remote/server.ts"
 
@@ -12,6 +12,11 @@ interface Example {
   readonly file: string
   /** Texts the output must contain. */
   readonly expect: ReadonlyArray<string>
+  /**
+   * Runs with a stand-in OTLP collector (`otlp-receiver.ts`) at OTEL_EXPORTER_OTLP_ENDPOINT;
+   * what it received (printed when it stops) counts as the example's output.
+   */
+  readonly collector?: boolean
 }
 
 const examples: ReadonlyArray<Example> = [
@@ -68,6 +73,17 @@ const examples: ReadonlyArray<Example> = [
   },
   { file: "execute-pool.ts", expect: ["started pool, 2nd call: 8 hosts", "fibers: 8 hosts", "0 failures"] },
   {
+    file: "trace-collector.ts",
+    collector: true,
+    expect: [
+      "deploy completed: 4 hosts",
+      "received",
+      "spans in 1 trace(s)",
+      "  Execute.rolling\n    batch 1\n      host 127.0.0.1\n",
+      "Operations.remote: uname -r"
+    ]
+  },
+  {
     file: "testing-layer.ts",
     expect: [
       "web-2.invalid: git clone",
@@ -80,13 +96,44 @@ const dir = fileURLToPath(new URL(".", import.meta.url))
 const server = await startServer({ hostCount: 8 })
 process.once("exit", () => server.stopSync())
 let failed = 0
+/** Starts `otlp-receiver.ts` on a free port; `stop` ends it and gives what it printed. */
+const startCollector = () =>
+  new Promise<{ readonly endpoint: string; readonly stop: () => Promise<string> }>((resolve, reject) => {
+    const child = spawn(process.execPath, [`${dir}otlp-receiver.ts`, "0"], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let printed = ""
+    child.stdout.setEncoding("utf8")
+    child.stdout.on("data", (text: string) => {
+      printed += text
+      const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(printed)?.[1]
+      if (port !== undefined) {
+        resolve({
+          endpoint: `http://127.0.0.1:${port}`,
+          stop: () =>
+            new Promise((done) => {
+              child.once("exit", () => done(printed))
+              child.kill("SIGTERM")
+            })
+        })
+      }
+    })
+    child.once("exit", (code) => reject(new Error(`the OTLP receiver exited (${code}): ${printed}`)))
+  })
+
 for (const example of examples) {
+  const collector = example.collector === true ? await startCollector() : undefined
   const child = spawnSync(process.execPath, [`${dir}${example.file}`], {
-    env: { ...process.env, [STATE_ENV]: server.stateDir },
+    env: {
+      ...process.env,
+      [STATE_ENV]: server.stateDir,
+      ...(collector === undefined ? {} : { OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint })
+    },
     encoding: "utf8",
     timeout: 120_000
   })
-  const output = `${child.stdout}${child.stderr}`
+  const received = collector === undefined ? "" : await collector.stop()
+  const output = `${child.stdout}${child.stderr}${received}`
   const missing = example.expect.filter((text) => !output.includes(text))
   if (child.status === 0 && missing.length === 0) {
     console.log(`ok   ${example.file}`)

@@ -73,7 +73,8 @@ export interface Envelope<E, R> {
 export const run = Effect.fnUntraced(function*<E, R>(envelope: Envelope<E, R>) {
   const { display, host, settings } = envelope
   yield* checkTimeout(settings.timeout)
-  yield* Effect.annotateCurrentSpan({ host, command: display })
+  // The command as printed: the user's text, without the variables and sudo password around it.
+  yield* Effect.annotateCurrentSpan({ host, command: display, verb: envelope.verb })
   yield* Output.printRunning(host, envelope.verb, display)
   if (settings.dryRun) return dryRunResult(host, display, envelope.line)
 
@@ -103,6 +104,10 @@ export const run = Effect.fnUntraced(function*<E, R>(envelope: Envelope<E, R>) {
     })
   }
   const ending = outcome.value
+  // The span of the operation (`Operations.remote`, `Operations.local`) says how it ended.
+  yield* Effect.annotateCurrentSpan(
+    ending.signal !== null ? { signal: ending.signal } : { exitCode: ending.exitCode }
+  )
   return new CommandResult({
     host,
     command: display,

@@ -14,6 +14,7 @@ import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import * as References from "effect/References"
 import type * as Schedule from "effect/Schedule"
+import * as Tracer from "effect/Tracer"
 import * as os from "node:os"
 import { type ConnectionError, WorkerCrashed } from "../../Errors.ts"
 import { Output, type Writer } from "../../Output.ts"
@@ -186,7 +187,8 @@ export const runAll = <I, A, E>(
     }
     const settings = yield* Settings
     const output = yield* Output
-    const caller = yield* Effect.context<never>()
+    // Without the caller's span: a run's spans belong under its `host` span, not beside it.
+    const caller = Context.omit(Tracer.ParentSpan)(yield* Effect.context<never>())
     // Worker processes build their own transports: under `Testing.layer`, whose scripted ones
     // live in this process, every run stays here, in a fiber.
     const mode = (yield* InProcessOnly) && (options.mode ?? "parallel") === "parallel"

@@ -21,6 +21,7 @@ import { exitCodec } from "./workerProtocol.ts"
 import * as WorkerSettings from "./workerSettings.ts"
 import { defaultCompileCache, makeSlot, type Slot } from "./workerSlot.ts"
 import { stopIfUnresponsive } from "./workerStop.ts"
+import { makeRelay } from "./workerTrace.ts"
 
 /** What a pool reads of `Execute.PoolOptions` (its `poolSize` is resolved by the caller). */
 export interface PoolConfig {
@@ -102,6 +103,7 @@ const runInWorker = <I, A, E>(
     const encoded = yield* Schema.encodeEffect(Schema.toCodecJson(task.input))(input).pipe(Effect.orDie)
     const sink = run.events ?? (yield* Events.CurrentSink)
     const logLevel = yield* runLogLevel(run.settings)
+    const relay = yield* makeRelay
     let done: unknown = undefined
     const crashed = (detail: string) => {
       const ended = slot.ended
@@ -124,7 +126,8 @@ const runInWorker = <I, A, E>(
           // Secrets are revealed here, inside the IPC message only; the worker wraps them again.
           settings: WorkerSettings.encode(run.settings),
           events: sink !== undefined,
-          logLevel
+          logLevel,
+          ...(relay === undefined ? {} : { trace: relay.trace })
         }).pipe(
           Stream.runForEach((event) => {
             switch (event._tag) {
@@ -137,6 +140,10 @@ const runInWorker = <I, A, E>(
                 return Effect.logWithLevel(event.level)(...event.message).pipe(
                   Effect.annotateLogs({ ...event.annotations, host: run.label })
                 )
+              case "SpanStart":
+                return Effect.sync(() => relay?.start(event))
+              case "SpanEnd":
+                return Effect.sync(() => relay?.end(event))
               case "Done":
                 return Effect.sync(() => {
                   done = event.exit
@@ -146,7 +153,11 @@ const runInWorker = <I, A, E>(
           Effect.catchTag("RpcClientError", (error) => Effect.fail(crashed(error.message)))
         ),
       () => Effect.sync(() => slot.inFlight--)
-    ).pipe(Effect.onInterrupt(() => stopIfUnresponsive(slot)))
+    ).pipe(
+      Effect.onInterrupt(() => stopIfUnresponsive(slot)),
+      // Spans the worker could not end (its run stopped, the worker dead) are ended here.
+      Effect.onExit((exit) => relay === undefined ? Effect.void : relay.close(exit))
+    )
     if (done === undefined) return yield* crashed("the worker ended the run without an outcome")
     const exit = yield* Schema.decodeUnknownEffect(exitCodec(task.success, task.error))(done).pipe(
       Effect.orDie

@@ -24,8 +24,44 @@ export const RunEvent = Schema.Union([
     message: Schema.Array(Schema.String),
     annotations: Schema.Record(Schema.String, Schema.String)
   }),
+  // Spans of the task, re-created by the parent in its own trace (only when it sent `trace`).
+  // A span's attributes and events travel with its end: Effect sets them after the span starts.
+  Schema.TaggedStruct("SpanStart", {
+    id: Schema.String,
+    parentId: Schema.optional(Schema.String),
+    name: Schema.String,
+    kind: Schema.Literals(["internal", "server", "client", "producer", "consumer"]),
+    sampled: Schema.Boolean,
+    /** Nanoseconds since the epoch, a bigint as its decimal digits. */
+    startTime: Schema.String
+  }),
+  Schema.TaggedStruct("SpanEnd", {
+    id: Schema.String,
+    endTime: Schema.String,
+    status: Schema.Literals(["ok", "error", "interrupted"]),
+    /** The first error of a failed span, as Effect's exporters show it. */
+    error: Schema.optional(
+      Schema.Struct({ name: Schema.String, message: Schema.String, stack: Schema.String })
+    ),
+    attributes: Schema.Record(Schema.String, Schema.Json),
+    events: Schema.Array(Schema.Struct({
+      name: Schema.String,
+      time: Schema.String,
+      attributes: Schema.Record(Schema.String, Schema.Json)
+    }))
+  }),
   Schema.TaggedStruct("Done", { exit: Schema.Json })
 ])
+
+/** The parent's span a run's spans belong under, sent when the parent exports its spans. */
+export const TraceParent = Schema.Struct({
+  traceId: Schema.String,
+  spanId: Schema.String,
+  sampled: Schema.Boolean
+})
+
+/** The type of {@link TraceParent}. */
+export type TraceParent = typeof TraceParent.Type
 
 /** The type of {@link RunEvent}. */
 export type RunEvent = typeof RunEvent.Type
@@ -41,7 +77,9 @@ export class WorkerRpcs extends RpcGroup.make(
       /** Send the run's events back (the parent has a sink installed). */
       events: Schema.Boolean,
       /** The least severe log entry the parent keeps for this run; the worker drops the rest. */
-      logLevel: Schema.Literals(["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"])
+      logLevel: Schema.Literals(["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]),
+      /** Relay the task's spans under this span of the parent; absent, the worker keeps none. */
+      trace: Schema.optional(TraceParent)
     },
     success: RunEvent,
     stream: true

@@ -29,7 +29,8 @@ import * as Events from "../events/event.ts"
 import { readableDefect, readableExit } from "./workerDefect.ts"
 import { exitCodec, inWorkerKey, type RunEvent, WorkerRpcs } from "./workerProtocol.ts"
 import * as WorkerSettings from "./workerSettings.ts" // Before any task module is imported: a module that runs the whole program on import would
- // otherwise call Execute again in here and fork workers without end.
+// otherwise call Execute again in here and fork workers without end.
+import { relayed } from "./workerTrace.ts"
 ;(globalThis as Record<symbol, unknown>)[inWorkerKey] = true
 
 // Only for outcomes that cannot be encoded with the task's schemas (unknown task, bad value).
@@ -106,7 +107,11 @@ const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), 
         const sink: Events.Sink | undefined = payload.events
           ? { publish: (event) => Queue.offer(queue, { _tag: "Event", event }).pipe(Effect.asVoid) }
           : undefined
-        const exit = yield* runTask(payload).pipe(
+        const trace = payload.trace
+        const task = trace === undefined
+          ? runTask(payload)
+          : relayed(runTask(payload), trace, (event) => Queue.offerUnsafe(queue, event))
+        const exit = yield* task.pipe(
           Effect.catchDefect((defect) => encodeDefect(defect)),
           Effect.provideService(Settings, settings),
           Effect.provideService(Output, output),

@@ -28,6 +28,11 @@ export interface Finished {
   readonly stderr: string
 }
 
+// A transfer's own commands (make a directory, move into place, clean up) are spans of the
+// transfer. Their lines are scripts of ours, not what the user wrote: only the host is named.
+const commandSpan = (connection: Connection) =>
+  Effect.withSpan("Transfer.command", { attributes: { host: connection.target.label } })
+
 /**
  * Runs `line` on a channel of its own (no pty, so standard error stays apart and bytes pass
  * untouched), writes `input` to it and closes its input, and hands each piece of standard
@@ -64,8 +69,9 @@ export const runCommand = <E = never>(
       return Effect.void
     })
     const { exitCode, signal } = yield* channel.exit
+    yield* Effect.annotateCurrentSpan(signal !== null ? { signal } : { exitCode })
     return { exitCode, signal, stdout, stderr }
-  }))
+  })).pipe(commandSpan(connection))
 
 /** How long a script may take to move its result into place once told to (a rename or two). */
 const moveBound = Duration.seconds(10)
@@ -134,6 +140,9 @@ export const runPlacing = (
     yield* endInput
     yield* takeUntil()
     const closed = yield* channel.exit
+    yield* Effect.annotateCurrentSpan(
+      closed.signal !== null ? { signal: closed.signal } : { exitCode: closed.exitCode }
+    )
     return {
       exitCode: closed.exitCode,
       signal: closed.signal,
@@ -141,7 +150,7 @@ export const runPlacing = (
       stderr,
       moved
     }
-  }))
+  })).pipe(commandSpan(connection))
 
 /**
  * Runs a command on the connection of the current settings, in a fresh scope: for cleanups that
