@@ -7,6 +7,7 @@ import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
@@ -15,7 +16,7 @@ import * as http from "node:http"
 import * as Execute from "../src/Execute.ts"
 import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
-import { tracedSleep, tracedStep } from "./fixtures/trace-tasks.ts"
+import { crashInSpan, tracedSleep, tracedStep } from "./fixtures/trace-tasks.ts"
 import { connectionSettings, uniqueMarker } from "./support.ts"
 
 /** A span as received, its attributes decoded from OTLP's typed values. */
@@ -215,6 +216,25 @@ describe("One trace for a whole run", () => {
         assert.isDefined(command, `no command span among ${spans.map((s) => s.name).join(", ")}`)
         assert.strictEqual(command!.attributes["effect.fiber.interrupted"], true)
         assert.strictEqual(ancestry(spans, command!).at(-1)!.name, "Execute.withHosts")
+      }).pipe(Effect.scoped),
+    120_000
+  )
+
+  it.live(
+    "a worker that dies inside a span: the parent ends the span as failed, in the run's trace",
+    () =>
+      Effect.gen(function*() {
+        const { spans, url } = yield* receiver
+        const outcomes = yield* exported(
+          url,
+          Execute.withHosts(crashInSpan, hosts.slice(0, 1), { mode: "parallel", isolateCrashes: false })
+        ).pipe(connection)
+        assert.strictEqual(Exit.isFailure(outcomes[0]!.exit), true)
+        const [doomed] = named(spans, "doomed step")
+        assert.isDefined(doomed, `no span of the dead worker among ${spans.map((s) => s.name).join(", ")}`)
+        assert.strictEqual(doomed!.status.code, 2, "ended as an error")
+        assert.strictEqual(ancestry(spans, doomed!).at(-1)!.name, "Execute.withHosts")
+        assert.strictEqual(new Set(spans.map((s) => s.traceId)).size, 1)
       }).pipe(Effect.scoped),
     120_000
   )
