@@ -184,6 +184,43 @@ export const writeAll = (
     step(0)
   })
 
+/**
+ * Opens a file for appending, created with `mode` (less the umask) when missing. Interruptible:
+ * a descriptor that arrives after an interruption is closed (an open of a FIFO waits for a
+ * reader).
+ */
+export const openAppend = (path: string, mode: number): Effect.Effect<number, LocalFileError> =>
+  Effect.callback<number, LocalFileError>((resume) => {
+    let abandoned = false
+    fs.open(path, "a", mode, (error, fd) => {
+      if (abandoned) {
+        if (error === null) fs.close(fd, () => {})
+        return
+      }
+      if (error !== null) resume(Effect.fail(fromNode("open", path, error)))
+      else resume(Effect.succeed(fd))
+    })
+    return Effect.sync(() => {
+      abandoned = true
+    })
+  })
+
+/**
+ * Writes all of `bytes` at the end of a file opened with {@link openAppend}: straight to the
+ * system, with no buffer in this process, so a crash after it loses none of them.
+ */
+export const append = (fd: number, bytes: Uint8Array): Effect.Effect<void, LocalFileError> =>
+  Effect.callback<void, LocalFileError>((resume) => {
+    const step = (offset: number): void => {
+      fs.write(fd, bytes, offset, bytes.length - offset, null, (error, written) => {
+        if (error !== null) return resume(Effect.fail(fromNode("write", undefined, error)))
+        if (offset + written < bytes.length) return step(offset + written)
+        resume(Effect.void)
+      })
+    }
+    step(0)
+  })
+
 /** Closes a descriptor, at once (a close does not wait on a FIFO's other end). */
 export const close = (fd: number): Effect.Effect<void> => Effect.sync(() => fs.closeSync(fd))
 
