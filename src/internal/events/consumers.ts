@@ -25,8 +25,9 @@ export interface BoardOptions {
 
 const stdoutWriter: Writer = { write: (text) => Effect.sync(() => void process.stdout.write(text)) }
 
+// A writer takes one whole line per write.
 const lines = (writer: Writer, text: ReadonlyArray<string>) =>
-  text.length === 0 ? Effect.void : writer.write(text.map((line) => `${line}\n`).join(""))
+  Effect.forEach(text, (line) => writer.write(`${line}\n`), { discard: true })
 
 /** Runs the board over `events` until they end, then leaves its summary. */
 export const board = (options: BoardOptions, events: Stream.Stream<Event>): Effect.Effect<void> =>
