@@ -199,7 +199,10 @@ export const ndjsonFile = (path: string) => (events: Stream.Stream<Event>): Effe
  * @since 0.2.0
  */
 export interface BoardOptions {
-  /** Where the board goes. Default: the process's standard output. */
+  /**
+   * Where the board goes. Default: the process's standard output. Off a terminal it gets one
+   * whole line per write; on a terminal, one frame (several lines and cursor moves) per write.
+   */
   readonly writer?: Writer | undefined
   /**
    * Whether `writer` is a terminal that can be redrawn. Default: `process.stdout.isTTY` when

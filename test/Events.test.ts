@@ -313,7 +313,7 @@ describe("Events on the test server", () => {
           assert.strictEqual(writes.at(-1), "\x1b[?25h", "the cursor is shown again")
           for (const frame of frames) {
             for (const line of frame.split("\n").slice(0, -1)) {
-              const visible = line.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace("\r", "")
+              const visible = Board.clean(line.replace("\r", ""))
               assert.isAtMost(Array.from(visible).length, 59, visible)
             }
           }

@@ -2,10 +2,11 @@
  * The local disk, in one adapter: the only module of `src/` that imports `node:fs`. Every
  * operation that touches a local file reaches it through here: the SSH layer (private keys,
  * `known_hosts`, `~/.ssh/config`), transfers (files, temporary files, directory trees packed and
- * unpacked as tar) and the test layer (scripted downloads). None of them asks for a service in its
- * requirement type for it: the local disk is a fixed part of the control machine, like the clock
- * of the process, and a program cannot give another. `Settings.lcd`, which only checks a
- * directory, asks for Effect's `FileSystem` in its type, as it always did.
+ * unpacked as tar), the test layer (scripted downloads) and the NDJSON files of run events. None
+ * of them asks for a service in its requirement type for it: the local disk is a fixed part of the
+ * control machine, like the clock of the process, and a program cannot give another.
+ * `Settings.lcd`, which only checks a directory, asks for Effect's `FileSystem` in its type, as
+ * it always did.
  *
  * Failures are one neutral {@link LocalFileError} (the operation, the path, Node's `code`, its
  * message, and the Node error as `cause`); each domain maps it to its own error (transfers to
