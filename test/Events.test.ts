@@ -444,6 +444,10 @@ describe("the board's rendering", () => {
     // Colours come after fitting, around the status word only.
     const colored = Board.frame(state, { width: 40, height: 10, now: clock, color: true })
     assert.include(colored[7]!, "\x1b[31mfailed\x1b[0m")
+    // A status word cut by the width is left plain rather than coloured past the line's end.
+    const narrow = Board.frame(state, { width: 14, now: clock, color: true })
+    assert.notInclude(narrow.join("\n"), "\x1b")
+    for (const line of narrow) assert.isAtMost(Array.from(line).length, 14, line)
   })
 
   it("the summary keeps the hosts that did not succeed, however many", () => {

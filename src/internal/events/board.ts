@@ -272,9 +272,9 @@ const rowLine = (row: Row, hostWidth: number, options: DrawOptions): string => {
   const detail = row.status === "running" ? row.last : row.message
   const head = `  ${fit(row.host, hostWidth).padEnd(hostWidth)}  ${word.padEnd(11)} ${time.padStart(6)}`
   const line = fit(detail === undefined ? head : `${head}  ${clean(detail)}`, options.width).trimEnd()
-  if (options.color !== true) return line
   // Coloured after fitting, so the codes never count against the width.
   const at = 2 + hostWidth + 2
+  if (options.color !== true || line.length < at + word.length) return line
   return `${line.slice(0, at)}\x1b[${colors[row.status]}m${word}\x1b[0m${line.slice(at + word.length)}`
 }
 

@@ -49,9 +49,13 @@ export const board = (options: BoardOptions, events: Stream.Stream<Event>): Effe
     }
 
     // Read at every frame: the terminal may be resized during the run.
+    // A size of 0 is a terminal that does not know its own.
     const size = () => ({
-      width: Math.max(20, (options.width ?? (own ? process.stdout.columns : undefined) ?? 80) - 1),
-      height: options.height ?? (own ? process.stdout.rows : undefined)
+      width: Math.max(
+        20,
+        (options.width ?? (own ? process.stdout.columns || undefined : undefined) ?? 80) - 1
+      ),
+      height: options.height ?? (own ? process.stdout.rows || undefined : undefined)
     })
     const color = options.color ?? true
     let drawn = 0
