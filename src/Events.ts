@@ -7,7 +7,8 @@
  * Watch a program with {@link consume}: its events go to your consumer while it runs, through a
  * bounded buffer (a slow consumer slows the run; nothing is dropped), and the program's own
  * result comes back once the consumer has seen the last event. Built on it: {@link ndjson}
- * (one JSON object per line, for machines) and `board` (a live table of hosts on a terminal).
+ * and {@link ndjsonFile} (one JSON object per line, for machines) and {@link board} (a live
+ * table of hosts on a terminal).
  * Without a consumer nothing is recorded, and the plain prefixed lines stay the output.
  *
  * @example
@@ -25,10 +26,12 @@
  * @since 0.2.0
  */
 import type * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
+import * as Consumers from "./internal/events/consumers.ts"
 import * as Internal from "./internal/events/event.ts"
 import { Output, type Writer } from "./Output.ts"
 
@@ -165,6 +168,80 @@ export const ndjson = (writer?: Writer) => (events: Stream.Stream<Event>): Effec
     const out = writer ?? (yield* Output)
     yield* Stream.runForEach(events, (event) => out.write(`${JSON.stringify(event)}\n`))
   })
+
+/**
+ * Appends each event as one line of JSON (NDJSON) to the file at `path` (relative to the
+ * process's working directory), created with mode 0644 (less the umask) when missing. Lines are
+ * handed to the system as the events arrive, so a crash of the program leaves every finished line
+ * in the file. A file that cannot be opened or written is logged with `Effect.logError` and the
+ * run goes on without it (a watcher never stops a deploy).
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: hosts: ReadonlyArray<string>
+ * yield* Execute.rolling(deploy, hosts).pipe(Events.consume(Events.ndjsonFile("deploy-events.ndjson")))
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const ndjsonFile = (path: string) => (events: Stream.Stream<Event>): Effect.Effect<void> =>
+  Consumers.ndjsonFile(path, events)
+
+/**
+ * How {@link board} draws.
+ *
+ * @example
+ * ```ts
+ * const options: Events.BoardOptions = { interval: "250 millis", color: false }
+ * ```
+ *
+ * @since 0.2.0
+ */
+export interface BoardOptions {
+  /**
+   * Where the board goes. Default: the process's standard output. Off a terminal it gets one
+   * whole line per write; on a terminal, one frame (several lines and cursor moves) per write.
+   */
+  readonly writer?: Writer | undefined
+  /**
+   * Whether `writer` is a terminal that can be redrawn. Default: `process.stdout.isTTY` when
+   * `writer` is the default, else `false`.
+   */
+  readonly isTTY?: boolean | undefined
+  /** Columns to fit into. Default: the terminal's (`process.stdout.columns`), else 80; none off a terminal. */
+  readonly width?: number | undefined
+  /** Rows to fit into (more hosts than fit: failed and running first). Default: the terminal's. */
+  readonly height?: number | undefined
+  /** Time between two redraws, however many events arrive. Default: 100 milliseconds. */
+  readonly interval?: Duration.Input | undefined
+  /** Colour the status of each host. Default: `true` (on a terminal only). */
+  readonly color?: boolean | undefined
+}
+
+/**
+ * A consumer that draws a live board of the run on a terminal: a headline (batch, hosts done,
+ * failed, running, pending), the last gate, and one line per host (pending, running with its
+ * last command or output line, done, failed with its message, not started with the reason),
+ * redrawn in place at most every `interval` and fitted to the terminal's width. When the events
+ * end it leaves a summary: the counts and every host that did not succeed. Off a terminal (a CI
+ * log) it prints a plain line per change of a host's status and per batch instead, then the
+ * same summary. Use it with `output: "hide"`, or the usual lines break into the board. Its
+ * memory follows the number of hosts: of each host's output it keeps the last line only.
+ *
+ * @example
+ * ```ts
+ * // declare: deploy: Task.Task<void, void, Errors.OperationError>
+ * // declare: hosts: ReadonlyArray<string>
+ * const report = yield* Execute.rolling(deploy, hosts, { batches: [1, "50%"] }).pipe(
+ *   Events.consume(Events.board(), { output: "hide" })
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const board = (options: BoardOptions = {}) => (events: Stream.Stream<Event>): Effect.Effect<void> =>
+  Consumers.board(options, events)
 
 /**
  * Publishes an event of your own program to the current consumers (nothing happens when none

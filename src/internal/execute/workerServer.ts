@@ -20,6 +20,7 @@ import * as Queue from "effect/Queue"
 import * as References from "effect/References"
 import * as RpcServer from "effect/rpc/RpcServer"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { Output } from "../../Output.ts"
 import { Settings } from "../../Settings.ts"
@@ -75,12 +76,19 @@ const runTask = Effect.fnUntraced(function*(payload: Payload) {
   )
 })
 
+// Bounded, so that a task printing faster than the parent reads (a slow `Events` consumer
+// there) waits, rather than piling its lines up in this process: the RPC acknowledges each
+// chunk once the parent has taken it.
+const boundedCallback = <A, E = never, R = never>(
+  f: (queue: Queue.Queue<A, E | Cause.Done>) => Effect.Effect<unknown, E, R | Scope.Scope>
+) => Stream.callback<A, E, R>(f, { bufferSize: 64 })
+
 // Node's services are built once per worker, not per run: each build adds a listener to stdin
 // for its terminal, and a worker takes many runs at once.
 const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), (node) => ({
   Ping: () => Effect.void,
   Run: (payload) =>
-    Stream.callback<RunEvent>((queue) =>
+    boundedCallback<RunEvent>((queue) =>
       Effect.gen(function*() {
         const output = {
           // Output hands over whole lines; the parent adds the newline back when it writes.
@@ -100,7 +108,10 @@ const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), 
           for (const [key, value] of Object.entries(fiber.getRef(References.CurrentLogAnnotations))) {
             annotations[key] = text(value)
           }
-          Queue.offerUnsafe(queue, { _tag: "Log", level: logLevel, message: parts, annotations })
+          const entry: RunEvent = { _tag: "Log", level: logLevel, message: parts, annotations }
+          // A logger cannot wait: when the queue is full, the entry waits in line on a fiber of
+          // its own (dropped only when the run is gone and the queue with it).
+          if (!Queue.offerUnsafe(queue, entry)) Effect.runFork(Queue.offer(queue, entry))
         })
         // A worker has no terminal of its own to ask on, whatever the parent's settings say.
         const settings = { ...WorkerSettings.decode(payload.settings), abortOnPrompts: true }

@@ -2,10 +2,11 @@
  * The local disk, in one adapter: the only module of `src/` that imports `node:fs`. Every
  * operation that touches a local file reaches it through here: the SSH layer (private keys,
  * `known_hosts`, `~/.ssh/config`), transfers (files, temporary files, directory trees packed and
- * unpacked as tar) and the test layer (scripted downloads). None of them asks for a service in its
- * requirement type for it: the local disk is a fixed part of the control machine, like the clock
- * of the process, and a program cannot give another. `Settings.lcd`, which only checks a
- * directory, asks for Effect's `FileSystem` in its type, as it always did.
+ * unpacked as tar), the test layer (scripted downloads) and the NDJSON files of run events. None
+ * of them asks for a service in its requirement type for it: the local disk is a fixed part of the
+ * control machine, like the clock of the process, and a program cannot give another.
+ * `Settings.lcd`, which only checks a directory, asks for Effect's `FileSystem` in its type, as
+ * it always did.
  *
  * Failures are one neutral {@link LocalFileError} (the operation, the path, Node's `code`, its
  * message, and the Node error as `cause`); each domain maps it to its own error (transfers to
@@ -176,6 +177,43 @@ export const writeAll = (
   Effect.callback<void, LocalFileError>((resume) => {
     const step = (offset: number): void => {
       fs.write(fd, bytes, offset, bytes.length - offset, position + offset, (error, written) => {
+        if (error !== null) return resume(Effect.fail(fromNode("write", undefined, error)))
+        if (offset + written < bytes.length) return step(offset + written)
+        resume(Effect.void)
+      })
+    }
+    step(0)
+  })
+
+/**
+ * Opens a file for appending, created with `mode` (less the umask) when missing. Interruptible:
+ * a descriptor that arrives after an interruption is closed (an open of a FIFO waits for a
+ * reader).
+ */
+export const openAppend = (path: string, mode: number): Effect.Effect<number, LocalFileError> =>
+  Effect.callback<number, LocalFileError>((resume) => {
+    let abandoned = false
+    fs.open(path, "a", mode, (error, fd) => {
+      if (abandoned) {
+        if (error === null) fs.close(fd, () => {})
+        return
+      }
+      if (error !== null) resume(Effect.fail(fromNode("open", path, error)))
+      else resume(Effect.succeed(fd))
+    })
+    return Effect.sync(() => {
+      abandoned = true
+    })
+  })
+
+/**
+ * Writes all of `bytes` at the end of a file opened with {@link openAppend}: straight to the
+ * system, with no buffer in this process, so a crash after it loses none of them.
+ */
+export const append = (fd: number, bytes: Uint8Array): Effect.Effect<void, LocalFileError> =>
+  Effect.callback<void, LocalFileError>((resume) => {
+    const step = (offset: number): void => {
+      fs.write(fd, bytes, offset, bytes.length - offset, null, (error, written) => {
         if (error !== null) return resume(Effect.fail(fromNode("write", undefined, error)))
         if (offset + written < bytes.length) return step(offset + written)
         resume(Effect.void)
