@@ -171,7 +171,7 @@ export const ndjson = (writer?: Writer) => (events: Stream.Stream<Event>): Effec
 
 /**
  * Appends each event as one line of JSON (NDJSON) to the file at `path` (relative to the
- * process's working directory), created with mode 0644 (less the umask) when missing. Lines are
+ * process's working directory), created readable by its owner only (mode 0600) when missing. Lines are
  * handed to the system as the events arrive, so a crash of the program leaves every finished line
  * in the file. A file that cannot be opened or written is logged with `Effect.logError` and the
  * run goes on without it (a watcher never stops a deploy).

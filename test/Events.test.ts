@@ -219,7 +219,7 @@ describe("Events on the test server", () => {
           assert.deepInclude(outer.at(-1)!, { _tag: "CommandStarted", host: "lb", verb: "drain" })
         }))
 
-      it.live("NDJSON in a file: appended, mode 0644 less the umask, every line an Event", () =>
+      it.live("NDJSON in a file: appended, readable by its owner only, every line an Event", () =>
         Effect.gen(function*() {
           const file = path.join(tmpDir(), "run.ndjson")
           const run = Execute.rolling(threeSteps, hosts, { mode, batches: [1, "100%"] }).pipe(connection)
@@ -230,7 +230,7 @@ describe("Events on the test server", () => {
           const decoded = lines.map((line) => Schema.decodeUnknownSync(Events.Event)(JSON.parse(line)))
           assert.deepStrictEqual(decoded, [...first.events, ...second.events])
           const umask = process.umask()
-          assert.strictEqual(fs.statSync(file).mode & 0o777, 0o644 & ~umask)
+          assert.strictEqual(fs.statSync(file).mode & 0o777, 0o600 & ~umask)
         }))
 
       it.live("worker logs reach this process's Logger with their host; quiet keeps the warnings", () =>

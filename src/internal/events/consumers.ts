@@ -98,14 +98,14 @@ export const board = (options: BoardOptions, events: Stream.Stream<Event>): Effe
   })
 
 /**
- * Appends each event as a line of JSON to `path`, created with mode 0644 (less the umask).
+ * Appends each event as a line of JSON to `path`, created with mode 0600 (readable by its owner only: it holds the run's output lines).
  * Every batch of events waiting is one write to the system, made before the next is taken, so
  * a crash leaves every finished line in the file. A file that cannot be opened or written is
  * logged as an error and ends the consumer; the run goes on without it.
  */
 export const ndjsonFile = (path: string, events: Stream.Stream<Event>): Effect.Effect<void> =>
   Effect.scoped(Effect.gen(function*() {
-    const fd = yield* Effect.acquireRelease(Files.openAppend(path, 0o644), Files.close)
+    const fd = yield* Effect.acquireRelease(Files.openAppend(path, 0o600), Files.close)
     const encoder = new TextEncoder()
     yield* Stream.runForEachArray(
       events,
