@@ -25,7 +25,8 @@
  *      and on a worker pool started beforehand (`Execute.layerPool`), with and without
  *      `Events.consume` (a consumer that counts the events), taking turns.
  *
- * Environment: BENCH_SAMPLES (runs of each contender, default 5, after one unmeasured run),
+ * Environment: BENCH_SAMPLES (runs of each contender, default 5, after one unmeasured run; figure
+ * 2 takes four times as many), BENCH_PARTS (default "rolling,events": the figures to measure),
  * BENCH_SKIP_ANSIBLE=1, BENCH_SKIP_FABRIC=1. Needs OpenSSH; for the peers ansible-core and
  * python3-fabric (Debian packages): a missing peer is reported and skipped. A benchmark, not a
  * test: it fails only when a run fails.
@@ -68,6 +69,9 @@ const BATCHES: ReadonlyArray<Execute.Amount> = [1, "25%", "100%"]
 const WORKLOADS = ["true", "sleep 0.2"] as const
 const EVENT_HOSTS = 4
 const EVENT_COMMANDS = 50
+// A run of figure 2 takes half a second and the difference sought is small: more rounds.
+const EVENT_ROUNDS = SAMPLES * 4
+const PARTS = (process.env["BENCH_PARTS"] ?? "rolling,events").split(",").map((s) => s.trim())
 const self = fileURLToPath(import.meta.url)
 
 // ---------------------------------------------------------------------------------------------------
@@ -284,6 +288,8 @@ const findFabricPython = async (): Promise<string | undefined> => {
 interface Measured {
   readonly wall: Array<number>
   readonly inner: Array<number>
+  /** CPU of this process (ms), user and system: the controller's share when the work is in it. */
+  readonly cpu: Array<number>
 }
 
 /** A fixed seed, so that runs are comparable. */
@@ -300,23 +306,27 @@ const shuffler = () => {
   }
 }
 
-/** Each task once unmeasured, then `SAMPLES` rounds in which every task runs once, in a shuffled order. */
+/** Each task once unmeasured, then `rounds` rounds in which every task runs once, in a shuffled order. */
 const takeTurns = async <T>(
   tasks: ReadonlyArray<T>,
   run: (task: T) => Promise<number | undefined>,
-  tidy: (task: T) => Promise<void> = async () => {}
+  tidy: (task: T) => Promise<void> = async () => {},
+  rounds = SAMPLES
 ): Promise<Array<Measured>> => {
   for (const task of tasks) {
     await run(task)
     await tidy(task)
   }
   const shuffle = shuffler()
-  const results = tasks.map((): Measured => ({ wall: [], inner: [] }))
-  for (let i = 0; i < SAMPLES; i++) {
+  const results = tasks.map((): Measured => ({ wall: [], inner: [], cpu: [] }))
+  for (let i = 0; i < rounds; i++) {
     for (const t of shuffle(tasks.map((_, t) => t))) {
+      const cpuStart = process.cpuUsage()
       const start = now()
       const inner = await run(tasks[t]!)
       results[t]!.wall.push(now() - start)
+      const cpu = process.cpuUsage(cpuStart)
+      results[t]!.cpu.push((cpu.user + cpu.system) / 1000)
       if (inner !== undefined) results[t]!.inner.push(inner)
       await tidy(tasks[t]!)
     }
@@ -349,22 +359,28 @@ const eventsOverhead = async (server: Server) => {
   ]
   const eventsPerRun = new Map<Variant, number>()
   try {
-    const measured = await takeTurns(variants, async (variant) => {
-      const run = Execute.withHosts(commands, hosts, {
-        mode: variant.mode,
-        poolSize: EVENT_HOSTS,
-        input: { command: "true", count: EVENT_COMMANDS }
-      })
-      const before = seen
-      const outcomes = await runtime.runPromise(variant.watched ? counting(run) : run)
-      const failed = outcomes.filter((o) => Exit.isFailure(o.exit))
-      if (failed.length > 0) throw new Error(`${failed.length} hosts failed, the first: ${failed[0]!.host}`)
-      if (variant.watched) eventsPerRun.set(variant, seen - before)
-      return undefined
-    })
+    const measured = await takeTurns(
+      variants,
+      async (variant) => {
+        const run = Execute.withHosts(commands, hosts, {
+          mode: variant.mode,
+          poolSize: EVENT_HOSTS,
+          input: { command: "true", count: EVENT_COMMANDS }
+        })
+        const before = seen
+        const outcomes = await runtime.runPromise(variant.watched ? counting(run) : run)
+        const failed = outcomes.filter((o) => Exit.isFailure(o.exit))
+        if (failed.length > 0) throw new Error(`${failed.length} hosts failed, the first: ${failed[0]!.host}`)
+        if (variant.watched) eventsPerRun.set(variant, seen - before)
+        return undefined
+      },
+      undefined,
+      EVENT_ROUNDS
+    )
     return variants.map((variant, i) => ({
       ...variant,
       stats: stats(measured[i]!.wall),
+      cpu: stats(measured[i]!.cpu),
       events: eventsPerRun.get(variant)
     }))
   } finally {
@@ -423,7 +439,7 @@ const main = async (): Promise<void> => {
     }
 
     // ---- 1. rolling runs --------------------------------------------------------------------------
-    for (const line of WORKLOADS) {
+    for (const line of PARTS.includes("rolling") ? WORKLOADS : []) {
       console.log(`\n# 1. a rolling run of \`${line}\` on ${HOSTS} hosts, each contender a fresh process\n`)
       // A peer that fails (a broken installation) is reported and left out, never fatal.
       const broken = new Set<Contender>()
@@ -490,39 +506,53 @@ const main = async (): Promise<void> => {
     }
 
     // ---- 2. events ----------------------------------------------------------------------------------
-    console.log(
-      `\n# 2. Execute.withHosts: ${EVENT_COMMANDS} commands (\`true\`) on each of ${EVENT_HOSTS} hosts, ` +
-        "with and without Events.consume (a consumer that counts)\n"
-    )
-    const watched = await eventsOverhead(server)
-    console.log(table(
-      ["mode", "consumer", "n", "median", "p90", "events per run", "with / without"],
-      watched.map((w) => {
-        const without = watched.find((x) => x.mode === w.mode && !x.watched)!
-        return [
-          w.mode === "fibers" ? "fibers" : "worker pool (layerPool, 2 workers)",
-          w.watched ? "counting" : "none",
-          String(w.stats.n),
-          fmtMs(w.stats.median),
-          fmtMs(w.stats.p90),
-          w.events === undefined ? "-" : String(w.events),
-          w.watched ? fmtRatio(w.stats.median, without.stats.median) : "1x"
-        ]
-      })
-    ))
-    for (const mode of ["fibers", "parallel"] as const) {
-      const on = watched.find((w) => w.mode === mode && w.watched)!
-      const off = watched.find((w) => w.mode === mode && !w.watched)!
-      rows.push({
-        figure: `${EVENT_COMMANDS} commands x ${EVENT_HOSTS} hosts, ${
-          mode === "fibers" ? "fibers" : "workers"
-        }: watched by Events.consume (median)`,
-        ours: `${fmtMs(on.stats.median)} (${on.events ?? "-"} events)`,
-        peer: `${fmtMs(off.stats.median)} (not watched)`,
-        ratio: fmtRatio(on.stats.median, off.stats.median),
-        target: "-",
-        met: "-"
-      })
+    if (PARTS.includes("events")) {
+      console.log(
+        `\n# 2. Execute.withHosts: ${EVENT_COMMANDS} commands (\`true\`) on each of ${EVENT_HOSTS} hosts, ` +
+          "with and without Events.consume (a consumer that counts)\n"
+      )
+      const watched = await eventsOverhead(server)
+      console.log(table(
+        [
+          "mode",
+          "consumer",
+          "n",
+          "median",
+          "p90",
+          "controller CPU (median)",
+          "events per run",
+          "with / without"
+        ],
+        watched.map((w) => {
+          const without = watched.find((x) => x.mode === w.mode && !x.watched)!
+          return [
+            w.mode === "fibers" ? "fibers" : "worker pool (layerPool, 2 workers)",
+            w.watched ? "counting" : "none",
+            String(w.stats.n),
+            fmtMs(w.stats.median),
+            fmtMs(w.stats.p90),
+            fmtMs(w.cpu.median),
+            w.events === undefined ? "-" : String(w.events),
+            w.watched ? fmtRatio(w.stats.median, without.stats.median) : "1x"
+          ]
+        })
+      ))
+      for (const mode of ["fibers", "parallel"] as const) {
+        const on = watched.find((w) => w.mode === mode && w.watched)!
+        const off = watched.find((w) => w.mode === mode && !w.watched)!
+        rows.push({
+          figure: `${EVENT_COMMANDS} commands x ${EVENT_HOSTS} hosts, ${
+            mode === "fibers" ? "fibers" : "workers"
+          }: watched by Events.consume (median)`,
+          ours: `${fmtMs(on.stats.median)}, CPU ${fmtMs(on.cpu.median)} (${on.events ?? "-"} events)`,
+          peer: `${fmtMs(off.stats.median)}, CPU ${fmtMs(off.cpu.median)} (not watched)`,
+          ratio: `${fmtRatio(on.stats.median, off.stats.median)} wall, ${
+            fmtRatio(on.cpu.median, off.cpu.median)
+          } CPU`,
+          target: "-",
+          met: "-"
+        })
+      }
     }
 
     console.log(
