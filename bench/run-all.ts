@@ -26,7 +26,8 @@ import {
 const dir = fileURLToPath(new URL(".", import.meta.url))
 const filters = process.argv.slice(2)
 const benchmarks = readdirSync(dir)
-  .filter((f) => f.endsWith(".ts") && f !== "lib.ts" && f !== "run-all.ts")
+  // Task modules (`*-tasks.ts`) are imported by the benchmarks' workers, not benchmarks themselves.
+  .filter((f) => f.endsWith(".ts") && f !== "lib.ts" && f !== "run-all.ts" && !f.endsWith("-tasks.ts"))
   .filter((f) => filters.length === 0 || filters.some((part) => f.includes(part)))
   .sort()
 
