@@ -74,53 +74,63 @@ const runTask = Effect.fnUntraced(function*(payload: Payload) {
   )
 })
 
+/** Messages of a run held in the worker before the run waits for the parent to read them. */
+const runBuffer = 256
+
 // Node's services are built once per worker, not per run: each build adds a listener to stdin
 // for its terminal, and a worker takes many runs at once.
 const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), (node) => ({
   Ping: () => Effect.void,
   Run: (payload) =>
-    Stream.callback<RunEvent>((queue) =>
-      Effect.gen(function*() {
-        const output = {
-          // Output hands over whole lines; the parent adds the newline back when it writes.
-          write: (text: string) =>
-            Queue.offer(queue, { _tag: "Line", text: text.endsWith("\n") ? text.slice(0, -1) : text }).pipe(
-              Effect.asVoid
-            )
-        }
-        // Logs of the task (a failed command's "Fatal error", the task's own Effect.log) go to
-        // the parent, which hands them to its own Logger annotated with the host.
-        const text = (value: unknown) => (typeof value === "string" ? value : Formatter.format(value))
-        const logger = Logger.make<unknown, void>(({ cause, fiber, logLevel, message }) => {
-          if (logLevel === "All" || logLevel === "None") return
-          const parts = Array.isArray(message) ? message.map(text) : [text(message)]
-          if (cause.reasons.length > 0) parts.push(Cause.pretty(cause))
-          const annotations: Record<string, string> = {}
-          for (const [key, value] of Object.entries(fiber.getRef(References.CurrentLogAnnotations))) {
-            annotations[key] = text(value)
+    Stream.callback<RunEvent>(
+      (queue) =>
+        Effect.gen(function*() {
+          const output = {
+            // Output hands over whole lines; the parent adds the newline back when it writes.
+            write: (text: string) =>
+              Queue.offer(queue, { _tag: "Line", text: text.endsWith("\n") ? text.slice(0, -1) : text }).pipe(
+                Effect.asVoid
+              )
           }
-          Queue.offerUnsafe(queue, { _tag: "Log", level: logLevel, message: parts, annotations })
-        })
-        // A worker has no terminal of its own to ask on, whatever the parent's settings say.
-        const settings = { ...WorkerSettings.decode(payload.settings), abortOnPrompts: true }
-        const sink: Events.Sink | undefined = payload.events
-          ? { publish: (event) => Queue.offer(queue, { _tag: "Event", event }).pipe(Effect.asVoid) }
-          : undefined
-        const exit = yield* runTask(payload).pipe(
-          Effect.catchDefect((defect) => encodeDefect(defect)),
-          Effect.provideService(Settings, settings),
-          Effect.provideService(Output, output),
-          Effect.provideService(Events.CurrentSink, sink),
-          // What the parent would drop is not sent (`quiet` keeps warnings and errors only).
-          Effect.provideService(References.MinimumLogLevel, payload.logLevel),
-          Effect.provide(Logger.layer([logger])),
-          // Connections belong to the run: they close when it ends, as they would in the parent.
-          Effect.provide(Ssh.layer),
-          Effect.provide(node)
-        )
-        yield* Queue.offer(queue, { _tag: "Done", exit: exit as Schema.Json })
-        yield* Queue.end(queue)
-      })
+          // Logs of the task (a failed command's "Fatal error", the task's own Effect.log) go to
+          // the parent, which hands them to its own Logger annotated with the host.
+          const text = (value: unknown) => (typeof value === "string" ? value : Formatter.format(value))
+          const logger = Logger.make<unknown, void>(({ cause, fiber, logLevel, message }) => {
+            if (logLevel === "All" || logLevel === "None") return
+            const parts = Array.isArray(message) ? message.map(text) : [text(message)]
+            if (cause.reasons.length > 0) parts.push(Cause.pretty(cause))
+            const annotations: Record<string, string> = {}
+            for (const [key, value] of Object.entries(fiber.getRef(References.CurrentLogAnnotations))) {
+              annotations[key] = text(value)
+            }
+            const entry: RunEvent = { _tag: "Log", level: logLevel, message: parts, annotations }
+            // A logger cannot wait: when the buffer is full the entry waits for room on a fiber of
+            // its own (behind the offers already waiting, so in order), rather than being lost.
+            if (!Queue.offerUnsafe(queue, entry)) Effect.runFork(Queue.offer(queue, entry))
+          })
+          // A worker has no terminal of its own to ask on, whatever the parent's settings say.
+          const settings = { ...WorkerSettings.decode(payload.settings), abortOnPrompts: true }
+          const sink: Events.Sink | undefined = payload.events
+            ? { publish: (event) => Queue.offer(queue, { _tag: "Event", event }).pipe(Effect.asVoid) }
+            : undefined
+          const exit = yield* runTask(payload).pipe(
+            Effect.catchDefect((defect) => encodeDefect(defect)),
+            Effect.provideService(Settings, settings),
+            Effect.provideService(Output, output),
+            Effect.provideService(Events.CurrentSink, sink),
+            // What the parent would drop is not sent (`quiet` keeps warnings and errors only).
+            Effect.provideService(References.MinimumLogLevel, payload.logLevel),
+            Effect.provide(Logger.layer([logger])),
+            // Connections belong to the run: they close when it ends, as they would in the parent.
+            Effect.provide(Ssh.layer),
+            Effect.provide(node)
+          )
+          yield* Queue.offer(queue, { _tag: "Done", exit: exit as Schema.Json })
+          yield* Queue.end(queue)
+        }), // Bounded: the parent reads (and acknowledges) at its consumer's pace, so a task printing
+      // faster than an `Events` consumer reads waits here, and its remote command with it,
+      // instead of the worker buffering its whole output.
+      { bufferSize: runBuffer }
     )
 })))
 
