@@ -138,11 +138,18 @@ export const consume = <R2>(
           ? Effect.asVoid(Queue.offer(queue, event))
           : Effect.andThen(Queue.offer(queue, event), outer.publish(event))
     }
-    const exit = yield* Effect.exit(
+    // The program runs on a fiber of its own so that, when it is interrupted, the buffer is shut
+    // down before the program's finalizers run: they publish too (a run interrupted ends with a
+    // `HostFinished`), and behind a consumer that lags they would wait for room for ever. Once
+    // interrupted, the consumer is interrupted as well, so those events had nowhere to go.
+    const program = yield* Effect.forkScoped(
       self.pipe(
         Effect.provideService(Internal.CurrentSink, sink),
         options.output === "hide" ? Effect.provideService(Output, silent) : (effect) => effect
       )
+    )
+    const exit = yield* Fiber.await(program).pipe(
+      Effect.onInterrupt(() => Effect.andThen(Queue.shutdown(queue), Fiber.interrupt(program)))
     )
     yield* Queue.end(queue)
     yield* Fiber.join(reader)

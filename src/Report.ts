@@ -250,6 +250,40 @@ export const write = <A, E>(
     })
   })
 
+/** The largest report {@link read} takes (a run of 10,000 hosts with 20 lines each is far below). */
+const maxReportBytes = 256 * 1024 * 1024
+
+// A plain read waits for ever on a FIFO without a writer (its open blocks a thread of Node's pool
+// too), and reads a huge file whole into memory before finding that it is no report: the file is
+// opened without waiting, and only a regular file of a sane size is read.
+const readBounded = (path: string): Effect.Effect<string, ReportError> =>
+  Effect.acquireUseRelease(
+    Files.openReadNonBlocking(path),
+    (fd) =>
+      Effect.gen(function*() {
+        const info = yield* Files.fstat(fd)
+        if (!info.isFile()) return yield* new ReportError({ path, detail: "it is not a regular file" })
+        if (info.size > maxReportBytes) {
+          return yield* new ReportError({
+            path,
+            detail: `it is too large for a report (${info.size} bytes, at most ${maxReportBytes})`
+          })
+        }
+        const buffer = Buffer.alloc(info.size)
+        let filled = 0
+        while (filled < buffer.length) {
+          const count = yield* Files.read(fd, buffer, filled, buffer.length - filled, filled)
+          if (count === 0) break
+          filled += count
+        }
+        return buffer.subarray(0, filled).toString("utf8")
+      }),
+    (fd) => Files.close(fd)
+  ).pipe(
+    Effect.catchTag("LocalFileError", (error) =>
+      Effect.fail(new ReportError({ path, detail: `cannot read it: ${error.message}` })))
+  )
+
 /**
  * Reads a report written by {@link write}, decoded with the task's Schemas.
  *
@@ -265,8 +299,7 @@ export const read = <A, E>(
   task: Pick<Task<any, A, E>, "success" | "error">,
   path: string
 ): Effect.Effect<Report<A, E | WorkerCrashed>, ReportError> =>
-  Files.readFileString(path).pipe(
-    Effect.mapError((error) => new ReportError({ path, detail: `cannot read it: ${error.message}` })),
+  readBounded(path).pipe(
     Effect.flatMap((text) =>
       Schema.decodeEffect(codec(task))(text).pipe(
         Effect.mapError((error) =>

@@ -7,7 +7,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
@@ -98,6 +98,22 @@ export const rolling = <A, E, R>(
         // Checked now, not when the first failure needs them.
         amountOf("maxFailures", options.maxFailures ?? 0, 1)
         amountOf("maxFailuresTotal", options.maxFailuresTotal ?? "100%", 1)
+        const lines = options.outputLines
+        if (lines !== undefined && !(Number.isSafeInteger(lines) && lines >= 0)) {
+          throw new SettingsError({
+            setting: "outputLines",
+            value: String(lines),
+            detail: "give a whole number, 0 or more"
+          })
+        }
+        // A bad pause would otherwise die after the first batch, with its hosts deployed.
+        if (options.pause !== undefined && Option.isNone(Duration.fromInput(options.pause))) {
+          throw new SettingsError({
+            setting: "pause",
+            value: String(options.pause),
+            detail: "give a duration, such as \"30 seconds\""
+          })
+        }
         return groups
       },
       catch: (error) => (error instanceof SettingsError ? error : settingsError("hosts", String(error)))

@@ -10,6 +10,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Formatter from "effect/Formatter"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import * as References from "effect/References"
@@ -79,6 +80,16 @@ export const statusOf = (ended: Ended<unknown, unknown>): HostStatus =>
     ? "interrupted"
     : "failed"
 
+// A gate may fail with anything; `String` throws on a value without a string form (an object
+// without a prototype, a `toString` that throws), and a report must still say why the run stopped.
+const textOf = (value: unknown): string => {
+  try {
+    return String(value)
+  } catch {
+    return Formatter.format(value)
+  }
+}
+
 /** A one-line account of a failed run for events: its error's message, or the cause. */
 export const messageOf = (exit: Exit.Exit<unknown, unknown>): string | undefined => {
   if (Exit.isSuccess(exit)) return undefined
@@ -87,7 +98,7 @@ export const messageOf = (exit: Exit.Exit<unknown, unknown>): string | undefined
     const value = error.value
     return value instanceof Error
       ? `${(value as { _tag?: string })._tag ?? value.name}: ${value.message}`
-      : String(value)
+      : textOf(value)
   }
   return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : Cause.pretty(exit.cause).split("\n")[0]
 }

@@ -83,6 +83,21 @@ const boundedCallback = <A, E = never, R = never>(
   f: (queue: Queue.Queue<A, E | Cause.Done>) => Effect.Effect<unknown, E, R | Scope.Scope>
 ) => Stream.callback<A, E, R>(f, { bufferSize: 64 })
 
+/**
+ * For callers that cannot wait (a Logger, a Tracer): hands `message` to the queue now if there
+ * is room and nothing is waiting before it, else queues it behind the others on a fiber of its
+ * own, so messages keep their order (a span's end never overtakes its start) and none is lost
+ * while the run lives. Waiting offers are served in the order they were made.
+ */
+const inOrder = <A>(queue: Queue.Queue<A, any>) => {
+  let waiting = 0
+  return (message: A): void => {
+    if (waiting === 0 && Queue.offerUnsafe(queue, message)) return
+    waiting++
+    Effect.runFork(Queue.offer(queue, message).pipe(Effect.ensuring(Effect.sync(() => void waiting--))))
+  }
+}
+
 // Node's services are built once per worker, not per run: each build adds a listener to stdin
 // for its terminal, and a worker takes many runs at once.
 const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), (node) => ({
@@ -90,6 +105,7 @@ const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), 
   Run: (payload) =>
     boundedCallback<RunEvent>((queue) =>
       Effect.gen(function*() {
+        const send = inOrder(queue)
         const output = {
           // Output hands over whole lines; the parent adds the newline back when it writes.
           write: (text: string) =>
@@ -111,7 +127,7 @@ const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), 
           const entry: RunEvent = { _tag: "Log", level: logLevel, message: parts, annotations }
           // A logger cannot wait: when the queue is full, the entry waits in line on a fiber of
           // its own (dropped only when the run is gone and the queue with it).
-          if (!Queue.offerUnsafe(queue, entry)) Effect.runFork(Queue.offer(queue, entry))
+          send(entry)
         })
         // A worker has no terminal of its own to ask on, whatever the parent's settings say.
         const settings = { ...WorkerSettings.decode(payload.settings), abortOnPrompts: true }
@@ -121,7 +137,7 @@ const handlers = WorkerRpcs.toLayer(Effect.map(Layer.build(NodeServices.layer), 
         const trace = payload.trace
         const task = trace === undefined
           ? runTask(payload)
-          : relayed(runTask(payload), trace, (event) => Queue.offerUnsafe(queue, event))
+          : relayed(runTask(payload), trace, send)
         const exit = yield* task.pipe(
           Effect.catchDefect((defect) => encodeDefect(defect)),
           Effect.provideService(Settings, settings),
