@@ -262,7 +262,16 @@ const sample: Report.Report<string, never> = {
     durationMillis: 1,
     output: []
   }],
-  batches: []
+  batches: [{
+    batch: 1,
+    hosts: ["a"],
+    status: "passed",
+    failures: 0,
+    allowedFailures: 0,
+    before: { status: "skipped", durationMillis: 0 },
+    after: { status: "skipped", durationMillis: 0 },
+    durationMillis: 1
+  }]
 }
 
 describe("Report.read of hostile files", () => {
