@@ -428,7 +428,9 @@ const resolveWith = Effect.fnUntraced(
     // ProxyJump may list several hops: each is reached through the one before it.
     const proxyJump = first(options, "proxyjump")
     const jumps = (settings.gateway ?? (proxyJump === "none" ? undefined : proxyJump))
-      ?.split(",").map((s) => s.trim()).filter((s) => s !== "") ?? []
+      ?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+      // `ssh -G` prints a lone hop that is an IPv4 address as `[127.0.0.2]`.
+      .map((hop) => hop.replace(/^([^@]*@)?\[([^\]:]*)\]/, "$1$2")) ?? []
     let gateway: Target | undefined
     for (const hop of jumps) gateway = yield* resolveHop(state, hop, settings, gateway)
 
@@ -497,3 +499,12 @@ export const targetKey = (target: Target): string =>
     target.proxyCommand ?? null,
     target.hostKeyAlias ?? null
   ])
+
+/**
+ * The name and port `target`'s host key is looked up and recorded under in known_hosts: its
+ * `HostKeyAlias` alone (OpenSSH writes it without `[..]:port`), else its host and port.
+ */
+export const knownHostsName = (target: Target): { readonly host: string; readonly port: number } =>
+  target.hostKeyAlias === undefined
+    ? { host: target.host, port: target.port }
+    : { host: target.hostKeyAlias, port: 22 }
