@@ -285,11 +285,13 @@ export interface Connection {
 export interface SshConnectionsShape {
   /**
    * Where and how the settings connect: the host string, the connection settings and
-   * `~/.ssh/config` resolved into a {@link Target}. Read afresh on each call (a few
-   * microseconds), so an edited ssh_config or key file counts from the next operation.
+   * `~/.ssh/config` resolved into a {@link Target}. Read afresh on each call (tens of
+   * microseconds; the first time for a host, a few milliseconds more for `ssh -G`), so an edited
+   * ssh_config or key file counts from the next operation.
    *
-   * Fails with `SettingsError` when no host is set, a host string or port is malformed, or an
-   * explicit key file or ssh config file is missing.
+   * Fails with `SettingsError` when no host is set, a host string or port is malformed, an
+   * explicit key file or ssh config file is missing, or the config is refused (by `ssh -G`, or by
+   * the built-in reader for an `Include` or `Match` it cannot evaluate).
    */
   readonly resolve: (settings: Settings) => Effect.Effect<Target, SettingsError>
   /**
