@@ -44,6 +44,13 @@ import { toDuration } from "./internal/settings/duration.ts"
 export type HostKeyPolicy = "accept-new" | "strict"
 
 /**
+ * How the ssh config is read. See {@link Settings.sshConfigResolver}.
+ *
+ * @since 0.1.0
+ */
+export type SshConfigResolver = "auto" | "openssh" | "builtin"
+
+/**
  * Every setting, with its default in {@link defaults}.
  *
  * @since 0.1.0
@@ -72,8 +79,22 @@ export interface Settings {
   readonly password: Redacted.Redacted<string> | undefined
   /** Offer the identities of the ssh-agent at `SSH_AUTH_SOCK`. Default: `true`. */
   readonly useAgent: boolean
-  /** The OpenSSH client config to honour (`HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump`); `false` for none. Default: `~/.ssh/config`. */
+  /**
+   * The OpenSSH client config to honour (see {@link sshConfigResolver} for how it is read);
+   * `false` for none. With the default, `ssh` reads its own files (`~/.ssh/config`, then
+   * `/etc/ssh/ssh_config`); a path given here is read alone, as by `ssh -F`. Default:
+   * `~/.ssh/config`.
+   */
   readonly sshConfigFile: string | false
+  /**
+   * How {@link sshConfigFile} is resolved for a host: `openssh` asks the OpenSSH client
+   * (`ssh -G`, once per host and config file, so `Include`, `Match`, tokens and every rule of
+   * OpenSSH apply exactly), `builtin` uses the library's own reader (which reports what it cannot
+   * apply: a warning per directive, a `SettingsError` for an `Include` or `Match` that could
+   * change the result), `auto` is `openssh` when `ssh` is on `PATH`, else `builtin`.
+   * Default: `auto`.
+   */
+  readonly sshConfigResolver: SshConfigResolver
   /** The known_hosts file host keys are checked against. Default: `~/.ssh/known_hosts`. */
   readonly knownHostsFile: string
   /**
@@ -205,6 +226,7 @@ export const defaults: Settings = {
   password: undefined,
   useAgent: true,
   sshConfigFile: "~/.ssh/config",
+  sshConfigResolver: "auto",
   knownHostsFile: "~/.ssh/known_hosts",
   hostKeyPolicy: "accept-new",
   gateway: undefined,

@@ -23,6 +23,7 @@ import {
 import * as KnownHosts from "./knownHosts.ts"
 import type { Target } from "./port.ts"
 import type { ConnectionState } from "./request.ts"
+import { knownHostsName } from "./target.ts"
 
 // -- keys and host keys ---------------------------------------------------------------------------
 
@@ -117,18 +118,19 @@ export const makeKnownHostsFiles = Effect.gen(function*() {
     lock.withPermit(
       Effect.gen(function*() {
         const file = target.knownHostsFile
+        const name = knownHostsName(target)
         // Checked and appended in one synchronous step: the lock is per layer, and separate layers
         // learning the same key at once share only the one JS thread (the file is small).
         const recorded = yield* Effect.try({
           try: () => {
             const current = Files.Sync.exists(file) ? Files.Sync.readFileString(file) : ""
-            const known = KnownHosts.check(KnownHosts.parse(current), target.host, target.port, blob)
+            const known = KnownHosts.check(KnownHosts.parse(current), name.host, name.port, blob)
             if (known._tag !== "Unknown") return false
             Files.Sync.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
             const separator = current === "" || current.endsWith("\n") ? "" : "\n"
             Files.Sync.appendFile(
               file,
-              separator + KnownHosts.entryLine(target.host, target.port, blob),
+              separator + KnownHosts.entryLine(name.host, name.port, blob),
               0o600
             )
             return true
@@ -228,7 +230,11 @@ export const handshake = (
     if (credentials.privateKey !== undefined) methods.push("publickey")
     if (target.agent !== undefined) methods.push("agent")
     if (target.password !== undefined) methods.push("password")
-    const serverHostKey = KnownHosts.hostKeyAlgorithms(knownHosts, target.host, target.port)
+    const serverHostKey = KnownHosts.hostKeyAlgorithms(
+      knownHosts,
+      knownHostsName(target).host,
+      knownHostsName(target).port
+    )
     client.connect({
       sock: coalesceWrites(sock),
       username: target.user,
@@ -240,7 +246,7 @@ export const handshake = (
       ...(serverHostKey !== undefined ? { algorithms: { serverHostKey } } : {}),
       hostVerifier: (key: Buffer) => {
         hostKey = key
-        verdict = KnownHosts.check(knownHosts, target.host, target.port, key)
+        verdict = KnownHosts.check(knownHosts, knownHostsName(target).host, knownHostsName(target).port, key)
         return !refused()
       },
       readyTimeout,

@@ -43,6 +43,25 @@ export interface Target {
   readonly keepaliveInterval: Duration.Duration
   readonly keepaliveCountMax: number
   readonly maxChannels: number
+  /**
+   * ssh_config's `ProxyCommand`: a command line (for `/bin/sh -c`) whose standard input and
+   * output carry the connection instead of a TCP socket. Its tokens `%h` (the `host` above),
+   * `%p`, `%r`, `%n` (the `label`) and `%%` are already expanded, as OpenSSH expands them when it
+   * connects; anything else (`${VAR}`, a leading `exec`) is left for the shell. `undefined` when
+   * the config has none, says `none`, or the host is reached through a `gateway`.
+   */
+  readonly proxyCommand?: string | undefined
+  /**
+   * ssh_config's `ForwardAgent`: `true` when the config asks for the local agent to be
+   * forwarded to this host (`yes`, or an agent socket named there). `undefined`: not asked.
+   */
+  readonly forwardAgent?: boolean | undefined
+  /**
+   * ssh_config's `HostKeyAlias`: the name to look the host key up (and record it) under in
+   * `knownHostsFile` instead of `host` and `port`; OpenSSH then writes the name alone, without
+   * `[..]:port`.
+   */
+  readonly hostKeyAlias?: string | undefined
 }
 
 /**
@@ -266,11 +285,13 @@ export interface Connection {
 export interface SshConnectionsShape {
   /**
    * Where and how the settings connect: the host string, the connection settings and
-   * `~/.ssh/config` resolved into a {@link Target}. Read afresh on each call (a few
-   * microseconds), so an edited ssh_config or key file counts from the next operation.
+   * `~/.ssh/config` resolved into a {@link Target}. Read afresh on each call (tens of
+   * microseconds; the first time for a host, a few milliseconds more for `ssh -G`), so an edited
+   * ssh_config or key file counts from the next operation.
    *
-   * Fails with `SettingsError` when no host is set, a host string or port is malformed, or an
-   * explicit key file or ssh config file is missing.
+   * Fails with `SettingsError` when no host is set, a host string or port is malformed, an
+   * explicit key file or ssh config file is missing, or the config is refused (by `ssh -G`, or by
+   * the built-in reader for an `Include` or `Match` it cannot evaluate).
    */
   readonly resolve: (settings: Settings) => Effect.Effect<Target, SettingsError>
   /**

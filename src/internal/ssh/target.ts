@@ -1,17 +1,21 @@
 /**
  * Resolves the connection settings of an operation into a {@link Target}: host string, settings
- * and `~/.ssh/config`, with the precedence host string > settings > ssh_config > default.
+ * and `~/.ssh/config`, with the precedence host string > settings > ssh_config > default. The
+ * config is resolved by `ssh -G` (`sshG.ts`) when the OpenSSH client is there, else by the
+ * built-in reader (`config.ts`); both answer in the same shape, mapped here.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { userInfo } from "node:os"
+import { hostname, userInfo } from "node:os"
 import * as path from "node:path"
 import { SettingsError } from "../../Errors.ts"
 import { defaults, expandHome, type Settings } from "../../Settings.ts"
 import * as Files from "../local/files.ts"
-import { durationError } from "../settings/duration.ts"
+import { durationError, toDuration } from "../settings/duration.ts"
 import { isUserName, missingHost, parseHostString, parsePort } from "../settings/hostString.ts"
 import * as SshConfig from "./config.ts"
 import type { Target } from "./port.ts"
+import * as SshG from "./sshG.ts"
 
 const defaultKeys = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
 
@@ -19,45 +23,55 @@ const defaultKeys = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
 interface Account {
   readonly user: () => string
   readonly home: () => string
+  /** The name in the password database: OpenSSH's default user. */
+  readonly loginName: () => string
 }
 
 const absolute = (p: string): string => path.resolve(expandHome(p))
 
-type ConfigCache = Map<string, { readonly stamp: string; readonly config: SshConfig.SshConfig }>
+/** What one `SshConnections` layer keeps between resolutions; see {@link makeResolver}. */
+interface ResolverState {
+  readonly account: Account
+  /** Parsed config files (built-in reader), by path, while unchanged. */
+  readonly parsed: Map<string, { readonly stamp: string; readonly config: SshConfig.SshConfig }>
+  /** `ssh -G`'s answers, by (config file and stamp, host, user, port). */
+  readonly answers: Map<string, SshConfig.Options>
+  /** The `file:line`s already warned about. */
+  readonly warned: Set<string>
+  /** The `ssh` on `PATH`, looked for once. */
+  readonly ssh: () => string | undefined
+}
 
-const readConfig = (
-  configCache: ConfigCache,
+/**
+ * The config file of the settings and its stamp: `none` for `sshConfigFile: false`. The
+ * default file is optional, as for OpenSSH (`file` is then `undefined`: ssh reads its own
+ * files); a file named on purpose must exist.
+ */
+const configFile = (
   settings: Settings
-): Effect.Effect<SshConfig.SshConfig, SettingsError> => {
+): Effect.Effect<"none" | { readonly file: string | undefined; readonly stamp: string }, SettingsError> => {
   const setting = settings.sshConfigFile
-  if (setting === false) return Effect.succeed({ blocks: [] })
+  if (setting === false) return Effect.succeed("none")
   const file = absolute(setting)
-  return Effect.gen(function*() {
-    // Resolved before every operation: the stamps are taken synchronously, as metadata calls
-    // that cannot block, not by a round trip through the thread pool each time.
-    const stat = yield* Effect.try({
-      try: () => Files.Sync.statIfExists(file),
-      catch: (error) => Files.fromNode("stat", file, error)
-    })
-    if (stat === undefined) return undefined
-    // ctime too: a tool that puts the modification time back (`touch -r`, `cp -p`, `rsync -t`)
-    // cannot set it.
-    const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
-    const cached = configCache.get(file)
-    if (cached?.stamp === stamp) return cached.config
-    const config = SshConfig.parse(yield* Files.readFileString(file))
-    configCache.set(file, { stamp, config })
-    return config
+  // Resolved before every operation: the stamps are taken synchronously, as metadata calls that
+  // cannot block, not by a round trip through the thread pool each time.
+  return Effect.try({
+    try: () => Files.Sync.statIfExists(file),
+    catch: (error) => Files.fromNode("stat", file, error)
   }).pipe(
     Effect.mapError((error) =>
       new SettingsError({ setting: "sshConfigFile", value: setting, detail: String(error.cause) })
     ),
-    Effect.flatMap((config) =>
-      config !== undefined
-        ? Effect.succeed(config)
-        // The default file is optional, as for OpenSSH; a file named on purpose must exist.
-        : setting === defaults.sshConfigFile
-        ? Effect.succeed({ blocks: [] })
+    Effect.flatMap((stat) => {
+      const isDefault = setting === defaults.sshConfigFile
+      // ctime too: a tool that puts the modification time back (`touch -r`, `cp -p`, `rsync -t`)
+      // cannot set it.
+      if (stat !== undefined) {
+        const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
+        return Effect.succeed({ file: isDefault ? undefined : file, stamp })
+      }
+      return isDefault
+        ? Effect.succeed({ file: undefined, stamp: "absent" })
         : Effect.fail(
           new SettingsError({
             setting: "sshConfigFile",
@@ -65,13 +79,116 @@ const readConfig = (
             detail: "no such file; fix the path, or set sshConfigFile to false to read none"
           })
         )
+    })
+  )
+}
+
+const readParsed = (
+  state: ResolverState,
+  settings: Settings,
+  file: string,
+  stamp: string
+): Effect.Effect<SshConfig.SshConfig, SettingsError> => {
+  const cached = state.parsed.get(file)
+  if (cached?.stamp === stamp) return Effect.succeed(cached.config)
+  return Files.readFileString(file).pipe(
+    Effect.map((text) => {
+      const config = SshConfig.parse(text)
+      state.parsed.set(file, { stamp, config })
+      return config
+    }),
+    Effect.mapError((error) =>
+      new SettingsError({
+        setting: "sshConfigFile",
+        value: String(settings.sshConfigFile),
+        detail: String(error.cause)
+      })
     )
   )
 }
 
+/** Which reader resolves the config: the setting, with `auto` meaning OpenSSH when it is there. */
+const resolverOf = (
+  state: ResolverState,
+  settings: Settings
+): Effect.Effect<{ readonly ssh: string } | "builtin", SettingsError> => {
+  const choice = settings.sshConfigResolver
+  if (choice === "builtin") return Effect.succeed("builtin")
+  const ssh = state.ssh()
+  if (ssh !== undefined) return Effect.succeed({ ssh })
+  return choice === "auto" ? Effect.succeed("builtin") : Effect.fail(
+    new SettingsError({
+      setting: "sshConfigResolver",
+      value: choice,
+      detail: "no `ssh` on PATH: install the OpenSSH client, or set sshConfigResolver to \"builtin\""
+    })
+  )
+}
+
+/** The options of `host` by the built-in reader, its warnings logged once per file and line. */
+const builtinOptions = Effect.fnUntraced(function*(
+  state: ResolverState,
+  settings: Settings,
+  file: string,
+  stamp: string,
+  host: string
+) {
+  const config = yield* readParsed(state, settings, file, stamp)
+  const { options, problems } = SshConfig.lookup(config, host)
+  const fatal = problems.find((p) => p.fatal)
+  if (fatal !== undefined) {
+    return yield* new SettingsError({
+      setting: "sshConfigFile",
+      value: String(settings.sshConfigFile),
+      detail:
+        `${file} line ${fatal.line}: ${fatal.detail}; install the OpenSSH client (then \`ssh -G\` resolves ` +
+        `the file exactly), or take the directive out of the file`
+    })
+  }
+  for (const problem of [...SshConfig.unsupported(config), ...problems]) {
+    const key = `${file}:${problem.line}`
+    if (state.warned.has(key)) continue
+    state.warned.add(key)
+    yield* Effect.logWarning(
+      `ssh_config ${file} line ${problem.line}: \`${problem.keyword}\` ${problem.detail}`
+    )
+  }
+  return options
+})
+
+/**
+ * The ssh_config options of `host`, by `ssh -G` or the built-in reader; `openssh` says which
+ * (`ssh -G` lists every option, defaults included). `user` and `port` are those given in code.
+ */
+const optionsFor = Effect.fnUntraced(function*(
+  state: ResolverState,
+  settings: Settings,
+  host: string,
+  user: string | undefined,
+  port: number | undefined
+) {
+  const config = yield* configFile(settings)
+  if (config === "none") return { options: new Map() as SshConfig.Options, openssh: false }
+  const resolver = yield* resolverOf(state, settings)
+  if (resolver === "builtin") {
+    if (config.file === undefined && config.stamp === "absent") {
+      return { options: new Map() as SshConfig.Options, openssh: false }
+    }
+    const file = config.file ?? absolute(defaults.sshConfigFile as string)
+    return { options: yield* builtinOptions(state, settings, file, config.stamp, host), openssh: false }
+  }
+  const key = JSON.stringify([config.file ?? null, config.stamp, host, user ?? null, port ?? null])
+  const cached = state.answers.get(key)
+  if (cached !== undefined) return { options: cached, openssh: true }
+  const options = yield* SshG.run({ ssh: resolver.ssh, configFile: config.file, host, user, port })
+  state.answers.set(key, options)
+  return { options, openssh: true }
+})
+
 const keyFileFor = (
   settings: Settings,
-  configured: ReadonlyArray<string>
+  configured: ReadonlyArray<string>,
+  openssh: boolean
 ): Effect.Effect<string | undefined, SettingsError> => {
   const keyFile = settings.keyFile
   if (keyFile !== undefined) {
@@ -89,8 +206,11 @@ const keyFileFor = (
         )
     )
   }
-  // Like OpenSSH, identity files that do not exist are skipped silently.
-  return Effect.sync(() => [...configured, ...defaultKeys].map(absolute).find(Files.Sync.exists))
+  // Like OpenSSH, identity files that do not exist are skipped silently. `ssh -G` lists its
+  // default keys itself, and only when the config names none.
+  return Effect.sync(() =>
+    (openssh ? configured : [...configured, ...defaultKeys]).map(absolute).find(Files.Sync.exists)
+  )
 }
 
 const checkPortSetting = (port: number | undefined): Effect.Effect<number | undefined, SettingsError> =>
@@ -148,63 +268,188 @@ const common = (settings: Settings) => ({
   maxChannels: Math.max(1, Math.floor(settings.maxChannels))
 })
 
-/** The ssh_config block of `host`, and the port it names, checked. */
-const configFor = Effect.fnUntraced(function*(account: Account, config: SshConfig.SshConfig, host: string) {
-  const hostConfig = SshConfig.resolve(config, host, { localUser: account.user(), home: account.home() })
-  const configPort = hostConfig.port === undefined
+const first = (options: SshConfig.Options, keyword: string): string | undefined => options.get(keyword)?.[0]
+
+const seconds = (value: string | undefined): Duration.Duration | undefined =>
+  value !== undefined && /^\d+$/.test(value) && Number(value) > 0
+    ? Duration.seconds(Number(value))
+    : undefined
+
+/** A setting counts as given in code when it differs from its default; else the config's value. */
+const durationSetting = (
+  settings: Settings,
+  key: "connectTimeout" | "keepaliveInterval",
+  configured: Duration.Duration | undefined
+): Duration.Duration =>
+  configured !== undefined && Duration.equals(toDuration(settings[key]), toDuration(defaults[key]))
+    ? configured
+    : settings[key]
+
+/**
+ * The parts of a {@link Target} that ssh_config options can set, for the host `label` reached at
+ * `host`, `port`, as `user`. Settings given in code win: those with a default count as given when
+ * they differ from it. What cannot be told from `ssh -G`'s defaults (`serveraliveinterval 0`,
+ * `stricthostkeychecking ask`, its own default known_hosts files) leaves the setting as it is.
+ */
+const fromOptions = (
+  account: Account,
+  settings: Settings,
+  options: SshConfig.Options,
+  names: { readonly label: string; readonly host: string; readonly port: number; readonly user: string }
+) => {
+  const base = common(settings)
+  const tokens: Record<string, string> = {
+    "%": "%",
+    d: account.home(),
+    h: names.host,
+    i: String(process.getuid?.() ?? ""),
+    k: first(options, "hostkeyalias") ?? names.label,
+    L: hostname().split(".")[0] ?? "",
+    l: hostname(),
+    n: names.label,
+    p: String(names.port),
+    r: names.user,
+    u: account.user()
+  }
+  const expand = (value: string) => absolute(SshConfig.expandTokens(value, tokens))
+
+  const identityAgent = first(options, "identityagent")
+  const identitiesOnly = first(options, "identitiesonly") === "yes"
+  const agent = base.agent === undefined || identitiesOnly || identityAgent === "none"
     ? undefined
-    : yield* Effect.fromResult(parsePort(hostConfig.port, "port"))
-  return { hostConfig, configPort }
-})
+    : identityAgent === undefined || identityAgent === "SSH_AUTH_SOCK"
+    ? base.agent
+    : identityAgent.startsWith("$")
+    ? process.env[identityAgent.replace(/^\$\{?|\}$/g, "")] || undefined
+    : expand(identityAgent)
+
+  const knownHosts = first(options, "userknownhostsfile")?.split(/\s+/)
+  const sshDefaultKnownHosts = [`${account.home()}/.ssh/known_hosts`, `${account.home()}/.ssh/known_hosts2`]
+  const configuredKnownHosts = knownHosts === undefined || knownHosts[0] === undefined ||
+      (knownHosts.length === 2 && knownHosts.every((f, i) => f === sshDefaultKnownHosts[i]))
+    ? undefined
+    : expand(knownHosts[0])
+
+  const strict = first(options, "stricthostkeychecking")
+  const proxyCommand = first(options, "proxycommand")
+  const forwardAgent = first(options, "forwardagent")
+  const alias = first(options, "hostkeyalias")
+  return {
+    ...base,
+    agent,
+    knownHostsFile: configuredKnownHosts !== undefined && settings.knownHostsFile === defaults.knownHostsFile
+      ? configuredKnownHosts
+      : base.knownHostsFile,
+    // Only ever stricter than the settings: `no` cannot loosen the library's own rules.
+    hostKeyPolicy: strict === "yes" || strict === "true" ? "strict" as const : base.hostKeyPolicy,
+    connectTimeout: durationSetting(settings, "connectTimeout", seconds(first(options, "connecttimeout"))),
+    keepaliveInterval: durationSetting(
+      settings,
+      "keepaliveInterval",
+      seconds(first(options, "serveraliveinterval"))
+    ),
+    keepaliveCountMax: settings.keepaliveCountMax === defaults.keepaliveCountMax
+      ? Number(first(options, "serveralivecountmax") ?? base.keepaliveCountMax) || base.keepaliveCountMax
+      : base.keepaliveCountMax,
+    ...(alias === undefined ? {} : { hostKeyAlias: alias }),
+    ...(forwardAgent === undefined || forwardAgent === "no" ? {} : { forwardAgent: true }),
+    // OpenSSH expands these tokens of ProxyCommand when it connects; `ssh -G` prints them as written.
+    ...(proxyCommand === undefined || proxyCommand === "none"
+      ? {}
+      : {
+        proxyCommand: SshConfig.expandTokens(proxyCommand, {
+          "%": "%",
+          h: names.host,
+          n: names.label,
+          p: String(names.port),
+          r: names.user
+        })
+      }),
+    identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand)
+  }
+}
+
+const configPortOf = (options: SshConfig.Options) => {
+  const text = first(options, "port")
+  return text === undefined ? Effect.succeed(undefined) : Effect.fromResult(parsePort(text, "port"))
+}
 
 // A jump host: its own host string and ssh_config block; the `user` setting and key apply to it
-// as well, since deploy users usually log in to gateway and target alike.
+// as well, since deploy users usually log in to gateway and target alike. So that the `user`
+// setting can still apply, `ssh -G`'s default user (the local login name) counts as no User.
 const resolveHop = Effect.fnUntraced(function*(
-  account: Account,
+  state: ResolverState,
   text: string,
   settings: Settings,
-  config: SshConfig.SshConfig,
   gateway: Target | undefined
 ) {
   const parsed = yield* Effect.fromResult(parseHostString(text, "gateway"))
-  const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
-  const target: Target = {
-    ...common(settings),
+  const { openssh, options } = yield* optionsFor(state, settings, parsed.host, parsed.user, parsed.port)
+  const configPort = yield* configPortOf(options)
+  const configUser = first(options, "user")
+  const host = first(options, "hostname") ?? parsed.host
+  const port = parsed.port ?? configPort ?? 22
+  const user = parsed.user ??
+    (openssh && configUser === state.account.loginName() ? undefined : configUser) ??
+    settings.user ?? state.account.user()
+  const { identityFiles, ...rest } = fromOptions(state.account, settings, options, {
     label: parsed.host,
-    host: hostConfig.hostName ?? parsed.host,
-    port: parsed.port ?? configPort ?? 22,
-    user: parsed.user ?? hostConfig.user ?? settings.user ?? account.user(),
-    keyFile: yield* keyFileFor(settings, hostConfig.identityFiles),
+    host,
+    port,
+    user
+  })
+  const target: Target = {
+    ...rest,
+    label: parsed.host,
+    host,
+    port,
+    user,
+    keyFile: yield* keyFileFor(settings, identityFiles, openssh),
     gateway
   }
   return target
 })
 
 const resolveWith = Effect.fnUntraced(
-  function*(account: Account, configCache: ConfigCache, settings: Settings) {
+  function*(state: ResolverState, settings: Settings) {
     if (settings.host === undefined) {
       return yield* missingHost()
     }
     const parsed = yield* Effect.fromResult(parseHostString(settings.host))
-    const port = yield* checkPortSetting(settings.port)
+    const givenPort = parsed.port ?? (yield* checkPortSetting(settings.port))
     yield* checkConnectionSettings(settings)
-    const config = yield* readConfig(configCache, settings)
-    const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
+    const givenUser = parsed.user ?? settings.user
+    const { openssh, options } = yield* optionsFor(state, settings, parsed.host, givenUser, givenPort)
+    const configPort = yield* configPortOf(options)
+    const host = first(options, "hostname") ?? parsed.host
+    const port = givenPort ?? configPort ?? 22
+    const user = givenUser ?? first(options, "user") ?? state.account.user()
 
     // ProxyJump may list several hops: each is reached through the one before it.
-    const jumps =
-      (settings.gateway ?? hostConfig.proxyJump)?.split(",").map((s) => s.trim()).filter((s) => s !== "") ??
-        []
+    const proxyJump = first(options, "proxyjump")
+    const jumps = (settings.gateway ?? (proxyJump === "none" ? undefined : proxyJump))
+      ?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+      // `ssh -G` prints a lone hop that is an IPv4 address as `[127.0.0.2]`.
+      .map((hop) => hop.replace(/^([^@]*@)?\[([^\]:]*)\]/, "$1$2")) ?? []
     let gateway: Target | undefined
-    for (const hop of jumps) gateway = yield* resolveHop(account, hop, settings, config, gateway)
+    for (const hop of jumps) gateway = yield* resolveHop(state, hop, settings, gateway)
 
-    const target: Target = {
-      ...common(settings),
+    const { identityFiles, proxyCommand, ...rest } = fromOptions(state.account, settings, options, {
       label: parsed.host,
-      host: hostConfig.hostName ?? parsed.host,
-      port: parsed.port ?? port ?? configPort ?? 22,
-      user: parsed.user ?? settings.user ?? hostConfig.user ?? account.user(),
-      keyFile: yield* keyFileFor(settings, hostConfig.identityFiles),
+      host,
+      port,
+      user
+    })
+    const target: Target = {
+      ...rest,
+      // A gateway, from the settings or ProxyJump, is the route: as for OpenSSH, the first of
+      // ProxyJump and ProxyCommand in the config wins, and `ssh -G` prints only that one.
+      ...(proxyCommand === undefined || jumps.length > 0 ? {} : { proxyCommand }),
+      label: parsed.host,
+      host,
+      port,
+      user,
+      keyFile: yield* keyFileFor(settings, identityFiles, openssh),
       gateway
     }
     return target
@@ -214,22 +459,30 @@ const resolveWith = Effect.fnUntraced(
 // -- the resolver ---------------------------------------------------------------------------------
 
 /**
- * The resolver of one `SshConnections` layer. Targets are not kept: resolving takes 8 to 13 µs
- * (50 µs with a 40-block ssh_config), under 1.5% of a warm remote command (3.5 to 4 ms on the
- * test machine), and a target resolved afresh can never be out of date with its settings, the
- * environment or the files it read. What is kept can be checked: parsed ssh_config files by
- * their stamp, and the local account, which never changes for a process.
+ * The resolver of one `SshConnections` layer. Targets are not kept: a target resolved afresh can
+ * never be out of date with its settings, the environment or the files it read (8 to 13 µs,
+ * 50 µs with a 40-block ssh_config, by the built-in reader). What is kept can be checked:
+ * `ssh -G`'s answers and parsed config files by the config file's stamp (an edit counts from the
+ * next operation; an edit of a file it `Include`s, or a change in what a `Match exec` command
+ * answers, only in a new layer), and the local account, which never changes for a process.
  */
 export const makeResolver = (): (settings: Settings) => Effect.Effect<Target, SettingsError> => {
   // `os.userInfo()` reads the password database on every call.
   let passwd: { readonly username: string; readonly homedir: string } | undefined
   const account: Account = {
     user: () => process.env["USER"] ?? (passwd ??= userInfo()).username,
-    home: () => process.env["HOME"] ?? (passwd ??= userInfo()).homedir
+    home: () => process.env["HOME"] ?? (passwd ??= userInfo()).homedir,
+    loginName: () => (passwd ??= userInfo()).username
   }
-  // Parsed config files, by path, while unchanged: a fan-out to many hosts resolves each of them.
-  const configCache: ConfigCache = new Map()
-  return (settings) => resolveWith(account, configCache, settings)
+  let ssh: { readonly path: string | undefined } | undefined
+  const state: ResolverState = {
+    account,
+    parsed: new Map(),
+    answers: new Map(),
+    warned: new Set(),
+    ssh: () => (ssh ??= { path: SshG.findSsh(process.env["PATH"]) }).path
+  }
+  return (settings) => resolveWith(state, settings)
 }
 
 /** A string that identifies the connection a target needs: equal keys share one connection. */
@@ -242,5 +495,16 @@ export const targetKey = (target: Target): string =>
     target.agent ?? null,
     target.knownHostsFile,
     target.hostKeyPolicy,
-    target.gateway === undefined ? null : targetKey(target.gateway)
+    target.gateway === undefined ? null : targetKey(target.gateway),
+    target.proxyCommand ?? null,
+    target.hostKeyAlias ?? null
   ])
+
+/**
+ * The name and port `target`'s host key is looked up and recorded under in known_hosts: its
+ * `HostKeyAlias` alone (OpenSSH writes it without `[..]:port`), else its host and port.
+ */
+export const knownHostsName = (target: Target): { readonly host: string; readonly port: number } =>
+  target.hostKeyAlias === undefined
+    ? { host: target.host, port: target.port }
+    : { host: target.hostKeyAlias, port: 22 }
