@@ -72,6 +72,15 @@ export interface Settings {
   readonly password: Redacted.Redacted<string> | undefined
   /** Offer the identities of the ssh-agent at `SSH_AUTH_SOCK`. Default: `true`. */
   readonly useAgent: boolean
+  /**
+   * Forward the ssh-agent to the host (`ssh -A`), so that its commands can use the local keys
+   * (a `git clone` of a private repository, an `ssh` to another host). Anyone root on the host
+   * can use the agent while the connection is open: see SECURITY.md, prefer a `gateway`, and
+   * set it only around the commands that need it. Needs an agent (`useAgent`, `SSH_AUTH_SOCK`),
+   * else a `SettingsError`. A connection forwards or not for its whole life, so commands with
+   * and without forwarding never share one. Default: `false`.
+   */
+  readonly forwardAgent: boolean
   /** The OpenSSH client config to honour (`HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump`); `false` for none. Default: `~/.ssh/config`. */
   readonly sshConfigFile: string | false
   /** The known_hosts file host keys are checked against. Default: `~/.ssh/known_hosts`. */
@@ -204,6 +213,7 @@ export const defaults: Settings = {
   keyPassphrase: undefined,
   password: undefined,
   useAgent: true,
+  forwardAgent: false,
   sshConfigFile: "~/.ssh/config",
   knownHostsFile: "~/.ssh/known_hosts",
   hostKeyPolicy: "accept-new",

@@ -32,6 +32,8 @@ export interface Target {
   readonly password: Redacted.Redacted<string> | undefined
   /** The ssh-agent socket offered, if any. */
   readonly agent: string | undefined
+  /** Whether the connection forwards `agent` to the host (`ForwardAgent`); never for a jump host. */
+  readonly forwardAgent?: boolean
   /** The known_hosts file, resolved to an absolute path. */
   readonly knownHostsFile: string
   readonly hostKeyPolicy: HostKeyPolicy

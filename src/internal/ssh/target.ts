@@ -134,6 +134,19 @@ const checkConnectionSettings = (settings: Settings): Effect.Effect<void, Settin
   return error === undefined ? Effect.void : Effect.fail(error)
 }
 
+// OpenSSH forwards nothing, silently, when there is no agent; a setting asked for on purpose
+// says why it cannot be honoured instead.
+const noAgentToForward = (settings: Settings) =>
+  Effect.fail(
+    new SettingsError({
+      setting: "forwardAgent",
+      value: "true",
+      detail: settings.useAgent
+        ? "there is no ssh-agent to forward: SSH_AUTH_SOCK is not set; start one (`eval $(ssh-agent)`, `ssh-add`) or leave forwardAgent off"
+        : "there is no ssh-agent to forward: useAgent is false; set useAgent (with an agent at SSH_AUTH_SOCK) or leave forwardAgent off"
+    })
+  )
+
 const common = (settings: Settings) => ({
   keyPassphrase: settings.keyPassphrase,
   password: settings.password,
@@ -205,8 +218,11 @@ const resolveWith = Effect.fnUntraced(
       port: parsed.port ?? port ?? configPort ?? 22,
       user: parsed.user ?? settings.user ?? hostConfig.user ?? account.user(),
       keyFile: yield* keyFileFor(settings, hostConfig.identityFiles),
-      gateway
+      gateway,
+      // Only the final host gets the agent: a jump host only relays, as with `ssh -A -J`.
+      ...(settings.forwardAgent ? { forwardAgent: true } : {})
     }
+    if (target.forwardAgent === true && target.agent === undefined) return yield* noAgentToForward(settings)
     return target
   }
 )
@@ -240,6 +256,7 @@ export const targetKey = (target: Target): string =>
     target.port,
     target.keyFile ?? null,
     target.agent ?? null,
+    target.forwardAgent === true,
     target.knownHostsFile,
     target.hostKeyPolicy,
     target.gateway === undefined ? null : targetKey(target.gateway)
