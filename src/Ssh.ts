@@ -2,7 +2,8 @@
  * SSH connections: the {@link SshConnections} service that remote operations and transfers use
  * to reach a host, and its {@link layer}, built on the `ssh2` library.
  *
- * One connection is opened per (user, host, port, key, agent, gateway, host key checking) and
+ * One connection is opened per (user, host, port, key, agent, agent forwarding, gateway, host key
+ * checking) and
  * shared by every operation while the layer's scope is open; it is closed when the scope ends.
  * A connection that drops is replaced on the next operation. At most `maxChannels` commands
  * (or SFTP sessions) run at once on one connection; the rest wait their turn, so any number of
@@ -10,7 +11,8 @@
  *
  * Connections honour `~/.ssh/config` (`HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump`),
  * jump hosts (`gateway`), `known_hosts` checking (`knownHostsFile`, `hostKeyPolicy`), connect
- * time-outs and retries, and keepalives.
+ * time-outs and retries, keepalives, and agent forwarding (`forwardAgent`). Port forwards
+ * ({@link forwardLocal}, {@link forwardRemote}) are scoped resources on these connections.
  *
  * @example
  * ```ts
