@@ -3,8 +3,8 @@
  * to reach a host, and its {@link layer}, built on the `ssh2` library.
  *
  * One connection is opened per (user, host, port, key, agent, agent forwarding, gateway, host key
- * checking) and
- * shared by every operation while the layer's scope is open; it is closed when the scope ends.
+ * checking) and shared by every operation while the layer's scope is open; it is closed when the
+ * scope ends.
  * A connection that drops is replaced on the next operation. At most `maxChannels` commands
  * (or SFTP sessions) run at once on one connection; the rest wait their turn, so any number of
  * concurrent commands works against OpenSSH's `MaxSessions`.
