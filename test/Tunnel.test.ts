@@ -210,6 +210,18 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "180 seconds", excludeTestServ
           console.log(
             `remote forward: 48 MiB in ${millis} ms (${(size / MiB / (millis / 1000)).toFixed(0)} MiB/s)`
           )
+          // A reader on the server that waits 3 s before it reads: the writer here must stall.
+          const baseline = site.sent()
+          const slow = yield* Effect.forkChild(
+            remote(`curl -fsS ${url}/bytes?${64 * MiB} | { sleep 3; wc -c; }`, { host })
+          )
+          yield* Effect.sleep("2 seconds")
+          const ahead = site.sent() - baseline
+          assert.strictEqual((yield* Fiber.join(slow)).stdout.trim(), String(64 * MiB))
+          assert.isBelow(ahead, 32 * MiB, `the writer ran ${ahead} bytes ahead of a reader that waits`)
+          console.log(
+            `remote forward: the writer was ${(ahead / MiB).toFixed(1)} MiB ahead of a reader that waits`
+          )
           // bash's own /dev/tcp, for a server without curl
           const raw = yield* remote(
             `exec 3<>/dev/tcp/127.0.0.1/${port}; printf 'GET /hello?bash HTTP/1.0\\r\\n\\r\\n' >&3; tail -n 1 <&3`,
