@@ -80,6 +80,15 @@ export interface Settings {
   /** Offer the identities of the ssh-agent at `SSH_AUTH_SOCK`. Default: `true`. */
   readonly useAgent: boolean
   /**
+   * Forward the ssh-agent to the host (`ssh -A`), so that its commands can use the local keys
+   * (a `git clone` of a private repository, an `ssh` to another host). Anyone root on the host
+   * can use the agent while the connection is open: see SECURITY.md, prefer a `gateway`, and
+   * set it only around the commands that need it. Needs an agent (`useAgent`, `SSH_AUTH_SOCK`),
+   * else a `SettingsError`. A connection forwards or not for its whole life, so commands with
+   * and without forwarding never share one. Default: `false`.
+   */
+  readonly forwardAgent: boolean
+  /**
    * The OpenSSH client config to honour (see {@link sshConfigResolver} for how it is read);
    * `false` for none. With the default, `ssh` reads its own files (`~/.ssh/config`, then
    * `/etc/ssh/ssh_config`); a path given here is read alone, as by `ssh -F`. Default:
@@ -225,6 +234,7 @@ export const defaults: Settings = {
   keyPassphrase: undefined,
   password: undefined,
   useAgent: true,
+  forwardAgent: false,
   sshConfigFile: "~/.ssh/config",
   sshConfigResolver: "auto",
   knownHostsFile: "~/.ssh/known_hosts",

@@ -33,6 +33,7 @@ import type { Connection, Target } from "./port.ts"
 import { type ConnectionState, isBusy, lostConnection, request, retryBusy } from "./request.ts"
 import * as Sftp from "./sftp.ts"
 import { makeResolver, targetKey } from "./target.ts"
+import { makeTunnels } from "./tunnel.ts"
 
 // rsync checks the key file the way a connection does.
 export { readKey } from "./handshake.ts"
@@ -121,6 +122,7 @@ export const make = Effect.gen(function*() {
         target,
         isOpen: () => state.open,
         loginBash: Ref.makeUnsafe<string | undefined>(undefined),
+        ...makeTunnels(target, client, state),
         exec: (command, options) =>
           Effect.gen(function*() {
             const slots = options?.reserved === true

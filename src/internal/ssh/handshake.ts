@@ -241,6 +241,9 @@ export const handshake = (
       ...(credentials.privateKey !== undefined ? { privateKey: credentials.privateKey } : {}),
       ...(credentials.passphrase !== undefined ? { passphrase: credentials.passphrase } : {}),
       ...(target.agent !== undefined ? { agent: target.agent } : {}),
+      // For the whole connection (ssh2 asks on its first session): targetKey keeps such
+      // connections apart from those of commands that did not ask for the agent.
+      ...(target.agent !== undefined && target.forwardAgent === true ? { agentForward: true } : {}),
       ...(target.password !== undefined ? { password: Redacted.value(target.password) } : {}),
       authHandler: methods,
       ...(serverHostKey !== undefined ? { algorithms: { serverHostKey } } : {}),

@@ -13,6 +13,7 @@ import type * as Stream from "effect/Stream"
 import type { ConnectionError, SettingsError } from "../../Errors.ts"
 import type { HostKeyPolicy, Settings } from "../../Settings.ts"
 import type { SftpError } from "./sftpError.ts"
+import type { TunnelError } from "./tunnelError.ts"
 
 /**
  * Where and how to connect, resolved from the settings and `~/.ssh/config`.
@@ -32,6 +33,12 @@ export interface Target {
   readonly password: Redacted.Redacted<string> | undefined
   /** The ssh-agent socket offered, if any. */
   readonly agent: string | undefined
+  /**
+   * Whether the connection forwards `agent` to the host: the `forwardAgent` setting, or
+   * ssh_config's `ForwardAgent` (`yes`, or an agent socket named there) when an agent is
+   * offered. Never for a jump host.
+   */
+  readonly forwardAgent?: boolean | undefined
   /** The known_hosts file, resolved to an absolute path. */
   readonly knownHostsFile: string
   readonly hostKeyPolicy: HostKeyPolicy
@@ -51,11 +58,6 @@ export interface Target {
    * the config has none, says `none`, or the host is reached through a `gateway`.
    */
   readonly proxyCommand?: string | undefined
-  /**
-   * ssh_config's `ForwardAgent`: `true` when the config asks for the local agent to be
-   * forwarded to this host (`yes`, or an agent socket named there). `undefined`: not asked.
-   */
-  readonly forwardAgent?: boolean | undefined
   /**
    * ssh_config's `HostKeyAlias`: the name to look the host key up (and record it) under in
    * `knownHostsFile` instead of `host` and `port`; OpenSSH then writes the name alone, without
@@ -236,6 +238,41 @@ export interface SftpSession {
 }
 
 /**
+ * A local port forwarded through the server (`ssh -L`): connections to `localHost:localPort`
+ * here are carried to `remoteHost:remotePort` as the server resolves and reaches it.
+ *
+ * @since 0.1.0
+ */
+export interface LocalForwardOptions {
+  /** The destination, as the server names it (`127.0.0.1` is the server itself). */
+  readonly remoteHost: string
+  readonly remotePort: number
+  /** The port to listen on here; `0` (the default) for any free one. */
+  readonly localPort?: number | undefined
+  /** The address to listen on here. Default: `127.0.0.1`, reachable only from this machine. */
+  readonly localHost?: string | undefined
+}
+
+/**
+ * A port on the server forwarded back here (`ssh -R`): connections to `remoteHost:remotePort`
+ * on the server are carried to `localHost:localPort` as this machine reaches it.
+ *
+ * @since 0.1.0
+ */
+export interface RemoteForwardOptions {
+  /** The port to listen on, on the server; `0` for any free one. */
+  readonly remotePort: number
+  /**
+   * The address to listen on, on the server. Default: `127.0.0.1`, reachable from the server
+   * only, yet by every user of it. Another address also needs `GatewayPorts` on the server.
+   */
+  readonly remoteHost?: string | undefined
+  readonly localPort: number
+  /** The destination here. Default: `127.0.0.1`. */
+  readonly localHost?: string | undefined
+}
+
+/**
  * An open SSH connection, shared by every operation on the same target.
  *
  * @since 0.1.0
@@ -275,6 +312,23 @@ export interface Connection {
    * arrives after its requester left is ended at once.
    */
   readonly sftp: Effect.Effect<SftpSession, ConnectionError, Scope.Scope>
+  /**
+   * Listens here and carries each connection to a host and port as the server sees them
+   * (`ssh -L`), until the scope closes: then the listener closes and every connection through
+   * it ends. Succeeds with the local port (the one chosen when `localPort` is 0). Fails with a
+   * `TunnelError` when the port cannot be opened; a connection whose destination the server
+   * cannot reach is closed and logged, and the forward stays open. Forwarded connections are
+   * not sessions: they do not take `maxChannels` slots.
+   */
+  readonly forwardLocal: (options: LocalForwardOptions) => Effect.Effect<number, TunnelError, Scope.Scope>
+  /**
+   * Has the server listen on a port and carries each connection to a host and port here
+   * (`ssh -R`), until the scope closes: then the server stops listening and every connection
+   * through it ends. Succeeds with the server's port (the one chosen when `remotePort` is 0).
+   * Fails with a `TunnelError` when the server will not listen there; a connection whose local
+   * destination refuses it is turned away and logged.
+   */
+  readonly forwardRemote: (options: RemoteForwardOptions) => Effect.Effect<number, TunnelError, Scope.Scope>
 }
 
 /**

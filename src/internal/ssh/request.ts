@@ -25,14 +25,14 @@ export interface ConnectionState {
  * answer (bounded, and only while it can still come), so that what it holds (a session slot) is
  * given back only once nothing can still arrive. ssh2 throws when its socket is no longer writable: that is `lost`.
  */
-export const request = <A>(options: {
+export const request = <A, E = ConnectionError>(options: {
   readonly send: (callback: (error: Error | undefined | null, value: A) => void) => void
-  readonly failed: (error: Error) => ConnectionError
-  readonly lost: (cause: unknown) => ConnectionError
+  readonly failed: (error: Error) => E
+  readonly lost: (cause: unknown) => E
   readonly discard: (value: A) => void
   readonly awaitLate?: { readonly atMost: Duration.Duration; readonly while: () => boolean } | undefined
-}): Effect.Effect<A, ConnectionError> =>
-  Effect.callback<A, ConnectionError>((resume) => {
+}): Effect.Effect<A, E> =>
+  Effect.callback<A, E>((resume) => {
     let abandoned = false
     let late: (() => void) | undefined
     const sent = Result.try({

@@ -254,6 +254,19 @@ const checkConnectionSettings = (settings: Settings): Effect.Effect<void, Settin
   return error === undefined ? Effect.void : Effect.fail(error)
 }
 
+// OpenSSH forwards nothing, silently, when there is no agent; a setting asked for on purpose
+// says why it cannot be honoured instead.
+const noAgentToForward = (settings: Settings) =>
+  Effect.fail(
+    new SettingsError({
+      setting: "forwardAgent",
+      value: "true",
+      detail: settings.useAgent
+        ? "there is no ssh-agent to forward: SSH_AUTH_SOCK is not set; start one (`eval $(ssh-agent)`, `ssh-add`) or leave forwardAgent off"
+        : "there is no ssh-agent to forward: useAgent is false; set useAgent (with an agent at SSH_AUTH_SOCK) or leave forwardAgent off"
+    })
+  )
+
 const common = (settings: Settings) => ({
   keyPassphrase: settings.keyPassphrase,
   password: settings.password,
@@ -392,7 +405,8 @@ const resolveHop = Effect.fnUntraced(function*(
   const user = parsed.user ??
     (openssh && configUser === state.account.loginName() ? undefined : configUser) ??
     settings.user ?? state.account.user()
-  const { identityFiles, ...rest } = fromOptions(state.account, settings, options, {
+  // A jump host only relays: it never gets the agent, whatever its config block says.
+  const { forwardAgent: _, identityFiles, ...rest } = fromOptions(state.account, settings, options, {
     label: parsed.host,
     host,
     port,
@@ -450,7 +464,15 @@ const resolveWith = Effect.fnUntraced(
       port,
       user,
       keyFile: yield* keyFileFor(settings, identityFiles, openssh),
-      gateway
+      gateway,
+      // Only the final host gets the agent: a jump host only relays, as with `ssh -A -J`.
+      ...(settings.forwardAgent ? { forwardAgent: true } : {})
+    }
+    if (settings.forwardAgent && target.agent === undefined) return yield* noAgentToForward(settings)
+    // `ForwardAgent yes` in the config with no agent to forward: nothing is forwarded, as with ssh.
+    if (target.forwardAgent === true && target.agent === undefined) {
+      const { forwardAgent: _, ...unforwarded } = target
+      return unforwarded
     }
     return target
   }
@@ -493,6 +515,7 @@ export const targetKey = (target: Target): string =>
     target.port,
     target.keyFile ?? null,
     target.agent ?? null,
+    target.forwardAgent === true,
     target.knownHostsFile,
     target.hostKeyPolicy,
     target.gateway === undefined ? null : targetKey(target.gateway),
