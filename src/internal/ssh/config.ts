@@ -26,6 +26,8 @@ export interface HostConfig {
   readonly user: string | undefined
   readonly port: string | undefined
   readonly identityFiles: ReadonlyArray<string>
+  /** `CertificateFile`, accumulated like `IdentityFile`: read only to say they are not used. */
+  readonly certificateFiles: ReadonlyArray<string>
   readonly proxyJump: string | undefined
 }
 
@@ -113,10 +115,12 @@ export const resolve = (
 ): HostConfig => {
   const first = new Map<string, string>()
   const identityFiles: Array<string> = []
+  const certificateFiles: Array<string> = []
   for (const block of config.blocks) {
     if (block.patterns === "match" || !hostMatches(block.patterns, host)) continue
     for (const [keyword, value] of block.options) {
       if (keyword === "identityfile") identityFiles.push(value)
+      else if (keyword === "certificatefile") certificateFiles.push(value)
       else if (!first.has(keyword)) first.set(keyword, value)
     }
   }
@@ -136,6 +140,9 @@ export const resolve = (
     user,
     port: first.get("port"),
     identityFiles: identityFiles.filter((f) => f.toLowerCase() !== "none").map((f) =>
+      expandTokens(f, tokens)
+    ),
+    certificateFiles: certificateFiles.filter((f) => f.toLowerCase() !== "none").map((f) =>
       expandTokens(f, tokens)
     ),
     proxyJump: proxyJump === undefined || proxyJump.toLowerCase() === "none"

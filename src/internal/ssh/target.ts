@@ -93,6 +93,14 @@ const keyFileFor = (
   return Effect.sync(() => [...configured, ...defaultKeys].map(absolute).find(Files.Sync.exists))
 }
 
+// Named in a warning only (see handshake.ts): absent from the target when the config has none.
+const certificateFilesOf = (
+  hostConfig: SshConfig.HostConfig
+): { readonly certificateFiles?: ReadonlyArray<string> } =>
+  hostConfig.certificateFiles.length === 0
+    ? {}
+    : { certificateFiles: hostConfig.certificateFiles.map(absolute) }
+
 const checkPortSetting = (port: number | undefined): Effect.Effect<number | undefined, SettingsError> =>
   port === undefined || (Number.isInteger(port) && port >= 1 && port <= 65535)
     ? Effect.succeed(port)
@@ -175,6 +183,7 @@ const resolveHop = Effect.fnUntraced(function*(
     port: parsed.port ?? configPort ?? 22,
     user: parsed.user ?? hostConfig.user ?? settings.user ?? account.user(),
     keyFile: yield* keyFileFor(settings, hostConfig.identityFiles),
+    ...certificateFilesOf(hostConfig),
     gateway
   }
   return target
@@ -205,6 +214,7 @@ const resolveWith = Effect.fnUntraced(
       port: parsed.port ?? port ?? configPort ?? 22,
       user: parsed.user ?? settings.user ?? hostConfig.user ?? account.user(),
       keyFile: yield* keyFileFor(settings, hostConfig.identityFiles),
+      ...certificateFilesOf(hostConfig),
       gateway
     }
     return target
