@@ -69,6 +69,24 @@ export interface ServerDescription {
   /** sshd's log (LogLevel VERBOSE), shared by all its processes. */
   readonly logPath: string
   readonly sshdConfigPath: string
+  /** The server's OpenSSH certificates, and client files to test them with. */
+  readonly certificates: ServerCertificates
+}
+
+/**
+ * sshd also presents its host key as a certificate (HostCertificate) signed by a host CA, and
+ * trusts user certificates signed by a user CA (TrustedUserCAKeys). The plain host key stays on
+ * offer and in `knownHostsPath`, so clients that know nothing of certificates are served as before.
+ */
+export interface ServerCertificates {
+  /** A known_hosts with only `@cert-authority [127.0.0.X]:port <host CA>` lines, no plain key. */
+  readonly knownHostsCaPath: string
+  readonly hostCaPublicKeyPath: string
+  readonly userCaPublicKeyPath: string
+  /** A copy of `keyPath` (authorized) with a user certificate beside it (`<path>-cert.pub`). */
+  readonly plusKeyPath: string
+  /** A key NOT in authorized_keys, with a certificate beside it: it logs in only by certificate. */
+  readonly onlyKeyPath: string
 }
 
 export interface Server extends ServerDescription {
@@ -209,6 +227,7 @@ interface ServerJson {
   readonly isRoot: boolean
   readonly logPath: string
   readonly sshdConfigPath: string
+  readonly certificates: ServerCertificates
 }
 
 const readDescription = (stateDir: string): ServerDescription => {
@@ -234,7 +253,8 @@ const readDescription = (stateDir: string): ServerDescription => {
     otherUser: json.otherUser ?? undefined,
     isRoot: json.isRoot,
     logPath: json.logPath,
-    sshdConfigPath: json.sshdConfigPath
+    sshdConfigPath: json.sshdConfigPath,
+    certificates: json.certificates
   }
 }
 

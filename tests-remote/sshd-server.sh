@@ -26,6 +26,13 @@
 #   tbother  no login, no sudo                      (a target for `sudo -u`)
 # Unprivileged, sshd can only log in the user running it, so that user is the only one.
 #
+# Certificates: the host key is also signed by a host CA (HostCertificate; the plain key is still
+# offered, and <dir>/known_hosts still lists it), and sshd trusts a user CA (TrustedUserCAKeys):
+#   <dir>/known_hosts_ca                   only `@cert-authority` lines for every host (no plain key)
+#   <dir>/id_ed25519_cert_plus[-cert.pub]  the login key again, with a certificate beside it
+#   <dir>/id_ed25519_cert_only[-cert.pub]  a key that is not in authorized_keys: it logs in only
+#                                          with its certificate
+#
 # The state dir holds the keys, sshd_config, the log, pid files, and a description of the server:
 # <dir>/env (shell KEY=value lines) and <dir>/server.json (read by tests-remote/server.ts).
 set -euo pipefail
@@ -280,6 +287,10 @@ write_config() {
 Port $port
 AddressFamily inet
 HostKey $dir/ssh_host_ed25519_key
+# Offered next to the plain key: a client that asks for ssh-ed25519 (ssh2, any client whose
+# known_hosts lists the plain key) is served as before.
+HostCertificate $dir/ssh_host_ed25519_key-cert.pub
+TrustedUserCAKeys $dir/user_ca.pub
 # Keys live in the state dir, not in anyone's ~/.ssh; StrictModes would refuse a file in /tmp.
 AuthorizedKeysFile $dir/authorized_keys
 StrictModes no
@@ -352,6 +363,24 @@ launch() {
   printf -- '--- sshd-server.sh: all %s hosts answer on port %s ---\n' "$count" "$port" >>"$dir/sshd.log"
 }
 
+# A host CA signs the host key for every loopback host; a user CA signs two user keys for the login
+# user (see the header). The certificates are valid from an hour ago, for ten years: a server's
+# life is one test run, and a clock step must not make them not yet valid.
+make_certificates() {
+  local dir=$1 user=$2 count=$3 principals="" a key
+  for ((a = 1; a <= count; a++)); do principals+="${principals:+,}127.0.0.$a"; done
+  ssh-keygen -q -t ed25519 -N '' -C threadbare-test-host-ca -f "$dir/host_ca"
+  ssh-keygen -q -t ed25519 -N '' -C threadbare-test-user-ca -f "$dir/user_ca"
+  ssh-keygen -q -s "$dir/host_ca" -I threadbare-test-host -h -n "$principals" -V -1h:+520w \
+    "$dir/ssh_host_ed25519_key.pub"
+  install -m 0600 "$dir/id_ed25519" "$dir/id_ed25519_cert_plus"
+  install -m 0644 "$dir/id_ed25519.pub" "$dir/id_ed25519_cert_plus.pub"
+  ssh-keygen -q -t ed25519 -N '' -C threadbare-test-cert-only -f "$dir/id_ed25519_cert_only"
+  for key in id_ed25519_cert_plus id_ed25519_cert_only; do
+    ssh-keygen -q -s "$dir/user_ca" -I "threadbare-test-$key" -n "$user" -V -1h:+520w "$dir/$key.pub"
+  done
+}
+
 json_string() { if [ -n "$1" ]; then printf '"%s"' "$1"; else printf 'null'; fi; }
 
 # Writes <dir>/env and <dir>/server.json from <dir>/settings and the live pids.
@@ -401,7 +430,14 @@ EOF
   "isRoot": $([ "$is_root" = 1 ] && echo true || echo false),
   "pids": [${pids// /, }],
   "logPath": "$dir/sshd.log",
-  "sshdConfigPath": "$dir/sshd_config"
+  "sshdConfigPath": "$dir/sshd_config",
+  "certificates": {
+    "knownHostsCaPath": "$dir/known_hosts_ca",
+    "hostCaPublicKeyPath": "$dir/host_ca.pub",
+    "userCaPublicKeyPath": "$dir/user_ca.pub",
+    "plusKeyPath": "$dir/id_ed25519_cert_plus",
+    "onlyKeyPath": "$dir/id_ed25519_cert_only"
+  }
 }
 EOF
   mv "$dir/server.json.tmp" "$dir/server.json"
@@ -483,6 +519,7 @@ cmd_start() {
   ssh-keygen -q -t ed25519 -N '' -C threadbare-test-host -f "$dir/ssh_host_ed25519_key"
   ssh-keygen -q -t ed25519 -N '' -C threadbare-test-user -f "$dir/id_ed25519"
   install -m 0644 "$dir/id_ed25519.pub" "$dir/authorized_keys"
+  make_certificates "$dir" "$login_user" "$count"
   : >"$dir/sshd.log"
 
   hostkey=$(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")
@@ -496,6 +533,9 @@ other_user=$other_user
 is_root=$root
 EOF
     for ((a = 1; a <= count; a++)); do printf '[127.0.0.%s]:%s %s\n' "$a" "$port" "$hostkey"; done >"$dir/known_hosts"
+    for ((a = 1; a <= count; a++)); do
+      printf '@cert-authority [127.0.0.%s]:%s %s\n' "$a" "$port" "$(cut -d' ' -f1,2 "$dir/host_ca.pub")"
+    done >"$dir/known_hosts_ca"
     write_ssh_config "$dir" "$port" "$login_user" "$count"
   }
 
@@ -516,7 +556,8 @@ EOF
 
   # Under sudo, hand the client-side files to the person who ran it.
   if [ "$root" = 1 ] && [ -n "${SUDO_UID:-}" ] && [ "${SUDO_UID}" != 0 ]; then
-    chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$dir/id_ed25519" "$dir/tbpass.password" 2>/dev/null || true
+    chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$dir/id_ed25519" "$dir/tbpass.password" \
+      "$dir/id_ed25519_cert_plus" "$dir/id_ed25519_cert_only" 2>/dev/null || true
   fi
 
   trap - EXIT

@@ -28,7 +28,7 @@ import {
   linkOf,
   timeoutMillis
 } from "./errors.ts"
-import { directSocket, handshake, makeKnownHostsFiles, readKey } from "./handshake.ts"
+import { directSocket, handshake, makeCertificateNotices, makeKnownHostsFiles, readKey } from "./handshake.ts"
 import type { Connection, Target } from "./port.ts"
 import { type ConnectionState, isBusy, lostConnection, request, retryBusy } from "./request.ts"
 import * as Sftp from "./sftp.ts"
@@ -52,6 +52,7 @@ interface LiveConnection extends Connection {
 /** Builds the service: a keyed, reference-counted cache of connections for the layer's scope. */
 export const make = Effect.gen(function*() {
   const knownHostsFiles = yield* makeKnownHostsFiles
+  const noticeCertificates = yield* makeCertificateNotices
   const resolve = makeResolver()
   // Connections live under `<generation>:<target key>`; a connection found dropped moves its
   // target to the next generation, so a stale entry can never be confused with its replacement.
@@ -63,6 +64,7 @@ export const make = Effect.gen(function*() {
   ): Effect.Effect<LiveConnection, ConnectionError | SettingsError, Scope.Scope> =>
     Effect.gen(function*() {
       const credentials = yield* readKey(target)
+      yield* noticeCertificates(target, credentials)
       const gateway = target.gateway
       const attempt = Effect.gen(function*() {
         const knownHosts = yield* knownHostsFiles.read(target)

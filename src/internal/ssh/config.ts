@@ -48,7 +48,9 @@ export const applied: ReadonlyArray<string> = [
   "serveralivecountmax",
   "userknownhostsfile",
   "stricthostkeychecking",
-  "forwardagent"
+  "forwardagent",
+  // Not used to log in (ssh2 has no certificates): named in a warning instead (handshake.ts).
+  "certificatefile"
 ]
 
 /**
@@ -69,6 +71,8 @@ export interface HostConfig {
   readonly user: string | undefined
   readonly port: string | undefined
   readonly identityFiles: ReadonlyArray<string>
+  /** `CertificateFile`, accumulated like `IdentityFile`: read only to say they are not used. */
+  readonly certificateFiles: ReadonlyArray<string>
   readonly proxyJump: string | undefined
 }
 
@@ -205,7 +209,7 @@ export const lookup = (config: SshConfig, host: string): {
       }
       const list = options.get(keyword)
       if (list === undefined) options.set(keyword, [value])
-      else if (keyword === "identityfile") list.push(value)
+      else if (keyword === "identityfile" || keyword === "certificatefile") list.push(value)
     }
   }
   const hostName = options.get("hostname")?.[0]
@@ -224,10 +228,12 @@ export const resolve = (
 ): HostConfig => {
   const first = new Map<string, string>()
   const identityFiles: Array<string> = []
+  const certificateFiles: Array<string> = []
   for (const block of config.blocks) {
     if (!appliesTo(block, host)) continue
     for (const [keyword, value] of block.options) {
       if (keyword === "identityfile") identityFiles.push(value)
+      else if (keyword === "certificatefile") certificateFiles.push(value)
       else if (!first.has(keyword)) first.set(keyword, value)
     }
   }
@@ -247,6 +253,9 @@ export const resolve = (
     user,
     port: first.get("port"),
     identityFiles: identityFiles.filter((f) => f.toLowerCase() !== "none").map((f) =>
+      expandTokens(f, tokens)
+    ),
+    certificateFiles: certificateFiles.filter((f) => f.toLowerCase() !== "none").map((f) =>
       expandTokens(f, tokens)
     ),
     proxyJump: proxyJump === undefined || proxyJump.toLowerCase() === "none"

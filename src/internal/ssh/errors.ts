@@ -145,6 +145,17 @@ export const hostKeyError = (target: Target, verdict: KnownHosts.Verdict): Conne
         "host-key",
         `the host key of ${name} is marked @revoked in ${target.knownHostsFile} line ${verdict.line}`
       )
+    case "CertificateAuthority":
+      return connectionError(
+        target,
+        "host-key",
+        `${name} is trusted in ${target.knownHostsFile} line ${verdict.line} only through a certificate ` +
+          "authority (@cert-authority), and the SSH library in use (ssh2) cannot verify host certificates " +
+          "(it does not support the *-cert-v01@openssh.com key types); add the host's plain key to " +
+          `${target.knownHostsFile} after checking it (for example \`ssh-keyscan -t ed25519${
+            target.port === 22 ? "" : ` -p ${target.port}`
+          } ${target.host} >> ${target.knownHostsFile}\`), or reach this host with the OpenSSH client`
+      )
     default:
       return connectionError(
         target,

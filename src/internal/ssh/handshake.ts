@@ -30,7 +30,41 @@ import { knownHostsName } from "./target.ts"
 export interface Credentials {
   readonly privateKey: Buffer | undefined
   readonly passphrase: string | undefined
+  /**
+   * User certificates OpenSSH would offer here (`<keyFile>-cert.pub`, `CertificateFile`) that
+   * exist. ssh2 has no certificate key types, so they are never sent; they are named in a warning
+   * and in an authentication failure, which they may explain.
+   */
+  readonly certificates: ReadonlyArray<string>
 }
+
+/** The user certificates OpenSSH would pick up for `target`; missing files are skipped, as it does. */
+const certificatesOf = (target: Target): Effect.Effect<ReadonlyArray<string>> =>
+  Effect.sync(() => {
+    const candidates = [
+      ...(target.keyFile === undefined ? [] : [`${target.keyFile}-cert.pub`]),
+      ...(target.certificateFiles ?? [])
+    ]
+    return [...new Set(candidates)].filter((file) => Files.Sync.exists(file))
+  })
+
+/**
+ * Warns, once per file for the layer's life, that a user certificate is left out: a user whose
+ * `ssh` logs in by certificate would otherwise see this library offer another credential with
+ * no word of why.
+ */
+export const makeCertificateNotices = Effect.sync(() => {
+  const warned = new Set<string>()
+  return (target: Target, credentials: Credentials): Effect.Effect<void> =>
+    Effect.forEach(credentials.certificates, (file) => {
+      if (warned.has(file)) return Effect.void
+      warned.add(file)
+      return Effect.logWarning(
+        `[${target.label}] ${file} is an OpenSSH user certificate, which ssh would offer; the SSH library ` +
+          "in use (ssh2) cannot authenticate with certificates, so the connection offers the plain key only"
+      )
+    }, { discard: true })
+})
 
 /**
  * Reads and checks the private key now, so that a bad file is a setting error, not a failed login
@@ -38,7 +72,13 @@ export interface Credentials {
  */
 export const readKey = (target: Target): Effect.Effect<Credentials, SettingsError | ConnectionError> => {
   const file = target.keyFile
-  if (file === undefined) return Effect.succeed({ privateKey: undefined, passphrase: undefined })
+  if (file === undefined) {
+    return Effect.map(certificatesOf(target), (certificates) => ({
+      privateKey: undefined,
+      passphrase: undefined,
+      certificates
+    }))
+  }
   const passphrase = target.keyPassphrase === undefined ? undefined : Redacted.value(target.keyPassphrase)
   return Effect.gen(function*() {
     const privateKey = yield* Files.readFile(file).pipe(
@@ -63,7 +103,7 @@ export const readKey = (target: Target): Effect.Effect<Credentials, SettingsErro
           : `not a private key that can be used (${parsed.message}); give an OpenSSH or PEM private key file`
       })
     }
-    return { privateKey, passphrase }
+    return { privateKey, passphrase, certificates: yield* certificatesOf(target) }
   })
 }
 
@@ -204,6 +244,15 @@ export const handshake = (
           target,
           "authentication",
           `${mapped.detail}; the ssh-agent at ${target.agent} could not be used (${agentProblem})`
+        )
+      }
+      if (mapped.reason === "authentication" && credentials.certificates.length > 0) {
+        mapped = connectionError(
+          target,
+          "authentication",
+          `${mapped.detail}; the user certificate ${credentials.certificates.join(", ")} was not offered: ` +
+            "the SSH library in use (ssh2) does not support certificates, so a server that accepts this " +
+            "user only by certificate (TrustedUserCAKeys) refuses it; authorize the plain key on the server"
         )
       }
       state.lastError = mapped

@@ -1,7 +1,12 @@
 /**
  * Host key checking against an OpenSSH `known_hosts` file: plain and hashed (`|1|salt|hash`)
  * host entries, `[host]:port` for ports other than 22, comma-separated and wildcard patterns,
- * `@revoked` keys. `@cert-authority` lines are skipped (certificates are not supported).
+ * `@revoked` keys and `@cert-authority` lines.
+ *
+ * A `@cert-authority` line cannot be honoured: ssh2 neither asks for nor parses the
+ * `*-cert-v01@openssh.com` host key types, so no host certificate ever reaches the check. Such a
+ * line is still read, so that a host trusted only through it is refused with that reason rather
+ * than taken for an unknown host (and, under `accept-new`, silently trusted on first use).
  */
 import { createHmac } from "node:crypto"
 import type { ServerHostKeyAlgorithm } from "ssh2"
@@ -17,7 +22,7 @@ const knownName = (host: string, port: number): string => hostPort(host.toLowerC
 /** One key line of a known_hosts file. */
 export interface Entry {
   readonly line: number
-  readonly marker: "revoked" | undefined
+  readonly marker: "revoked" | "cert-authority" | undefined
   readonly patterns: string
   /** Whether the host field names a `host` or `[host]:port`; compiled once, at parse time. */
   readonly matches: (name: string) => boolean
@@ -31,6 +36,8 @@ export type Verdict =
   | { readonly _tag: "Unknown" }
   | { readonly _tag: "Changed"; readonly line: number; readonly keyType: string }
   | { readonly _tag: "Revoked"; readonly line: number }
+  /** No plain key is recorded for the host, but a `@cert-authority` line (at `line`) covers it. */
+  | { readonly _tag: "CertificateAuthority"; readonly line: number }
 
 /** Parses known_hosts text into key entries; malformed lines are skipped, as OpenSSH does. */
 export const parse = (text: string): ReadonlyArray<Entry> => {
@@ -42,9 +49,11 @@ export const parse = (text: string): ReadonlyArray<Entry> => {
     const fields = trimmed.split(/\s+/)
     let marker: Entry["marker"]
     if (fields[0]?.startsWith("@")) {
+      // Markers are case-sensitive in OpenSSH, and a line with an unknown one is skipped.
       const tag = fields.shift()
-      if (tag !== "@revoked") continue
-      marker = "revoked"
+      if (tag === "@revoked") marker = "revoked"
+      else if (tag === "@cert-authority") marker = "cert-authority"
+      else continue
     }
     const [patterns, keyType, key] = fields
     if (patterns === undefined || keyType === undefined || key === undefined) continue
@@ -106,10 +115,16 @@ export const check = (
   let known = false
   let changed: Verdict | undefined
   let otherType: Verdict | undefined
+  let authority: Verdict | undefined
   for (const entry of entries) {
     if (!entry.matches(name)) continue
+    // Revocation wins over everything, wherever the line is: checked before any early answer.
     if (entry.marker === "revoked") {
       if (entry.key === encoded) return { _tag: "Revoked", line: entry.line }
+      continue
+    }
+    if (entry.marker === "cert-authority") {
+      authority ??= { _tag: "CertificateAuthority", line: entry.line }
       continue
     }
     if (entry.key === encoded) known = true
@@ -121,7 +136,9 @@ export const check = (
   // A host known only by keys of other types is not new: like OpenSSH, refuse the key rather
   // than let whoever answers pick a type we have no record of (the connection first asks for
   // the recorded types, see hostKeyAlgorithms, so a genuine server presents one of them).
-  return changed ?? otherType ?? { _tag: "Unknown" }
+  // A recorded plain key that differs is reported as such even when a CA also covers the host:
+  // the mismatch is real, and the record is what the user can check and fix.
+  return changed ?? otherType ?? authority ?? { _tag: "Unknown" }
 }
 
 // ssh2's host key algorithms in its default order of preference; RSA keys serve three of them.

@@ -31,6 +31,11 @@ export interface Target {
   readonly keyFile: string | undefined
   readonly keyPassphrase: Redacted.Redacted<string> | undefined
   readonly password: Redacted.Redacted<string> | undefined
+  /**
+   * User certificates ssh_config names (`CertificateFile`), absolute. Never sent: ssh2 has no
+   * certificate key types; they are only named in a warning and in authentication errors.
+   */
+  readonly certificateFiles?: ReadonlyArray<string>
   /** The ssh-agent socket offered, if any. */
   readonly agent: string | undefined
   /**

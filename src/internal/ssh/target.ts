@@ -378,9 +378,14 @@ const fromOptions = (
           r: names.user
         })
       }),
-    identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand)
+    identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand),
+    // Named in a warning only (see handshake.ts): absent when the config has none.
+    ...certificateFilesOf((options.get("certificatefile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand))
   }
 }
+
+const certificateFilesOf = (files: ReadonlyArray<string>): { readonly certificateFiles?: ReadonlyArray<string> } =>
+  files.length === 0 ? {} : { certificateFiles: files.map(absolute) }
 
 const configPortOf = (options: SshConfig.Options) => {
   const text = first(options, "port")
