@@ -37,6 +37,12 @@ export interface Target {
   readonly hostKeyPolicy: HostKeyPolicy
   /** The jump host this target is reached through, if any. */
   readonly gateway: Target | undefined
+  /**
+   * The command to connect through (`proxyCommand`, ssh_config's `ProxyCommand`), as written:
+   * its `%` tokens are expanded for this target when connecting. `"none"` or absent: none. It
+   * wins over `gateway`.
+   */
+  readonly proxyCommand?: string
   readonly connectTimeout: Duration.Duration
   readonly connectAttempts: number
   readonly connectRetryDelay: Duration.Duration

@@ -157,17 +157,32 @@ const configFor = Effect.fnUntraced(function*(account: Account, config: SshConfi
   return { hostConfig, configPort }
 })
 
+// Nested jumps deeper than this are a loop in the ssh_config (OpenSSH would recurse for ever).
+const maxJumpDepth = 8
+
 // A jump host: its own host string and ssh_config block; the `user` setting and key apply to it
-// as well, since deploy users usually log in to gateway and target alike.
+// as well, since deploy users usually log in to gateway and target alike. As with OpenSSH (which
+// runs `ssh -J <hops before> <hop> -W`), a hop is reached through the hops listed before it;
+// the first one through the ProxyJump of its own ssh_config block, if it has one.
 const resolveHop = Effect.fnUntraced(function*(
   account: Account,
   text: string,
   settings: Settings,
   config: SshConfig.SshConfig,
-  gateway: Target | undefined
-) {
+  before: Target | undefined,
+  depth: number
+): Effect.fn.Return<Target, SettingsError> {
   const parsed = yield* Effect.fromResult(parseHostString(text, "gateway"))
   const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
+  const gateway = before !== undefined || hostConfig.proxyJump === undefined
+    ? before
+    : depth >= maxJumpDepth
+    ? yield* new SettingsError({
+      setting: "sshConfigFile",
+      value: String(settings.sshConfigFile),
+      detail: `the ProxyJump of ${parsed.host} nests more than ${maxJumpDepth} jump hosts deep: a loop?`
+    })
+    : yield* resolveJumps(account, hostConfig.proxyJump, settings, config, depth + 1)
   const target: Target = {
     ...common(settings),
     label: parsed.host,
@@ -180,6 +195,23 @@ const resolveHop = Effect.fnUntraced(function*(
   return target
 })
 
+// ProxyJump may list several hops: each is reached through the one before it.
+function resolveJumps(
+  account: Account,
+  jumps: string | undefined,
+  settings: Settings,
+  config: SshConfig.SshConfig,
+  depth: number
+): Effect.Effect<Target | undefined, SettingsError> {
+  return Effect.gen(function*() {
+    let gateway: Target | undefined
+    for (const hop of jumps?.split(",").map((s) => s.trim()).filter((s) => s !== "") ?? []) {
+      gateway = yield* resolveHop(account, hop, settings, config, gateway, depth)
+    }
+    return gateway
+  })
+}
+
 const resolveWith = Effect.fnUntraced(
   function*(account: Account, configCache: ConfigCache, settings: Settings) {
     if (settings.host === undefined) {
@@ -191,12 +223,13 @@ const resolveWith = Effect.fnUntraced(
     const config = yield* readConfig(configCache, settings)
     const { configPort, hostConfig } = yield* configFor(account, config, parsed.host)
 
-    // ProxyJump may list several hops: each is reached through the one before it.
-    const jumps =
-      (settings.gateway ?? hostConfig.proxyJump)?.split(",").map((s) => s.trim()).filter((s) => s !== "") ??
-        []
-    let gateway: Target | undefined
-    for (const hop of jumps) gateway = yield* resolveHop(account, hop, settings, config, gateway)
+    const gateway = yield* resolveJumps(
+      account,
+      settings.gateway ?? hostConfig.proxyJump,
+      settings,
+      config,
+      0
+    )
 
     const target: Target = {
       ...common(settings),
@@ -205,7 +238,8 @@ const resolveWith = Effect.fnUntraced(
       port: parsed.port ?? port ?? configPort ?? 22,
       user: parsed.user ?? settings.user ?? hostConfig.user ?? account.user(),
       keyFile: yield* keyFileFor(settings, hostConfig.identityFiles),
-      gateway
+      gateway,
+      ...(settings.proxyCommand === undefined ? {} : { proxyCommand: settings.proxyCommand })
     }
     return target
   }
@@ -242,5 +276,6 @@ export const targetKey = (target: Target): string =>
     target.agent ?? null,
     target.knownHostsFile,
     target.hostKeyPolicy,
-    target.gateway === undefined ? null : targetKey(target.gateway)
+    target.gateway === undefined ? null : targetKey(target.gateway),
+    target.proxyCommand ?? null
   ])
