@@ -84,6 +84,8 @@ export class CommandTimeout extends Schema.TaggedError<CommandTimeout>()("Comman
  * - `disconnected`: the connection dropped while in use.
  * - `channel-refused`: the connection is up but the server refused a new session on it: its
  *   `MaxSessions` limit (OpenSSH: 10) was reached, which `maxChannels` should stay below.
+ * - `proxy`: the ProxyCommand the connection goes through exited (or could not start) before
+ *   the SSH handshake completed; the detail names it and ends with the last lines of its stderr.
  *
  * @since 0.1.0
  */
@@ -94,7 +96,8 @@ export const ConnectionErrorReason = Schema.Literals([
   "host-key",
   "unknown-host",
   "disconnected",
-  "channel-refused"
+  "channel-refused",
+  "proxy"
 ])
 
 /** @since 0.1.0 */
@@ -110,7 +113,9 @@ const connectionAdvice: Record<ConnectionErrorReason, string> = {
   "unknown-host": "Check the host name and DNS.",
   disconnected: "The connection was lost; check the network and the server, then run the operation again.",
   "channel-refused":
-    "The server's MaxSessions limit (sessions at once on one connection) was reached: lower `maxChannels` to at most MaxSessions - 2 (two more slots are kept for stopping commands and for transfers), or raise MaxSessions in the server's sshd_config."
+    "The server's MaxSessions limit (sessions at once on one connection) was reached: lower `maxChannels` to at most MaxSessions - 2 (two more slots are kept for stopping commands and for transfers), or raise MaxSessions in the server's sshd_config.",
+  proxy:
+    "The ProxyCommand (the `proxyCommand` setting or ssh_config's ProxyCommand) ended before the SSH handshake completed: run it by hand, with its tokens filled in as shown, and fix what its stderr says."
 }
 
 /**

@@ -114,6 +114,20 @@ export interface Settings {
   readonly hostKeyPolicy: HostKeyPolicy
   /** A jump host (`user@host:port`) to reach `host` through, like `ProxyJump`. Default: none. */
   readonly gateway: string | undefined
+  /**
+   * A command to connect through, like ssh_config's `ProxyCommand`: run with `/bin/sh -c`, its
+   * standard input and output carry the SSH connection. Tokens: `%h` the host (after
+   * `HostName`), `%p` the port, `%r` the remote user, `%n` the host as given, `%%` a `%`. It is
+   * stopped (its process group: SIGTERM, then SIGKILL) when the connection closes or fails;
+   * `connectTimeout` bounds starting it and the handshake over it. It wins over `gateway`;
+   * `"none"` is none, overriding one from ssh_config. Default: none.
+   *
+   * @example
+   * ```ts
+   * Settings.layer({ proxyCommand: "ssh -W %h:%p bastion.example.com" })
+   * ```
+   */
+  readonly proxyCommand: string | undefined
   /** How long to wait for a connection (TCP and SSH handshake). Default: 10 seconds. */
   readonly connectTimeout: Duration.Duration
   /** How many times to try to connect before failing (refusals, time-outs, resets). Default: 3. */
@@ -240,6 +254,7 @@ export const defaults: Settings = {
   knownHostsFile: "~/.ssh/known_hosts",
   hostKeyPolicy: "accept-new",
   gateway: undefined,
+  proxyCommand: undefined,
   connectTimeout: Duration.seconds(10),
   connectAttempts: 3,
   connectRetryDelay: Duration.seconds(1),

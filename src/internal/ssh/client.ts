@@ -26,10 +26,13 @@ import {
   hostPort,
   isTransient,
   linkOf,
+  namingHop,
   timeoutMillis
 } from "./errors.ts"
 import { directSocket, handshake, makeCertificateNotices, makeKnownHostsFiles, readKey } from "./handshake.ts"
 import type { Connection, Target } from "./port.ts"
+import * as ProxyCommand from "./proxyCommand.ts"
+import { proxyCommandOf } from "./proxyCommand.ts"
 import { type ConnectionState, isBusy, lostConnection, request, retryBusy } from "./request.ts"
 import * as Sftp from "./sftp.ts"
 import { makeResolver, targetKey } from "./target.ts"
@@ -65,12 +68,23 @@ export const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const credentials = yield* readKey(target)
       yield* noticeCertificates(target, credentials)
-      const gateway = target.gateway
+      const proxyCommand = proxyCommandOf(target)
+      // A ProxyCommand wins over a gateway, as whichever of the two OpenSSH reads first.
+      const gateway = proxyCommand === undefined ? target.gateway : undefined
+      const command = proxyCommand === undefined
+        ? undefined
+        : yield* ProxyCommand.expand(proxyCommand, target)
       const attempt = Effect.gen(function*() {
         const knownHosts = yield* knownHostsFiles.read(target)
         let readyTimeout = timeoutMillis(target.connectTimeout)
         let sock: Duplex
-        if (gateway === undefined) {
+        let proxy: ProxyCommand.ProxyProcess | undefined
+        if (command !== undefined) {
+          // connectTimeout (ssh2's readyTimeout, started with the handshake) bounds the command's
+          // start and the handshake over it together.
+          proxy = yield* ProxyCommand.spawn(target, command)
+          sock = proxy.sock
+        } else if (gateway === undefined) {
           sock = directSocket(target)
         } else {
           // The gateway has had its own connectAttempts: its failure ends this connection too,
@@ -92,12 +106,18 @@ export const make = Effect.gen(function*() {
           }
         }
         const state: ConnectionState = { open: false, lastError: undefined }
+        const shake = handshake(target, sock, credentials, knownHosts, state, readyTimeout)
         const { client, hostKey, verdict } = yield* Effect.acquireRelease(
-          handshake(target, sock, credentials, knownHosts, state, readyTimeout),
+          proxy === undefined ? shake : Effect.catch(shake, proxy.explain),
           // A connection that already closed has nothing to wait for: `end` would never see
           // another `close`, and the next operation would wait out closeClient's time limit.
-          ({ client }) => state.open ? closeClient(client) : Effect.sync(() => client.destroy())
+          ({ client }) => state.open ? closeClient(client) : Effect.sync(() => client.destroy()),
+          // Given up (interrupted, the layer closing): the handshake's own cleanup destroys the
+          // client at once, rather than the interruption waiting out connectTimeout.
+          { interruptible: true }
         ).pipe(
+          // A failed attempt stops its command now, not when the connection's scope closes.
+          Effect.onError(() => proxy?.stop ?? Effect.void),
           Effect.mapError((error) =>
             gateway === undefined || error.hop !== undefined
               ? error
@@ -260,6 +280,13 @@ export const make = Effect.gen(function*() {
 
   return {
     resolve,
-    connect: (settings: Settings) => Effect.flatMap(resolve(settings), (target) => connectTarget(target))
+    connect: (settings: Settings) =>
+      Effect.flatMap(
+        resolve(settings),
+        (target) =>
+          connectTarget(target).pipe(
+            Effect.mapError((error) => error._tag === "ConnectionError" ? namingHop(target, error) : error)
+          )
+      )
   }
 })

@@ -33,6 +33,41 @@ export const hopOf = (gateway: Target): string => `${gateway.user}@${hostPort(ga
 export const linkOf = (gateway: Target, to: Target): string =>
   `${hopOf(gateway)} -> ${hostPort(to.host, to.port)}`
 
+const ordinal = (n: number): string => {
+  const tens = n % 100
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] ?? "th"
+  return `${n}${suffix}`
+}
+
+/**
+ * `error` for `target`, its detail starting with the jump host that failed when its `hop` names
+ * one: `jump host bastion-2 (2nd of 3): ...`. The hop `a` is jump host `a` itself; the link
+ * `a -> b` is `b`, reached through `a` (its TCP forward or its handshake failed). A failure of
+ * the last link is the target's own, named by the error's host.
+ */
+export const namingHop = (target: Target, error: ConnectionError): ConnectionError => {
+  if (error.hop === undefined) return error
+  const hops: Array<Target> = []
+  for (let g = target.gateway; g !== undefined; g = g.gateway) hops.unshift(g)
+  let failed: number | undefined
+  for (const [i, hop] of hops.entries()) {
+    if (error.hop === hopOf(hop)) failed = i
+    else if (i + 1 < hops.length && error.hop === linkOf(hop, hops[i + 1]!)) failed = i + 1
+  }
+  if (failed === undefined) return error
+  const name = `jump host ${hops[failed]!.label}${
+    hops.length === 1 ? "" : ` (${ordinal(failed + 1)} of ${hops.length})`
+  }`
+  return new ConnectionError({
+    host: error.host,
+    port: error.port,
+    user: error.user,
+    reason: error.reason,
+    detail: `${name}: ${error.detail}`,
+    hop: error.hop
+  })
+}
+
 /**
  * `connectTimeout` in milliseconds for ssh2's `readyTimeout`, where 0 means none: so does a
  * duration too long for a Node timer (`Duration.infinity`), which would otherwise fire at once.
@@ -42,9 +77,15 @@ export const timeoutMillis = (duration: Duration.Duration): number => {
   return Number.isFinite(millis) && millis < 2 ** 31 ? Math.max(0, Math.ceil(millis)) : 0
 }
 
-export const via = (target: Target): string =>
-  (target.host !== target.label ? ` (${target.host})` : "") +
-  (target.gateway !== undefined ? ` through ${target.gateway.user}@${target.gateway.label}` : "")
+export const via = (target: Target): string => {
+  const proxy = target.proxyCommand?.trim()
+  return (target.host !== target.label ? ` (${target.host})` : "") +
+    (proxy !== undefined && proxy !== "" && proxy.toLowerCase() !== "none"
+      ? ` through the ProxyCommand \`${proxy}\``
+      : target.gateway !== undefined
+      ? ` through ${target.gateway.user}@${target.gateway.label}`
+      : "")
+}
 
 /** Whether a Node error code says this process or machine has no file descriptor left. */
 export const isOutOfDescriptors = (code: string): boolean => code === "EMFILE" || code === "ENFILE"

@@ -49,20 +49,19 @@ export interface Target {
   readonly hostKeyPolicy: HostKeyPolicy
   /** The jump host this target is reached through, if any. */
   readonly gateway: Target | undefined
+  /**
+   * The command to connect through (the `proxyCommand` setting, else ssh_config's
+   * `ProxyCommand` when no ProxyJump or gateway is the route), as written, for `/bin/sh -c`:
+   * its tokens `%h`, `%p`, `%r`, `%n` and `%%` are expanded for this target when connecting, as
+   * OpenSSH does. `"none"` or absent: none. It wins over `gateway`.
+   */
+  readonly proxyCommand?: string | undefined
   readonly connectTimeout: Duration.Duration
   readonly connectAttempts: number
   readonly connectRetryDelay: Duration.Duration
   readonly keepaliveInterval: Duration.Duration
   readonly keepaliveCountMax: number
   readonly maxChannels: number
-  /**
-   * ssh_config's `ProxyCommand`: a command line (for `/bin/sh -c`) whose standard input and
-   * output carry the connection instead of a TCP socket. Its tokens `%h` (the `host` above),
-   * `%p`, `%r`, `%n` (the `label`) and `%%` are already expanded, as OpenSSH expands them when it
-   * connects; anything else (`${VAR}`, a leading `exec`) is left for the shell. `undefined` when
-   * the config has none, says `none`, or the host is reached through a `gateway`.
-   */
-  readonly proxyCommand?: string | undefined
   /**
    * ssh_config's `HostKeyAlias`: the name to look the host key up (and record it) under in
    * `knownHostsFile` instead of `host` and `port`; OpenSSH then writes the name alone, without

@@ -366,18 +366,8 @@ const fromOptions = (
       : base.keepaliveCountMax,
     ...(alias === undefined ? {} : { hostKeyAlias: alias }),
     ...(forwardAgent === undefined || forwardAgent === "no" ? {} : { forwardAgent: true }),
-    // OpenSSH expands these tokens of ProxyCommand when it connects; `ssh -G` prints them as written.
-    ...(proxyCommand === undefined || proxyCommand === "none"
-      ? {}
-      : {
-        proxyCommand: SshConfig.expandTokens(proxyCommand, {
-          "%": "%",
-          h: names.host,
-          n: names.label,
-          p: String(names.port),
-          r: names.user
-        })
-      }),
+    // As written: its tokens are expanded when connecting, as OpenSSH does (proxyCommand.ts).
+    ...(proxyCommand === undefined || proxyCommand === "none" ? {} : { proxyCommand }),
     identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand),
     // Named in a warning only (see handshake.ts): absent when the config has none.
     ...certificateFilesOf((options.get("certificatefile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand))
@@ -395,12 +385,28 @@ const configPortOf = (options: SshConfig.Options) => {
 // A jump host: its own host string and ssh_config block; the `user` setting and key apply to it
 // as well, since deploy users usually log in to gateway and target alike. So that the `user`
 // setting can still apply, `ssh -G`'s default user (the local login name) counts as no User.
+// Nested jumps deeper than this are a loop in the ssh_config (OpenSSH would recurse for ever).
+const maxJumpDepth = 8
+
+// `ssh -G` prints a lone hop that is an IPv4 address as `[127.0.0.2]`.
+const hopsOf = (jumps: string | undefined): Array<string> =>
+  jumps === undefined || jumps === "none"
+    ? []
+    : jumps.split(",").map((s) => s.trim()).filter((s) => s !== "").map((hop) =>
+      hop.replace(/^([^@]*@)?\[([^\]:]*)\]/, "$1$2")
+    )
+
+// A jump host: its own host string and ssh_config block; the `user` setting and key apply to it
+// as well, since deploy users usually log in to gateway and target alike. As with OpenSSH (which
+// runs `ssh -J <hops before> <hop> -W`), a hop is reached through the hops listed before it; the
+// first one through the ProxyJump (or ProxyCommand) of its own ssh_config block, if it has one.
 const resolveHop = Effect.fnUntraced(function*(
   state: ResolverState,
   text: string,
   settings: Settings,
-  gateway: Target | undefined
-) {
+  before: Target | undefined,
+  depth: number
+): Effect.fn.Return<Target, SettingsError> {
   const parsed = yield* Effect.fromResult(parseHostString(text, "gateway"))
   const { openssh, options } = yield* optionsFor(state, settings, parsed.host, parsed.user, parsed.port)
   const configPort = yield* configPortOf(options)
@@ -410,15 +416,26 @@ const resolveHop = Effect.fnUntraced(function*(
   const user = parsed.user ??
     (openssh && configUser === state.account.loginName() ? undefined : configUser) ??
     settings.user ?? state.account.user()
+  const ownJumps = before === undefined ? hopsOf(first(options, "proxyjump")) : []
+  if (ownJumps.length > 0 && depth >= maxJumpDepth) {
+    return yield* new SettingsError({
+      setting: "sshConfigFile",
+      value: String(settings.sshConfigFile),
+      detail: `the ProxyJump of ${parsed.host} nests more than ${maxJumpDepth} jump hosts deep: a loop?`
+    })
+  }
+  const gateway = ownJumps.length > 0 ? yield* resolveJumps(state, ownJumps, settings, depth + 1) : before
   // A jump host only relays: it never gets the agent, whatever its config block says.
-  const { forwardAgent: _, identityFiles, ...rest } = fromOptions(state.account, settings, options, {
-    label: parsed.host,
-    host,
-    port,
-    user
-  })
+  const { forwardAgent: _, identityFiles, proxyCommand, ...rest } = fromOptions(
+    state.account,
+    settings,
+    options,
+    { label: parsed.host, host, port, user }
+  )
   const target: Target = {
     ...rest,
+    // Its own ProxyCommand is its route only when nothing else leads to it.
+    ...(proxyCommand === undefined || gateway !== undefined ? {} : { proxyCommand }),
     label: parsed.host,
     host,
     port,
@@ -428,6 +445,20 @@ const resolveHop = Effect.fnUntraced(function*(
   }
   return target
 })
+
+// ProxyJump may list several hops: each is reached through the one before it.
+function resolveJumps(
+  state: ResolverState,
+  hops: ReadonlyArray<string>,
+  settings: Settings,
+  depth: number
+): Effect.Effect<Target | undefined, SettingsError> {
+  return Effect.gen(function*() {
+    let gateway: Target | undefined
+    for (const hop of hops) gateway = yield* resolveHop(state, hop, settings, gateway, depth)
+    return gateway
+  })
+}
 
 const resolveWith = Effect.fnUntraced(
   function*(state: ResolverState, settings: Settings) {
@@ -444,14 +475,8 @@ const resolveWith = Effect.fnUntraced(
     const port = givenPort ?? configPort ?? 22
     const user = givenUser ?? first(options, "user") ?? state.account.user()
 
-    // ProxyJump may list several hops: each is reached through the one before it.
-    const proxyJump = first(options, "proxyjump")
-    const jumps = (settings.gateway ?? (proxyJump === "none" ? undefined : proxyJump))
-      ?.split(",").map((s) => s.trim()).filter((s) => s !== "")
-      // `ssh -G` prints a lone hop that is an IPv4 address as `[127.0.0.2]`.
-      .map((hop) => hop.replace(/^([^@]*@)?\[([^\]:]*)\]/, "$1$2")) ?? []
-    let gateway: Target | undefined
-    for (const hop of jumps) gateway = yield* resolveHop(state, hop, settings, gateway)
+    const jumps = hopsOf(settings.gateway ?? first(options, "proxyjump"))
+    const gateway = yield* resolveJumps(state, jumps, settings, 0)
 
     const { identityFiles, proxyCommand, ...rest } = fromOptions(state.account, settings, options, {
       label: parsed.host,
@@ -464,6 +489,8 @@ const resolveWith = Effect.fnUntraced(
       // A gateway, from the settings or ProxyJump, is the route: as for OpenSSH, the first of
       // ProxyJump and ProxyCommand in the config wins, and `ssh -G` prints only that one.
       ...(proxyCommand === undefined || jumps.length > 0 ? {} : { proxyCommand }),
+      // The setting wins over the config (and, when connecting, over a gateway).
+      ...(settings.proxyCommand === undefined ? {} : { proxyCommand: settings.proxyCommand }),
       label: parsed.host,
       host,
       port,
