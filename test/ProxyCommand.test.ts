@@ -3,16 +3,21 @@
  * command, its tokens, commands that fail or hang, interruption, and the process table after
  * each (no command may outlive its connection).
  */
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { SettingsError } from "../src/Errors.ts"
 import { remote } from "../src/internal/remote/operations.ts"
 import type { Target } from "../src/internal/ssh/port.ts"
 import * as ProxyCommand from "../src/internal/ssh/proxyCommand.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 import { connectionFailure, failureOf, settingsLayer, uniqueMarker, waitForProcesses } from "./support.ts"
 
@@ -93,6 +98,35 @@ describe("ProxyCommand", () => {
         assert.strictEqual(acceptedOn("127.0.0.10"), before + 1)
         // the layer's scope ended: the command is gone with its connection
         assert.isTrue(yield* waitForProcesses(marker, false, 3))
+      }),
+    30_000
+  )
+
+  it.live(
+    "rsync goes through the same ProxyCommand: a host name nothing else resolves is reached",
+    () =>
+      Effect.gen(function*() {
+        const marker = uniqueMarker("proxyRsync")
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tb-proxy-rsync-"))
+        try {
+          fs.writeFileSync(path.join(dir, "a.txt"), "through the proxy\n")
+          // The server's user writes `out/` here (this machine is the server).
+          fs.chmodSync(dir, 0o777)
+          // Only the command knows where the host is: a direct connection could not even resolve it.
+          const command = sshW("127.0.0.9", marker).replace("-W %h:%p", `-W 127.0.0.10:${server.port}`)
+          yield* Transfer.rsyncUpload(`${dir}/a.txt`, `${dir}/out/`).pipe(
+            withSsh({
+              host: "tb-nowhere.invalid",
+              proxyCommand: command,
+              knownHostsFile: path.join(dir, "known_hosts"),
+              hostKeyPolicy: "accept-new"
+            }),
+            Effect.provide(NodeServices.layer)
+          )
+          assert.strictEqual(fs.readFileSync(path.join(dir, "out", "a.txt"), "utf8"), "through the proxy\n")
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true })
+        }
       }),
     30_000
   )

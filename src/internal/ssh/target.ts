@@ -370,11 +370,15 @@ const fromOptions = (
     ...(proxyCommand === undefined || proxyCommand === "none" ? {} : { proxyCommand }),
     identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand),
     // Named in a warning only (see handshake.ts): absent when the config has none.
-    ...certificateFilesOf((options.get("certificatefile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand))
+    ...certificateFilesOf(
+      (options.get("certificatefile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand)
+    )
   }
 }
 
-const certificateFilesOf = (files: ReadonlyArray<string>): { readonly certificateFiles?: ReadonlyArray<string> } =>
+const certificateFilesOf = (
+  files: ReadonlyArray<string>
+): { readonly certificateFiles?: ReadonlyArray<string> } =>
   files.length === 0 ? {} : { certificateFiles: files.map(absolute) }
 
 const configPortOf = (options: SshConfig.Options) => {

@@ -59,7 +59,7 @@ const rsyncWord = (word: string): string =>
 const sshPathValue = (file: string): string => `"${file.replaceAll("%", "%%").replace(/[\\"]/g, "\\$&")}"`
 
 /** The words of an `ssh` command for `target`, each exactly as ssh must receive it. */
-const sshWords = (target: Target, connectTimeoutSeconds: number): Array<string> => {
+const sshWords = (target: Target, connectTimeoutSeconds: number, proxyCommand?: string): Array<string> => {
   const words = [
     "ssh",
     "-F",
@@ -86,7 +86,11 @@ const sshWords = (target: Target, connectTimeoutSeconds: number): Array<string> 
   if (target.keyFile !== undefined) {
     words.push("-o", `IdentityFile=${sshPathValue(target.keyFile)}`, "-o", "IdentitiesOnly=yes")
   }
-  if (target.gateway !== undefined) {
+  if (proxyCommand !== undefined) {
+    // Already expanded for this target, as the SSH operations connect through it; ssh would
+    // expand `%` again, so they are doubled. It wins over a gateway, there as here.
+    words.push("-o", `ProxyCommand=${proxyCommand.replaceAll("%", "%%")}`)
+  } else if (target.gateway !== undefined) {
     // Not `-J`: the ssh that `-J` starts for the jump host gets none of these options, so it
     // would check the jump host's key against ~/.ssh/known_hosts. ProxyCommand runs an ssh
     // with the jump host's own options; it is a shell command line whose `%` tokens the outer
@@ -102,10 +106,10 @@ const sshWords = (target: Target, connectTimeoutSeconds: number): Array<string> 
  * ({@link rsyncWord}); file names are quoted once more for ssh's option parsing
  * ({@link sshPathValue}), so that ssh checks host keys against exactly the known_hosts file and
  * policy that the SSH operations use, whatever its name holds (spaces, quotes, `%`, unicode),
- * for the target and for every jump host.
+ * for the target and for every jump host; `proxyCommand` (expanded) is the route when given.
  */
-export const sshCommand = (target: Target, connectTimeoutSeconds: number): string =>
-  sshWords(target, connectTimeoutSeconds).map(rsyncWord).join(" ")
+export const sshCommand = (target: Target, connectTimeoutSeconds: number, proxyCommand?: string): string =>
+  sshWords(target, connectTimeoutSeconds, proxyCommand).map(rsyncWord).join(" ")
 
 /** Why ssh could not be given the files of `target` (or of its jump hosts) exactly, if so. */
 export const unsafeTarget = (target: Target): string | undefined => {

@@ -15,6 +15,8 @@ import { resolveLocal, Settings } from "../../Settings.ts"
 import { SshConnections } from "../../Ssh.ts"
 import { quote } from "../command/shell.ts"
 import { readKey } from "../ssh/client.ts"
+import * as ProxyCommand from "../ssh/proxyCommand.ts"
+import { proxyCommandOf } from "../ssh/proxyCommand.ts"
 import * as Intercept from "../testing/transfers.ts"
 import * as Io from "./io.ts"
 import { nonEmpty, withOptions } from "./job.ts"
@@ -59,11 +61,14 @@ export const runRsync = Effect.fnUntraced(function*(
       quote(destDir)
     }`
     : `${sudo}rsync`
+  // Through the same ProxyCommand as the SSH operations, when the target has one.
+  const proxy = proxyCommandOf(target)
+  const proxyLine = proxy === undefined ? undefined : yield* ProxyCommand.expand(proxy, target)
   const args = [
     "-a",
     "-s", // arguments travel inside the rsync protocol, never through the remote shell
     "-e",
-    Rsync.sshCommand(target, Duration.toSeconds(target.connectTimeout)),
+    Rsync.sshCommand(target, Duration.toSeconds(target.connectTimeout), proxyLine),
     `--rsync-path=${rsyncPath}`,
     ...(options.delete === true ? ["--delete"] : []),
     ...(options.exclude ?? []).map((pattern) => `--exclude=${pattern}`),
