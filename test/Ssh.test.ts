@@ -24,7 +24,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
-import { connectionFailure, failureOf, settingsLayer } from "./support.ts"
+import { connectionFailure, failureOf, settingsLayer, signal } from "./support.ts"
 
 const server = readServerFromEnv()
 const temp = mkdtempSync(path.join(tmpdir(), "threadbare-ssh-test-"))
@@ -625,9 +625,10 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "120 seconds", excludeTestServ
       it.effect("a connection dropped between two commands is replaced on the next one", () =>
         Effect.gen(function*() {
           const [first, monitor] = yield* sessionPids
-          // the server side of the connection goes away: its sshd processes die
-          process.kill(first!, "SIGKILL")
-          process.kill(monitor!, "SIGKILL")
+          // the server side of the connection goes away: its sshd processes die (the monitor may
+          // be gone already, with its session)
+          signal(first!, "SIGKILL")
+          signal(monitor!, "SIGKILL")
           yield* Effect.sleep("300 millis")
           const [second] = yield* sessionPids
           assert.notStrictEqual(first, second)
