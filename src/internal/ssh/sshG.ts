@@ -18,6 +18,9 @@ import type { Options } from "./config.ts"
  */
 export const timeout: Duration.Duration = Duration.seconds(10)
 
+/** How long a refusal waits for the rest of ssh's stderr once ssh has exited. */
+const stderrGraceMillis = 200
+
 /** The `ssh` found on `PATH`, as OpenSSH's own programs find it; `undefined` when there is none. */
 export const findSsh = (pathVariable: string | undefined): string | undefined => {
   for (const dir of (pathVariable ?? "").split(path.delimiter)) {
@@ -98,15 +101,48 @@ export const run = (query: Query): Effect.Effect<Options, SettingsError> =>
       "error",
       (error) => resume(Effect.fail(failure(query, `could not run ${query.ssh} -G: ${error.message}`)))
     )
-    child.on("close", (code, signal) => {
+    // Done once ssh has exited and its output is read. Not on `close`, which also waits for
+    // stderr: a `Match exec` command that leaves a process behind (`cmd &`) hands it ssh's
+    // stderr, and would hold the answer until the timeout although ssh answered at once.
+    let ending: { readonly code: number | null; readonly signal: string | null } | undefined
+    let outEnded = false
+    let errEnded = false
+    let grace: ReturnType<typeof setTimeout> | undefined
+    const settle = () => {
+      if (ending === undefined || !outEnded) return
+      if (ending.code === 0) return resume(Effect.succeed(Buffer.concat(out).toString("utf8")))
+      // A refusal's reason is on stderr: read to its end, or what came within a moment.
+      if (!errEnded && grace === undefined) {
+        grace = setTimeout(() => {
+          errEnded = true
+          settle()
+        }, stderrGraceMillis)
+        return
+      }
+      if (!errEnded) return
+      if (grace !== undefined) clearTimeout(grace)
       const stderr = Buffer.concat(err).toString("utf8").trim()
-      if (code === 0) return resume(Effect.succeed(Buffer.concat(out).toString("utf8")))
       resume(Effect.fail(failure(
         query,
-        `\`ssh -G ${query.host}\` refused it (${signal ?? `exit ${code}`}): ${stderr || "no message"}`
+        `\`ssh -G ${query.host}\` refused it (${ending.signal ?? `exit ${ending.code}`}): ${
+          stderr || "no message"
+        }`
       )))
+    }
+    child.on("exit", (code, signal) => {
+      ending = { code, signal }
+      settle()
+    })
+    child.stdout.on("close", () => {
+      outEnded = true
+      settle()
+    })
+    child.stderr.on("close", () => {
+      errEnded = true
+      settle()
     })
     return Effect.suspend(() => {
+      if (grace !== undefined) clearTimeout(grace)
       const pid = child.pid
       return child.exitCode !== null || child.signalCode !== null || pid === undefined
         ? Effect.void

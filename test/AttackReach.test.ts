@@ -1,0 +1,121 @@
+/**
+ * Attacks on reaching hosts as OpenSSH does, with real parts: the throwaway server, real
+ * ssh-agents, real `ssh -G` with hostile configs. Each test is a promise that was attacked; those
+ * named "regression" failed before their fix.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { remote } from "../src/internal/remote/operations.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import { readServerFromEnv } from "../tests-remote/server.ts"
+import { pollUntil, settingsLayer } from "./support.ts"
+
+const server = readServerFromEnv()
+const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-reach-"))
+const fingerprint = execFileSync("ssh-keygen", ["-l", "-f", server.keyPath], { encoding: "utf8" }).split(
+  " "
+)[1]!
+
+/** A real ssh-agent in the foreground at `socket`, holding the test key when `withKey`. */
+const startAgent = (socket: string, withKey: boolean) =>
+  Effect.gen(function*() {
+    const agent: ChildProcess = spawn("ssh-agent", ["-D", "-a", socket], { stdio: "ignore" })
+    const up = yield* pollUntil(() => fs.existsSync(socket), 5000)
+    assert.isTrue(up, "ssh-agent did not create its socket")
+    if (withKey) {
+      execFileSync("ssh-add", ["-q", server.keyPath], {
+        env: { ...process.env, SSH_AUTH_SOCK: socket },
+        stdio: "ignore"
+      })
+    }
+    return agent
+  })
+
+const mainSocket = path.join(dir, "main.sock")
+const restrictedSocket = path.join(dir, "restricted.sock")
+
+/** The main agent (with the key) at SSH_AUTH_SOCK, and an empty "restricted" one beside it. */
+const agentsLayer = Layer.effectDiscard(Effect.acquireRelease(
+  Effect.gen(function*() {
+    const main = yield* startAgent(mainSocket, true)
+    const restricted = yield* startAgent(restrictedSocket, false)
+    const previous = process.env["SSH_AUTH_SOCK"]
+    process.env["SSH_AUTH_SOCK"] = mainSocket
+    return { agents: [main, restricted], previous }
+  }),
+  ({ agents, previous }) =>
+    Effect.sync(() => {
+      if (previous === undefined) delete process.env["SSH_AUTH_SOCK"]
+      else process.env["SSH_AUTH_SOCK"] = previous
+      for (const agent of agents) agent.kill("SIGKILL")
+    })
+))
+
+const base = settingsLayer({
+  user: server.user,
+  port: server.port,
+  connectAttempts: 1,
+  quiet: true,
+  useAgent: true
+})
+
+const configFile = (name: string, text: string): string => {
+  const file = path.join(dir, name)
+  fs.writeFileSync(file, text)
+  return file
+}
+
+// What every config ends with: the test server, strict about its key, our key.
+const tail = `
+Host *
+  Port ${server.port}
+  User ${server.user}
+  IdentityFile ${server.keyPath}
+  UserKnownHostsFile ${server.knownHostsPath}
+  StrictHostKeyChecking yes
+`
+
+layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
+  timeout: "120 seconds",
+  excludeTestServices: true
+})("attacks on reaching hosts", (it) => {
+  describe("agent forwarding", () => {
+    it.effect("regression: `ForwardAgent <socket>` forwards that socket, never the main agent", () =>
+      Effect.gen(function*() {
+        const file = configFile(
+          "forward-socket",
+          `Host 127.0.0.5\n  ForwardAgent ${restrictedSocket}\n${tail}`
+        )
+        const result = yield* remote("ssh-add -l; echo \"sock=${SSH_AUTH_SOCK:-none}\"", {
+          host: "127.0.0.5"
+        }).pipe(Settings.settings({ sshConfigFile: file, warnOnly: true }))
+        // Forwarded (the remote has a socket), but the agent there is the empty one.
+        assert.notInclude(result.stdout, "sock=none")
+        assert.notInclude(result.stdout, fingerprint)
+        assert.include(result.stdout, "no identities")
+      }))
+  })
+
+  describe("ssh -G", () => {
+    it.effect("regression: a `Match exec` that leaves a process behind does not hold the resolution", () =>
+      Effect.gen(function*() {
+        const file = configFile(
+          "match-exec-bg",
+          `Match exec "sleep 30 & true"\n  HostName 127.0.0.3\n${tail}`
+        )
+        const ssh = yield* Ssh.SshConnections
+        const settings = Settings.apply(yield* Settings.Settings, { host: "bg", sshConfigFile: file })
+        const started = Date.now()
+        const target = yield* ssh.resolve(settings)
+        const took = Date.now() - started
+        assert.strictEqual(target.host, "127.0.0.3")
+        assert.isBelow(took, 3000, `resolving took ${took} ms`)
+      }))
+  })
+})
