@@ -99,6 +99,17 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         assert.notInclude(result.stdout, "sock=none")
         assert.notInclude(result.stdout, fingerprint)
         assert.include(result.stdout, "no identities")
+        // The same named by an environment variable, as `ForwardAgent $VAR`.
+        process.env["TB_RESTRICTED_AGENT"] = restrictedSocket
+        const byVariable = configFile(
+          "forward-var",
+          `Host 127.0.0.5\n  ForwardAgent $TB_RESTRICTED_AGENT\n${tail}`
+        )
+        const again = yield* remote("ssh-add -l; echo \"sock=${SSH_AUTH_SOCK:-none}\"", {
+          host: "127.0.0.5"
+        }).pipe(Settings.settings({ sshConfigFile: byVariable, warnOnly: true }))
+        assert.notInclude(again.stdout, "sock=none")
+        assert.notInclude(again.stdout, fingerprint)
       }))
   })
 

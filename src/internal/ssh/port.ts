@@ -44,6 +44,11 @@ export interface Target {
    * offered. Never for a jump host.
    */
   readonly forwardAgent?: boolean | undefined
+  /**
+   * The agent socket to forward when ssh_config's `ForwardAgent` names one (a path, or `$VAR`):
+   * forwarded in place of `agent`, which still authenticates. Absent: `agent` is forwarded.
+   */
+  readonly forwardAgentSocket?: string | undefined
   /** The known_hosts file, resolved to an absolute path. */
   readonly knownHostsFile: string
   readonly hostKeyPolicy: HostKeyPolicy

@@ -343,9 +343,27 @@ const fromOptions = (
     ? undefined
     : expand(knownHosts[0])
 
+  // `ForwardAgent` is `yes`, `no`, or the agent socket to forward (a path with tokens, or
+  // `$VAR`): a socket named there is the one forwarded, often an agent that holds fewer keys.
+  const forwardAgentValue = first(options, "forwardagent")
+  const forwardAgentSocket = forwardAgentValue === undefined || ["yes", "no"].includes(forwardAgentValue)
+    ? undefined
+    : forwardAgentValue.startsWith("$")
+    ? process.env[forwardAgentValue.replace(/^\$\{?|\}$/g, "")] || undefined
+    : expand(forwardAgentValue)
+
+  const forwarding: { readonly forwardAgent?: true; readonly forwardAgentSocket?: string } =
+    forwardAgentValue === undefined || forwardAgentValue === "no"
+      ? {}
+      : forwardAgentValue === "yes"
+      ? { forwardAgent: true }
+      // A socket named in a `$VAR` that is not set: nothing to forward, as with ssh.
+      : forwardAgentSocket === undefined
+      ? {}
+      : { forwardAgent: true, forwardAgentSocket }
+
   const strict = first(options, "stricthostkeychecking")
   const proxyCommand = first(options, "proxycommand")
-  const forwardAgent = first(options, "forwardagent")
   const alias = first(options, "hostkeyalias")
   return {
     ...base,
@@ -365,7 +383,7 @@ const fromOptions = (
       ? Number(first(options, "serveralivecountmax") ?? base.keepaliveCountMax) || base.keepaliveCountMax
       : base.keepaliveCountMax,
     ...(alias === undefined ? {} : { hostKeyAlias: alias }),
-    ...(forwardAgent === undefined || forwardAgent === "no" ? {} : { forwardAgent: true }),
+    ...forwarding,
     // As written: its tokens are expanded when connecting, as OpenSSH does (proxyCommand.ts).
     ...(proxyCommand === undefined || proxyCommand === "none" ? {} : { proxyCommand }),
     identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand),
@@ -430,7 +448,7 @@ const resolveHop = Effect.fnUntraced(function*(
   }
   const gateway = ownJumps.length > 0 ? yield* resolveJumps(state, ownJumps, settings, depth + 1) : before
   // A jump host only relays: it never gets the agent, whatever its config block says.
-  const { forwardAgent: _, identityFiles, proxyCommand, ...rest } = fromOptions(
+  const { forwardAgent: _, forwardAgentSocket: __, identityFiles, proxyCommand, ...rest } = fromOptions(
     state.account,
     settings,
     options,
@@ -505,8 +523,15 @@ const resolveWith = Effect.fnUntraced(
       ...(settings.forwardAgent ? { forwardAgent: true } : {})
     }
     if (settings.forwardAgent && target.agent === undefined) return yield* noAgentToForward(settings)
+    // The setting forwards the agent itself, whatever socket the config names.
+    if (settings.forwardAgent && target.forwardAgentSocket !== undefined) {
+      const { forwardAgentSocket: _, ...own } = target
+      return own
+    }
     // `ForwardAgent yes` in the config with no agent to forward: nothing is forwarded, as with ssh.
-    if (target.forwardAgent === true && target.agent === undefined) {
+    if (
+      target.forwardAgent === true && target.agent === undefined && target.forwardAgentSocket === undefined
+    ) {
       const { forwardAgent: _, ...unforwarded } = target
       return unforwarded
     }
@@ -552,6 +577,7 @@ export const targetKey = (target: Target): string =>
     target.keyFile ?? null,
     target.agent ?? null,
     target.forwardAgent === true,
+    target.forwardAgentSocket ?? null,
     target.knownHostsFile,
     target.hostKeyPolicy,
     target.gateway === undefined ? null : targetKey(target.gateway),
