@@ -3,6 +3,7 @@
  * ssh-agents, real `ssh -G` with hostile configs. Each test is a promise that was attacked; those
  * named "regression" failed before their fix.
  */
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -13,6 +14,7 @@ import * as path from "node:path"
 import { remote } from "../src/internal/remote/operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
 import { pollUntil, settingsLayer } from "./support.ts"
 
@@ -127,6 +129,42 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         const took = Date.now() - started
         assert.strictEqual(target.host, "127.0.0.3")
         assert.isBelow(took, 3000, `resolving took ${took} ms`)
+      }))
+  })
+
+  describe("rsync", () => {
+    it.effect("regression: rsync reaches a jump host through the jump host's own ProxyCommand, as commands do", () =>
+      Effect.gen(function*() {
+        const work = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-rsync-hop-"))
+        fs.chmodSync(work, 0o777)
+        fs.writeFileSync(path.join(work, "a.txt"), "via the hop's command\n")
+        // `tbgw` resolves nowhere: only its ProxyCommand (an ssh -W through 127.0.0.8) reaches it.
+        const reachGateway = [
+          "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes",
+          `-o UserKnownHostsFile=${server.knownHostsPath} -i ${server.keyPath}`,
+          `-p ${server.port} -l ${server.user} -W 127.0.0.9:${server.port} 127.0.0.8`
+        ].join(" ")
+        const file = configFile(
+          "hop-proxy",
+          `Host tbgw\n  ProxyCommand ${reachGateway}\nHost 127.0.0.10\n  ProxyJump tbgw\n` +
+            `Host *\n  Port ${server.port}\n  User ${server.user}\n  IdentityFile ${server.keyPath}\n`
+        )
+        const settings = Settings.settings({
+          host: "127.0.0.10",
+          sshConfigFile: file,
+          knownHostsFile: path.join(work, "known_hosts"),
+          hostKeyPolicy: "accept-new"
+        })
+        const viaCommands = yield* remote("echo $SSH_CONNECTION").pipe(settings)
+        assert.match(viaCommands.stdout, / 127\.0\.0\.10 /)
+        yield* Transfer.rsyncUpload(`${work}/a.txt`, `${work}/out/`).pipe(
+          settings,
+          Effect.provide(NodeServices.layer)
+        )
+        assert.strictEqual(
+          fs.readFileSync(path.join(work, "out", "a.txt"), "utf8"),
+          "via the hop's command\n"
+        )
       }))
   })
 })
