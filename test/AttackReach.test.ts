@@ -165,6 +165,7 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
           fs.readFileSync(path.join(work, "out", "a.txt"), "utf8"),
           "via the hop's command\n"
         )
+        fs.rmSync(work, { recursive: true, force: true })
       }))
   })
 })
