@@ -11,12 +11,13 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { ConnectionError } from "../src/Errors.ts"
 import { remote } from "../src/internal/remote/operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
-import { pollUntil, settingsLayer } from "./support.ts"
+import { failureOf, pollUntil, settingsLayer } from "./support.ts"
 
 const server = readServerFromEnv()
 const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-reach-"))
@@ -166,6 +167,53 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
           "via the hop's command\n"
         )
         fs.rmSync(work, { recursive: true, force: true })
+      }))
+  })
+
+  describe("known_hosts", () => {
+    it.effect("regression: a key recorded in the 2nd UserKnownHostsFile is checked: a different one is refused, not trusted anew", () =>
+      Effect.gen(function*() {
+        const work = fs.mkdtempSync(path.join(dir, "kh-"))
+        const first = path.join(work, "first")
+        const second = path.join(work, "second")
+        // The second file records another key for the host: whoever answers with the real one now
+        // is, for OpenSSH, a changed host key.
+        const other = path.join(work, "other")
+        execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", other])
+        const otherKey = fs.readFileSync(`${other}.pub`, "utf8").split(" ").slice(0, 2).join(" ")
+        fs.writeFileSync(second, `[127.0.0.11]:${server.port} ${otherKey}\n`)
+        const file = configFile(
+          "two-known-hosts",
+          `Host 127.0.0.11\n  UserKnownHostsFile ${first} ${second}\n` +
+            `Host *\n  Port ${server.port}\n  User ${server.user}\n  IdentityFile ${server.keyPath}\n`
+        )
+        // The config's files, under the default policy: settings given in code would win over them.
+        const byConfig = Settings.settings({
+          sshConfigFile: file,
+          knownHostsFile: Settings.defaults.knownHostsFile,
+          hostKeyPolicy: "accept-new"
+        })
+        const exit = yield* Effect.exit(
+          remote("true", { host: "127.0.0.11" }).pipe(byConfig)
+        )
+        const error = failureOf(exit)
+        assert.instanceOf(error, ConnectionError)
+        assert.strictEqual((error as ConnectionError).reason, "host-key")
+        assert.include(error.message, second)
+        // Nothing recorded in the first file either.
+        assert.isFalse(fs.existsSync(first) && fs.readFileSync(first, "utf8").includes("127.0.0.11"))
+        // The same host key as the server's, recorded in the second file only: known.
+        fs.writeFileSync(
+          second,
+          fs.readFileSync(server.knownHostsPath, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) =>
+            `[127.0.0.11]:${server.port} ${l.split(" ").slice(1).join(" ")}`
+          ).join("\n") + "\n"
+        )
+        const ok = yield* remote("echo ok", { host: "127.0.0.11" }).pipe(
+          byConfig
+        )
+        assert.strictEqual(ok.stdout.trim(), "ok")
+        assert.isFalse(fs.existsSync(first), "a host known from the second file is not recorded again")
       }))
   })
 })

@@ -180,30 +180,43 @@ export const makeKnownHostsFiles = Effect.gen(function*() {
   >()
   // A file that exists and cannot be read is an unusable setting; no descriptor left to read it
   // with is this machine's limit.
-  const read = (
-    target: Target
+  const readOne = (
+    target: Target,
+    file: string
   ): Effect.Effect<ReadonlyArray<KnownHosts.Entry>, ConnectionError | SettingsError> =>
     Effect.gen(function*() {
-      const file = target.knownHostsFile
       const stat = yield* Files.stat(file)
       if (stat === undefined) return []
       const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
       const cached = cache.get(file)
       if (cached?.stamp === stamp) return cached.entries
-      const entries = KnownHosts.parse(yield* Files.readFileString(file))
+      const entries = KnownHosts.parse(yield* Files.readFileString(file)).map((entry) => ({ ...entry, file }))
       cache.set(file, { stamp, entries })
       return entries
     }).pipe(
       Effect.mapError((error) =>
         isOutOfDescriptors(error.code)
-          ? outOfDescriptors(target, error.code, `cannot read ${target.knownHostsFile}`)
+          ? outOfDescriptors(target, error.code, `cannot read ${file}`)
           : new SettingsError({
             setting: "knownHostsFile",
-            value: target.knownHostsFile,
+            value: file,
             detail: `cannot read it (${String(error.cause)}); give a readable known_hosts file`
           })
       )
     )
+  // Every file ssh_config lists is checked, as by OpenSSH: a host recorded in any is not new.
+  const read = (
+    target: Target
+  ): Effect.Effect<ReadonlyArray<KnownHosts.Entry>, ConnectionError | SettingsError> =>
+    target.otherKnownHostsFiles === undefined || target.otherKnownHostsFiles.length === 0
+      ? readOne(target, target.knownHostsFile)
+      : Effect.map(
+        Effect.forEach(
+          [target.knownHostsFile, ...target.otherKnownHostsFiles],
+          (file) => readOne(target, file)
+        ),
+        (lists) => lists.flat()
+      )
   const record = (target: Target, blob: Buffer) =>
     lock.withPermit(
       Effect.gen(function*() {

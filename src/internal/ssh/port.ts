@@ -51,6 +51,11 @@ export interface Target {
   readonly forwardAgentSocket?: string | undefined
   /** The known_hosts file, resolved to an absolute path. */
   readonly knownHostsFile: string
+  /**
+   * The files ssh_config's `UserKnownHostsFile` lists after the first, absolute: checked as
+   * OpenSSH checks them, never written (a new key goes to `knownHostsFile`).
+   */
+  readonly otherKnownHostsFiles?: ReadonlyArray<string> | undefined
   readonly hostKeyPolicy: HostKeyPolicy
   /** The jump host this target is reached through, if any. */
   readonly gateway: Target | undefined

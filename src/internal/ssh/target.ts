@@ -352,12 +352,12 @@ const fromOptions = (
     ? process.env[forwardAgentValue.replace(/^\$\{?|\}$/g, "")] || undefined
     : expand(forwardAgentValue)
 
+  // A socket named in a `$VAR` that is not set: nothing to forward, as with ssh.
   const forwarding: { readonly forwardAgent?: true; readonly forwardAgentSocket?: string } =
     forwardAgentValue === undefined || forwardAgentValue === "no"
       ? {}
       : forwardAgentValue === "yes"
       ? { forwardAgent: true }
-      // A socket named in a `$VAR` that is not set: nothing to forward, as with ssh.
       : forwardAgentSocket === undefined
       ? {}
       : { forwardAgent: true, forwardAgentSocket }
@@ -368,9 +368,13 @@ const fromOptions = (
   return {
     ...base,
     agent,
-    knownHostsFile: configuredKnownHosts !== undefined && settings.knownHostsFile === defaults.knownHostsFile
-      ? configuredKnownHosts
-      : base.knownHostsFile,
+    ...(configuredKnownHosts !== undefined && settings.knownHostsFile === defaults.knownHostsFile
+      // A host recorded in any of them is known to ssh: a different key there is a changed key.
+      ? {
+        knownHostsFile: configuredKnownHosts,
+        otherKnownHostsFiles: (knownHosts ?? []).slice(1).map(expand)
+      }
+      : { knownHostsFile: base.knownHostsFile }),
     // Only ever stricter than the settings: `no` cannot loosen the library's own rules.
     hostKeyPolicy: strict === "yes" || strict === "true" ? "strict" as const : base.hostKeyPolicy,
     connectTimeout: durationSetting(settings, "connectTimeout", seconds(first(options, "connecttimeout"))),
@@ -579,6 +583,7 @@ export const targetKey = (target: Target): string =>
     target.forwardAgent === true,
     target.forwardAgentSocket ?? null,
     target.knownHostsFile,
+    target.otherKnownHostsFiles ?? null,
     target.hostKeyPolicy,
     target.gateway === undefined ? null : targetKey(target.gateway),
     target.proxyCommand ?? null,

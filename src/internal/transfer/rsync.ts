@@ -82,7 +82,10 @@ const sshWords = (
     "-o",
     "BatchMode=yes",
     "-o",
-    `UserKnownHostsFile=${sshPathValue(target.knownHostsFile)}`,
+    // The first file is the one a new key is written to; ssh checks them all, as the library does.
+    `UserKnownHostsFile=${
+      [target.knownHostsFile, ...(target.otherKnownHostsFiles ?? [])].map(sshPathValue).join(" ")
+    }`,
     "-o",
     // The SSH operations read no system-wide known_hosts; neither does rsync's ssh.
     "GlobalKnownHostsFile=/dev/null",
@@ -130,7 +133,7 @@ export const sshCommand = (
 /** Why ssh could not be given the files of `target` (or of its jump hosts) exactly, if so. */
 export const unsafeTarget = (target: Target): string | undefined => {
   for (let hop: Target | undefined = target; hop !== undefined; hop = hop.gateway) {
-    for (const file of [hop.knownHostsFile, hop.keyFile]) {
+    for (const file of [hop.knownHostsFile, ...(hop.otherKnownHostsFiles ?? []), hop.keyFile]) {
       if (file?.includes("${") === true) {
         return `${file} holds "\${", which ssh expands as an environment variable in file names; rename it`
       }
