@@ -17,7 +17,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
-import { failureOf, pollUntil, settingsLayer } from "./support.ts"
+import { failureOf, pollUntil, settingsLayer, waitForProcesses } from "./support.ts"
 
 const server = readServerFromEnv()
 const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-reach-"))
@@ -214,6 +214,26 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         )
         assert.strictEqual(ok.stdout.trim(), "ok")
         assert.isFalse(fs.existsSync(first), "a host known from the second file is not recorded again")
+      }))
+  })
+
+  describe("ProxyCommand", () => {
+    it.effect("one that closes its output but runs on, ignoring SIGTERM, fails at once and is killed", () =>
+      Effect.gen(function*() {
+        const sleeper = `sleep 600.${Math.floor(Math.random() * 1e6)}`
+        const started = Date.now()
+        const exit = yield* Effect.exit(
+          remote("true", { host: "127.0.0.10" }).pipe(
+            Settings.settings({
+              proxyCommand: `sh -c 'trap "" TERM; exec >&-; ${sleeper}'`,
+              connectTimeout: "30 seconds"
+            })
+          )
+        )
+        const error = failureOf(exit)
+        assert.instanceOf(error, ConnectionError)
+        assert.isBelow(Date.now() - started, 5000, "waited for connectTimeout")
+        assert.isTrue(yield* waitForProcesses(sleeper, false, 5), "the command outlived its connection")
       }))
   })
 })
