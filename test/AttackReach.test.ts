@@ -68,6 +68,10 @@ const base = settingsLayer({
   useAgent: true
 })
 
+/** Log lines of connections accepted on `host`. */
+const acceptedOn = (host: string) =>
+  server.readLog().split("\n").filter((l) => l.includes(` on ${host} port ${server.port} `)).length
+
 const configFile = (name: string, text: string): string => {
   const file = path.join(dir, name)
   fs.writeFileSync(file, text)
@@ -234,6 +238,31 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         assert.instanceOf(error, ConnectionError)
         assert.isBelow(Date.now() - started, 5000, "waited for connectTimeout")
         assert.isTrue(yield* waitForProcesses(sleeper, false, 5), "the command outlived its connection")
+      }))
+  })
+
+  describe("jump hosts", () => {
+    it.effect("a gateway connection shared with direct commands, killed on the server: the next command through it reconnects", () =>
+      Effect.gen(function*() {
+        const gateway = `${server.user}@127.0.0.13:${server.port}`
+        const through = Settings.settings({ host: "127.0.0.12", gateway })
+        const before = acceptedOn("127.0.0.13")
+        const first = yield* remote("echo $SSH_CONNECTION").pipe(through)
+        assert.match(first.stdout, / 127\.0\.0\.12 /)
+        // A command on the gateway itself shares its connection (one login there for both).
+        const pids = yield* remote("echo $PPID", { host: "127.0.0.13" })
+        assert.strictEqual(acceptedOn("127.0.0.13"), before + 1)
+        const sessionPid = Number(pids.stdout.trim())
+        const stat = fs.readFileSync(`/proc/${sessionPid}/stat`, "utf8")
+        const monitor = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+        process.kill(sessionPid, "SIGKILL")
+        process.kill(monitor, "SIGKILL")
+        yield* Effect.sleep("300 millis")
+        const started = Date.now()
+        const again = yield* remote("echo again").pipe(through)
+        assert.strictEqual(again.stdout, "again\n")
+        assert.isBelow(Date.now() - started, 5000)
+        assert.strictEqual(acceptedOn("127.0.0.13"), before + 2)
       }))
   })
 })
