@@ -13,6 +13,7 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError } from "../src/Errors.ts"
 import { remote } from "../src/internal/remote/operations.ts"
+import { TunnelError } from "../src/internal/ssh/tunnelError.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
@@ -255,8 +256,14 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         const sessionPid = Number(pids.stdout.trim())
         const stat = fs.readFileSync(`/proc/${sessionPid}/stat`, "utf8")
         const monitor = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-        process.kill(sessionPid, "SIGKILL")
-        process.kill(monitor, "SIGKILL")
+        // The monitor may go with its child first.
+        for (const pid of [monitor, sessionPid]) {
+          try {
+            process.kill(pid, "SIGKILL")
+          } catch (error) {
+            if ((error as { code?: string }).code !== "ESRCH") throw error
+          }
+        }
         yield* Effect.sleep("300 millis")
         const started = Date.now()
         const again = yield* remote("echo again").pipe(through)
@@ -264,5 +271,25 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         assert.isBelow(Date.now() - started, 5000)
         assert.strictEqual(acceptedOn("127.0.0.13"), before + 2)
       }))
+  })
+
+  describe("tunnels", () => {
+    it.effect("regression: an empty listen address is refused, never taken as every interface", () =>
+      Effect.gen(function*() {
+        for (const localHost of ["", " "]) {
+          const exit = yield* Effect.exit(Effect.scoped(
+            Ssh.forwardLocal({ localHost, remoteHost: "127.0.0.1", remotePort: server.port })
+          ))
+          const error = failureOf(exit)
+          assert.instanceOf(error, TunnelError, `localHost ${JSON.stringify(localHost)}`)
+          assert.strictEqual((error as TunnelError).reason, "bind")
+        }
+        const remoteExit = yield* Effect.exit(Effect.scoped(
+          Ssh.forwardRemote({ remoteHost: "", remotePort: 0, localPort: server.port })
+        ))
+        const remoteError = failureOf(remoteExit)
+        assert.instanceOf(remoteError, TunnelError)
+        assert.strictEqual((remoteError as TunnelError).reason, "bind")
+      }).pipe(Settings.settings({ host: "127.0.0.5" })))
   })
 })

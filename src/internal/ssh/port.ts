@@ -263,7 +263,10 @@ export interface LocalForwardOptions {
   readonly remotePort: number
   /** The port to listen on here; `0` (the default) for any free one. */
   readonly localPort?: number | undefined
-  /** The address to listen on here. Default: `127.0.0.1`, reachable only from this machine. */
+  /**
+   * The address to listen on here. Default: `127.0.0.1`, reachable only from this machine. An
+   * empty one is refused (it would mean every interface): write `0.0.0.0` for that.
+   */
   readonly localHost?: string | undefined
 }
 
@@ -279,6 +282,7 @@ export interface RemoteForwardOptions {
   /**
    * The address to listen on, on the server. Default: `127.0.0.1`, reachable from the server
    * only, yet by every user of it. Another address also needs `GatewayPorts` on the server.
+   * An empty one is refused, as for `LocalForwardOptions.localHost`.
    */
   readonly remoteHost?: string | undefined
   readonly localPort: number
