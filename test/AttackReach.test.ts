@@ -119,6 +119,26 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         assert.notInclude(again.stdout, "sock=none")
         assert.notInclude(again.stdout, fingerprint)
       }))
+    it.effect("regression: `IdentitiesOnly yes` keeps the agent out of authentication, not out of forwarding", () =>
+      Effect.gen(function*() {
+        const file = configFile(
+          "identities-only",
+          `Host 127.0.0.6\n  IdentitiesOnly yes\n  ForwardAgent yes\nHost 127.0.0.7\n  IdentitiesOnly yes\n${tail}`
+        )
+        const listKeys = (host: string) =>
+          remote("ssh-add -l; echo \"sock=${SSH_AUTH_SOCK:-none}\"", { host }).pipe(
+            Settings.settings({ sshConfigFile: file, warnOnly: true })
+          )
+        // By the config, as `ssh` forwards it.
+        const byConfig = yield* listKeys("127.0.0.6")
+        assert.include(byConfig.stdout, fingerprint)
+        // By the setting.
+        const bySetting = yield* listKeys("127.0.0.7").pipe(Settings.settings({ forwardAgent: true }))
+        assert.include(bySetting.stdout, fingerprint)
+        // Not asked for: nothing.
+        const none = yield* listKeys("127.0.0.7")
+        assert.include(none.stdout, "sock=none")
+      }))
   })
 
   describe("ssh -G", () => {

@@ -13,6 +13,7 @@ import { defaults, expandHome, type Settings } from "../../Settings.ts"
 import * as Files from "../local/files.ts"
 import { durationError, toDuration } from "../settings/duration.ts"
 import { isUserName, missingHost, parseHostString, parsePort } from "../settings/hostString.ts"
+import { forwardingOf, noAgentToForward } from "./agentForwarding.ts"
 import * as SshConfig from "./config.ts"
 import type { Target } from "./port.ts"
 import * as SshG from "./sshG.ts"
@@ -254,19 +255,6 @@ const checkConnectionSettings = (settings: Settings): Effect.Effect<void, Settin
   return error === undefined ? Effect.void : Effect.fail(error)
 }
 
-// OpenSSH forwards nothing, silently, when there is no agent; a setting asked for on purpose
-// says why it cannot be honoured instead.
-const noAgentToForward = (settings: Settings) =>
-  Effect.fail(
-    new SettingsError({
-      setting: "forwardAgent",
-      value: "true",
-      detail: settings.useAgent
-        ? "there is no ssh-agent to forward: SSH_AUTH_SOCK is not set; start one (`eval $(ssh-agent)`, `ssh-add`) or leave forwardAgent off"
-        : "there is no ssh-agent to forward: useAgent is false; set useAgent (with an agent at SSH_AUTH_SOCK) or leave forwardAgent off"
-    })
-  )
-
 const common = (settings: Settings) => ({
   keyPassphrase: settings.keyPassphrase,
   password: settings.password,
@@ -328,13 +316,15 @@ const fromOptions = (
 
   const identityAgent = first(options, "identityagent")
   const identitiesOnly = first(options, "identitiesonly") === "yes"
-  const agent = base.agent === undefined || identitiesOnly || identityAgent === "none"
+  // The agent ssh would forward: `IdentitiesOnly` keeps it out of authentication only.
+  const agentSocket = base.agent === undefined || identityAgent === "none"
     ? undefined
     : identityAgent === undefined || identityAgent === "SSH_AUTH_SOCK"
     ? base.agent
     : identityAgent.startsWith("$")
     ? process.env[identityAgent.replace(/^\$\{?|\}$/g, "")] || undefined
     : expand(identityAgent)
+  const agent = identitiesOnly ? undefined : agentSocket
 
   const knownHosts = first(options, "userknownhostsfile")?.split(/\s+/)
   const sshDefaultKnownHosts = [`${account.home()}/.ssh/known_hosts`, `${account.home()}/.ssh/known_hosts2`]
@@ -352,15 +342,12 @@ const fromOptions = (
     ? process.env[forwardAgentValue.replace(/^\$\{?|\}$/g, "")] || undefined
     : expand(forwardAgentValue)
 
-  // A socket named in a `$VAR` that is not set: nothing to forward, as with ssh.
-  const forwarding: { readonly forwardAgent?: true; readonly forwardAgentSocket?: string } =
-    forwardAgentValue === undefined || forwardAgentValue === "no"
-      ? {}
-      : forwardAgentValue === "yes"
-      ? { forwardAgent: true }
-      : forwardAgentSocket === undefined
-      ? {}
-      : { forwardAgent: true, forwardAgentSocket }
+  // A socket named in a `$VAR` that is not set, or `yes` with no agent: nothing, as with ssh.
+  const forwarding = forwardAgentValue === undefined || forwardAgentValue === "no"
+    ? {}
+    : forwardAgentValue === "yes"
+    ? forwardingOf(agentSocket, agent)
+    : forwardingOf(forwardAgentSocket, agent)
 
   const strict = first(options, "stricthostkeychecking")
   const proxyCommand = first(options, "proxycommand")
@@ -368,6 +355,7 @@ const fromOptions = (
   return {
     ...base,
     agent,
+    agentSocket,
     ...(configuredKnownHosts !== undefined && settings.knownHostsFile === defaults.knownHostsFile
       // A host recorded in any of them is known to ssh: a different key there is a changed key.
       ? {
@@ -452,12 +440,13 @@ const resolveHop = Effect.fnUntraced(function*(
   }
   const gateway = ownJumps.length > 0 ? yield* resolveJumps(state, ownJumps, settings, depth + 1) : before
   // A jump host only relays: it never gets the agent, whatever its config block says.
-  const { forwardAgent: _, forwardAgentSocket: __, identityFiles, proxyCommand, ...rest } = fromOptions(
-    state.account,
-    settings,
-    options,
-    { label: parsed.host, host, port, user }
-  )
+  const { forwardAgent: _, forwardAgentSocket: __, agentSocket: ___, identityFiles, proxyCommand, ...rest } =
+    fromOptions(
+      state.account,
+      settings,
+      options,
+      { label: parsed.host, host, port, user }
+    )
   const target: Target = {
     ...rest,
     // Its own ProxyCommand is its route only when nothing else leads to it.
@@ -504,12 +493,18 @@ const resolveWith = Effect.fnUntraced(
     const jumps = hopsOf(settings.gateway ?? first(options, "proxyjump"))
     const gateway = yield* resolveJumps(state, jumps, settings, 0)
 
-    const { identityFiles, proxyCommand, ...rest } = fromOptions(state.account, settings, options, {
-      label: parsed.host,
-      host,
-      port,
-      user
-    })
+    const { identityFiles, proxyCommand, agentSocket, forwardAgent, forwardAgentSocket, ...rest } =
+      fromOptions(
+        state.account,
+        settings,
+        options,
+        {
+          label: parsed.host,
+          host,
+          port,
+          user
+        }
+      )
     const target: Target = {
       ...rest,
       // A gateway, from the settings or ProxyJump, is the route: as for OpenSSH, the first of
@@ -523,22 +518,15 @@ const resolveWith = Effect.fnUntraced(
       user,
       keyFile: yield* keyFileFor(settings, identityFiles, openssh),
       gateway,
-      // Only the final host gets the agent: a jump host only relays, as with `ssh -A -J`.
-      ...(settings.forwardAgent ? { forwardAgent: true } : {})
+      // Only the final host gets the agent: a jump host only relays, as with `ssh -A -J`. The
+      // setting forwards the agent itself (as `ssh -A`), whatever socket the config names.
+      ...(settings.forwardAgent
+        ? forwardingOf(agentSocket, rest.agent)
+        : forwardAgent === true
+        ? { forwardAgent, ...(forwardAgentSocket === undefined ? {} : { forwardAgentSocket }) }
+        : {})
     }
-    if (settings.forwardAgent && target.agent === undefined) return yield* noAgentToForward(settings)
-    // The setting forwards the agent itself, whatever socket the config names.
-    if (settings.forwardAgent && target.forwardAgentSocket !== undefined) {
-      const { forwardAgentSocket: _, ...own } = target
-      return own
-    }
-    // `ForwardAgent yes` in the config with no agent to forward: nothing is forwarded, as with ssh.
-    if (
-      target.forwardAgent === true && target.agent === undefined && target.forwardAgentSocket === undefined
-    ) {
-      const { forwardAgent: _, ...unforwarded } = target
-      return unforwarded
-    }
+    if (settings.forwardAgent && agentSocket === undefined) return yield* noAgentToForward(settings)
     return target
   }
 )
