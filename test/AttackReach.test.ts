@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError } from "../src/Errors.ts"
@@ -310,6 +311,45 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         const remoteError = failureOf(remoteExit)
         assert.instanceOf(remoteError, TunnelError)
         assert.strictEqual((remoteError as TunnelError).reason, "bind")
+      }).pipe(Settings.settings({ host: "127.0.0.5" })))
+
+    it.effect("a forward closed with a connection held open gives its port back at once, both ways", () =>
+      Effect.gen(function*() {
+        // An echo server here: what the forwards lead to.
+        const echo = yield* Effect.acquireRelease(
+          Effect.callback<net.Server>((resume) => {
+            const listener = net.createServer((socket) => socket.pipe(socket))
+            listener.listen(0, "127.0.0.1", () => resume(Effect.succeed(listener)))
+          }),
+          (listener) => Effect.sync(() => void listener.close())
+        )
+        const echoPort = (echo.address() as net.AddressInfo).port
+        // A client that connects and never reads nor closes.
+        const hold = (port: number) =>
+          Effect.callback<net.Socket>((resume) => {
+            const socket = net.connect({ host: "127.0.0.1", port }, () => resume(Effect.succeed(socket)))
+            socket.on("error", () => {})
+          })
+        const local = yield* Effect.scoped(Effect.gen(function*() {
+          const port = yield* Ssh.forwardLocal({ remoteHost: "127.0.0.1", remotePort: echoPort })
+          const held = yield* hold(port)
+          held.write("x".repeat(1024 * 1024))
+          yield* Effect.sleep("200 millis")
+          return port
+        }))
+        const again = yield* Effect.scoped(
+          Ssh.forwardLocal({ remoteHost: "127.0.0.1", remotePort: echoPort, localPort: local })
+        )
+        assert.strictEqual(again, local)
+        const remotePort = yield* Effect.scoped(Effect.gen(function*() {
+          const port = yield* Ssh.forwardRemote({ remotePort: 0, localPort: echoPort })
+          yield* remote(`exec 3<>/dev/tcp/127.0.0.1/${port}; echo hi >&3; sleep 30 >/dev/null 2>&1 &`).pipe(
+            Effect.timeout("5 seconds")
+          )
+          return port
+        }))
+        const remoteAgain = yield* Effect.scoped(Ssh.forwardRemote({ remotePort, localPort: echoPort }))
+        assert.strictEqual(remoteAgain, remotePort)
       }).pipe(Settings.settings({ host: "127.0.0.5" })))
   })
 })
