@@ -159,6 +159,35 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
       }))
   })
 
+  describe("ssh -G, flooded", () => {
+    it.effect(
+      "regression: a `Match exec` that floods stderr is bounded in memory, and stopped",
+      () =>
+        Effect.gen(function*() {
+          const file = configFile(
+            "match-exec-flood",
+            `Match exec "yes flood >&2"\n  HostName 127.0.0.3\n${tail}`
+          )
+          const ssh = yield* Ssh.SshConnections
+          const settings = Settings.apply(yield* Settings.Settings, { host: "flood", sshConfigFile: file })
+          const before = process.memoryUsage().rss
+          let peak = before
+          const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50)
+          const exit = yield* Effect.exit(ssh.resolve(settings)).pipe(
+            Effect.ensuring(Effect.sync(() => clearInterval(sampler)))
+          )
+          assert.isTrue(exit._tag === "Failure")
+          assert.isBelow(
+            peak - before,
+            64 * 1024 * 1024,
+            `rss grew by ${Math.round((peak - before) / 1e6)} MB`
+          )
+          assert.isTrue(yield* waitForProcesses("yes flood", false, 3))
+        }),
+      30_000
+    )
+  })
+
   describe("rsync", () => {
     it.effect("regression: rsync reaches a jump host through the jump host's own ProxyCommand, as commands do", () =>
       Effect.gen(function*() {

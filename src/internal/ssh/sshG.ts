@@ -21,6 +21,15 @@ export const timeout: Duration.Duration = Duration.seconds(10)
 /** How long a refusal waits for the rest of ssh's stderr once ssh has exited. */
 const stderrGraceMillis = 200
 
+/** The end of ssh's stderr kept for the message: where its reason is. */
+const stderrKeep = 4_096
+
+/** Beyond this much stderr, it is no longer read (see `run`). */
+const stderrReadLimit = 1024 * 1024
+
+/** `ssh -G` prints a few kilobytes; far more is no answer to wait for. */
+const outputLimit = 16 * 1024 * 1024
+
 /** The `ssh` found on `PATH`, as OpenSSH's own programs find it; `undefined` when there is none. */
 export const findSsh = (pathVariable: string | undefined): string | undefined => {
   for (const dir of (pathVariable ?? "").split(path.delimiter)) {
@@ -94,9 +103,36 @@ export const run = (query: Query): Effect.Effect<Options, SettingsError> =>
       env: process.env
     })
     const out: Array<Buffer> = []
-    const err: Array<Buffer> = []
-    child.stdout.on("data", (chunk: Buffer) => out.push(chunk))
-    child.stderr.on("data", (chunk: Buffer) => err.push(chunk))
+    let outBytes = 0
+    // Only the end of stderr is kept: a `Match exec` command writes there, as much as it likes.
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => {
+      outBytes += chunk.length
+      if (outBytes <= outputLimit) out.push(chunk)
+      else {
+        resume(Effect.fail(failure(query, `\`ssh -G ${query.host}\` printed more than ${outputLimit} bytes`)))
+        stop()
+      }
+    })
+    child.stderr.setEncoding("utf8")
+    let errChars = 0
+    child.stderr.on("data", (text: string) => {
+      stderr = (stderr + text).slice(-stderrKeep)
+      // No ssh says this much: left unread, the writer blocks until the time limit stops it,
+      // rather than this process spending its time and memory reading.
+      errChars += text.length
+      if (errChars > stderrReadLimit) child.stderr.pause()
+    })
+    // ssh and whatever a `Match exec` started (they share a process group).
+    function stop() {
+      const pid = child.pid
+      if (child.exitCode !== null || child.signalCode !== null || pid === undefined) return
+      try {
+        process.kill(-pid, "SIGKILL")
+      } catch {
+        // ESRCH: it ended in between.
+      }
+    }
     child.on(
       "error",
       (error) => resume(Effect.fail(failure(query, `could not run ${query.ssh} -G: ${error.message}`)))
@@ -121,11 +157,10 @@ export const run = (query: Query): Effect.Effect<Options, SettingsError> =>
       }
       if (!errEnded) return
       if (grace !== undefined) clearTimeout(grace)
-      const stderr = Buffer.concat(err).toString("utf8").trim()
       resume(Effect.fail(failure(
         query,
         `\`ssh -G ${query.host}\` refused it (${ending.signal ?? `exit ${ending.code}`}): ${
-          stderr || "no message"
+          stderr.trim() || "no message"
         }`
       )))
     }
@@ -141,13 +176,9 @@ export const run = (query: Query): Effect.Effect<Options, SettingsError> =>
       errEnded = true
       settle()
     })
-    return Effect.suspend(() => {
+    return Effect.sync(() => {
       if (grace !== undefined) clearTimeout(grace)
-      const pid = child.pid
-      return child.exitCode !== null || child.signalCode !== null || pid === undefined
-        ? Effect.void
-        // ESRCH: it ended in between.
-        : Effect.ignore(Effect.try(() => process.kill(-pid, "SIGKILL")))
+      stop()
     })
   }).pipe(
     Effect.timeoutOrElse({
