@@ -4,7 +4,7 @@
  * named "regression" failed before their fix.
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import { assert, describe, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
@@ -14,7 +14,9 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { ConnectionError } from "../src/Errors.ts"
 import { remote } from "../src/internal/remote/operations.ts"
+import type { Target } from "../src/internal/ssh/port.ts"
 import { TunnelError } from "../src/internal/ssh/tunnelError.ts"
+import * as Rsync from "../src/internal/transfer/rsync.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
@@ -380,5 +382,23 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         const remoteAgain = yield* Effect.scoped(Ssh.forwardRemote({ remotePort, localPort: echoPort }))
         assert.strictEqual(remoteAgain, remotePort)
       }).pipe(Settings.settings({ host: "127.0.0.5" })))
+  })
+})
+
+describe("rsync's ssh", () => {
+  it("checks every known_hosts file the target checks, writing to the first", () => {
+    const target = {
+      label: "web",
+      host: "10.0.0.5",
+      port: 22,
+      user: "deploy",
+      keyFile: undefined,
+      knownHostsFile: "/k/first",
+      otherKnownHostsFiles: ["/k/second file"],
+      hostKeyPolicy: "accept-new",
+      gateway: undefined
+    } as unknown as Target
+    const line = Rsync.sshCommand(target, 10)
+    assert.include(line, `'UserKnownHostsFile="/k/first" "/k/second file"'`)
   })
 })
