@@ -274,6 +274,39 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
       }))
   })
 
+  describe("known_hosts, named with a space", () => {
+    it.effect("regression: a UserKnownHostsFile whose path holds a space is the file checked", () =>
+      Effect.gen(function*() {
+        const work = fs.mkdtempSync(path.join(dir, "kh space-"))
+        const file = path.join(work, "my hosts", "known_hosts")
+        fs.mkdirSync(path.dirname(file))
+        const other = path.join(work, "other")
+        execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", other])
+        const otherKey = fs.readFileSync(`${other}.pub`, "utf8").split(" ").slice(0, 2).join(" ")
+        fs.writeFileSync(file, `[127.0.0.11]:${server.port} ${otherKey}\n`)
+        const config = configFile(
+          "spaced-known-hosts",
+          `Host 127.0.0.11\n  UserKnownHostsFile "${file}"\n` +
+            `Host *\n  Port ${server.port}\n  User ${server.user}\n  IdentityFile ${server.keyPath}\n`
+        )
+        for (const sshConfigResolver of ["openssh", "builtin"] as const) {
+          const exit = yield* Effect.exit(
+            remote("true", { host: "127.0.0.11" }).pipe(Settings.settings({
+              sshConfigFile: config,
+              sshConfigResolver,
+              knownHostsFile: Settings.defaults.knownHostsFile,
+              hostKeyPolicy: "accept-new"
+            }))
+          )
+          const error = failureOf(exit)
+          assert.instanceOf(error, ConnectionError, sshConfigResolver)
+          assert.strictEqual((error as ConnectionError).reason, "host-key", sshConfigResolver)
+          assert.include(error.message, file)
+        }
+        assert.isFalse(fs.existsSync(path.join(work, "my")), "a key was recorded in a file cut at the space")
+      }))
+  })
+
   describe("ProxyCommand", () => {
     it.effect("one that closes its output but runs on, ignoring SIGTERM, fails at once and is killed", () =>
       Effect.gen(function*() {

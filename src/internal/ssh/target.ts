@@ -326,7 +326,7 @@ const fromOptions = (
     : expand(identityAgent)
   const agent = identitiesOnly ? undefined : agentSocket
 
-  const knownHosts = first(options, "userknownhostsfile")?.split(/\s+/)
+  const knownHosts = filesOf(first(options, "userknownhostsfile"))
   const sshDefaultKnownHosts = [`${account.home()}/.ssh/known_hosts`, `${account.home()}/.ssh/known_hosts2`]
   const configuredKnownHosts = knownHosts === undefined || knownHosts[0] === undefined ||
       (knownHosts.length === 2 && knownHosts.every((f, i) => f === sshDefaultKnownHosts[i]))
@@ -385,6 +385,15 @@ const fromOptions = (
     )
   }
 }
+
+// The files of `UserKnownHostsFile`, which both readers print on one line, joined by spaces:
+// a name starts at an absolute (or `~`) path, so that a path holding a space stays one file.
+const filesOf = (value: string | undefined): Array<string> | undefined =>
+  value?.split(/\s+/).filter((word) => word !== "").reduce<Array<string>>((files, word) => {
+    if (files.length === 0 || word.startsWith("/") || word.startsWith("~")) files.push(word)
+    else files[files.length - 1] += ` ${word}`
+    return files
+  }, [])
 
 const certificateFilesOf = (
   files: ReadonlyArray<string>
