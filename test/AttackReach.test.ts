@@ -144,6 +144,35 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
       }))
   })
 
+  describe("flags as OpenSSH reads them", () => {
+    it.effect("regression: `False`, `YES`, `True` mean what they mean to ssh, by either reader", () =>
+      Effect.gen(function*() {
+        const file = configFile(
+          "flags",
+          "Host f\n  HostName 127.0.0.5\n  ForwardAgent False\n  StrictHostKeyChecking YES\n" +
+            "Host t\n  HostName 127.0.0.5\n  ForwardAgent True\n  IdentitiesOnly True\n"
+        )
+        const ssh = yield* Ssh.SshConnections
+        for (const sshConfigResolver of ["openssh", "builtin"] as const) {
+          const settings = Settings.apply(yield* Settings.Settings, {
+            sshConfigFile: file,
+            sshConfigResolver,
+            useAgent: true,
+            hostKeyPolicy: "accept-new",
+            quiet: true
+          })
+          const f = yield* ssh.resolve(Settings.apply(settings, { host: "f" }))
+          assert.isUndefined(f.forwardAgent, `${sshConfigResolver}: ForwardAgent False forwarded`)
+          assert.isUndefined(f.forwardAgentSocket, sshConfigResolver)
+          assert.strictEqual(f.hostKeyPolicy, "strict", sshConfigResolver)
+          const t = yield* ssh.resolve(Settings.apply(settings, { host: "t" }))
+          assert.isTrue(t.forwardAgent, sshConfigResolver)
+          assert.isUndefined(t.agent, `${sshConfigResolver}: IdentitiesOnly True left the agent in`)
+          assert.strictEqual(t.forwardAgentSocket, mainSocket, sshConfigResolver)
+        }
+      }))
+  })
+
   describe("ssh -G", () => {
     it.effect("regression: a `Match exec` that leaves a process behind does not hold the resolution", () =>
       Effect.gen(function*() {

@@ -15,6 +15,7 @@ import { durationError, toDuration } from "../settings/duration.ts"
 import { isUserName, missingHost, parseHostString, parsePort } from "../settings/hostString.ts"
 import { forwardingOf, noAgentToForward } from "./agentForwarding.ts"
 import * as SshConfig from "./config.ts"
+import { filesOf, flag } from "./configValues.ts"
 import type { Target } from "./port.ts"
 import * as SshG from "./sshG.ts"
 
@@ -315,7 +316,7 @@ const fromOptions = (
   const expand = (value: string) => absolute(SshConfig.expandTokens(value, tokens))
 
   const identityAgent = first(options, "identityagent")
-  const identitiesOnly = first(options, "identitiesonly") === "yes"
+  const identitiesOnly = flag(first(options, "identitiesonly")) === "yes"
   // The agent ssh would forward: `IdentitiesOnly` keeps it out of authentication only.
   const agentSocket = base.agent === undefined || identityAgent === "none"
     ? undefined
@@ -335,7 +336,7 @@ const fromOptions = (
 
   // `ForwardAgent` is `yes`, `no`, or the agent socket to forward (a path with tokens, or
   // `$VAR`): a socket named there is the one forwarded, often an agent that holds fewer keys.
-  const forwardAgentValue = first(options, "forwardagent")
+  const forwardAgentValue = flag(first(options, "forwardagent"))
   const forwardAgentSocket = forwardAgentValue === undefined || ["yes", "no"].includes(forwardAgentValue)
     ? undefined
     : forwardAgentValue.startsWith("$")
@@ -349,7 +350,7 @@ const fromOptions = (
     ? forwardingOf(agentSocket, agent)
     : forwardingOf(forwardAgentSocket, agent)
 
-  const strict = first(options, "stricthostkeychecking")
+  const strict = flag(first(options, "stricthostkeychecking"))
   const proxyCommand = first(options, "proxycommand")
   const alias = first(options, "hostkeyalias")
   return {
@@ -364,7 +365,7 @@ const fromOptions = (
       }
       : { knownHostsFile: base.knownHostsFile }),
     // Only ever stricter than the settings: `no` cannot loosen the library's own rules.
-    hostKeyPolicy: strict === "yes" || strict === "true" ? "strict" as const : base.hostKeyPolicy,
+    hostKeyPolicy: strict === "yes" ? "strict" as const : base.hostKeyPolicy,
     connectTimeout: durationSetting(settings, "connectTimeout", seconds(first(options, "connecttimeout"))),
     keepaliveInterval: durationSetting(
       settings,
@@ -385,15 +386,6 @@ const fromOptions = (
     )
   }
 }
-
-// The files of `UserKnownHostsFile`, which both readers print on one line, joined by spaces:
-// a name starts at an absolute (or `~`) path, so that a path holding a space stays one file.
-const filesOf = (value: string | undefined): Array<string> | undefined =>
-  value?.split(/\s+/).filter((word) => word !== "").reduce<Array<string>>((files, word) => {
-    if (files.length === 0 || word.startsWith("/") || word.startsWith("~")) files.push(word)
-    else files[files.length - 1] += ` ${word}`
-    return files
-  }, [])
 
 const certificateFilesOf = (
   files: ReadonlyArray<string>
