@@ -12,7 +12,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { ConnectionError } from "../src/Errors.ts"
+import { ConnectionError, SettingsError } from "../src/Errors.ts"
 import { remote } from "../src/internal/remote/operations.ts"
 import type { Target } from "../src/internal/ssh/port.ts"
 import { TunnelError } from "../src/internal/ssh/tunnelError.ts"
@@ -188,6 +188,29 @@ layer(Layer.mergeAll(Ssh.layer, base).pipe(Layer.provideMerge(agentsLayer)), {
         assert.strictEqual(target.host, "127.0.0.3")
         assert.isBelow(took, 3000, `resolving took ${took} ms`)
       }))
+  })
+
+  describe("ssh -G, hanging", () => {
+    it.effect(
+      "a `Match exec` that hangs is bounded, and it and its children are killed",
+      () =>
+        Effect.gen(function*() {
+          const sleeper = `sleep 600.${Math.floor(Math.random() * 1e6)}`
+          const file = configFile(
+            "match-exec-hang",
+            `Match exec "trap '' TERM; ${sleeper} & wait"\n  HostName 127.0.0.3\n${tail}`
+          )
+          const ssh = yield* Ssh.SshConnections
+          const settings = Settings.apply(yield* Settings.Settings, { host: "hang", sshConfigFile: file })
+          const started = Date.now()
+          const error = failureOf(yield* Effect.exit(ssh.resolve(settings)))
+          assert.instanceOf(error, SettingsError)
+          assert.include(error.message, "did not answer")
+          assert.isBelow(Date.now() - started, 15_000)
+          assert.isTrue(yield* waitForProcesses(sleeper, false, 3), "the Match exec command outlived it")
+        }),
+      30_000
+    )
   })
 
   describe("ssh -G, flooded", () => {
