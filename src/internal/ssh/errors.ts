@@ -173,24 +173,26 @@ export const isTransient = (error: ConnectionError | SettingsError): boolean =>
 
 export const hostKeyError = (target: Target, verdict: KnownHosts.Verdict): ConnectionError => {
   const name = `${target.host}${target.port === 22 ? "" : ` port ${target.port}`}`
+  const file = "file" in verdict && verdict.file !== undefined ? verdict.file : target.knownHostsFile
+  const files = [target.knownHostsFile, ...(target.otherKnownHostsFiles ?? [])].join(", ")
   switch (verdict._tag) {
     case "Changed":
       return connectionError(
         target,
         "host-key",
-        `the ${verdict.keyType} host key of ${name} differs from the one recorded in ${target.knownHostsFile} line ${verdict.line}`
+        `the ${verdict.keyType} host key of ${name} differs from the one recorded in ${file} line ${verdict.line}`
       )
     case "Revoked":
       return connectionError(
         target,
         "host-key",
-        `the host key of ${name} is marked @revoked in ${target.knownHostsFile} line ${verdict.line}`
+        `the host key of ${name} is marked @revoked in ${file} line ${verdict.line}`
       )
     case "CertificateAuthority":
       return connectionError(
         target,
         "host-key",
-        `${name} is trusted in ${target.knownHostsFile} line ${verdict.line} only through a certificate ` +
+        `${name} is trusted in ${file} line ${verdict.line} only through a certificate ` +
           "authority (@cert-authority), and the SSH library in use (ssh2) cannot verify host certificates " +
           "(it does not support the *-cert-v01@openssh.com key types); add the host's plain key to " +
           `${target.knownHostsFile} after checking it (for example \`ssh-keyscan -t ed25519${
@@ -201,7 +203,7 @@ export const hostKeyError = (target: Target, verdict: KnownHosts.Verdict): Conne
       return connectionError(
         target,
         "host-key",
-        `the host key of ${name} is not in ${target.knownHostsFile} and hostKeyPolicy is "strict"`
+        `the host key of ${name} is not in ${files} and hostKeyPolicy is "strict"`
       )
   }
 }

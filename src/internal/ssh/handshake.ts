@@ -25,6 +25,56 @@ import type { Target } from "./port.ts"
 import type { ConnectionState } from "./request.ts"
 import { knownHostsName } from "./target.ts"
 
+/**
+ * ssh2 forwards the agent it authenticates with. When ssh_config's `ForwardAgent` names another
+ * socket, that one is what the host may use: this agent signs with `auth` (none: no keys) and
+ * hands the forwarded channels to `forward`.
+ */
+class ForwardingAgent extends ssh2.BaseAgent {
+  readonly auth: ssh2.OpenSSHAgent | undefined
+  readonly forward: ssh2.OpenSSHAgent
+  constructor(auth: ssh2.OpenSSHAgent | undefined, forward: ssh2.OpenSSHAgent) {
+    super()
+    this.auth = auth
+    this.forward = forward
+  }
+  override getIdentities(callback: ssh2.IdentityCallback): void {
+    if (this.auth === undefined) callback(undefined, [])
+    else this.auth.getIdentities(callback)
+  }
+  override sign(
+    key: ssh2.ParsedKey | Buffer | string,
+    data: Buffer,
+    options: ssh2.SigningRequestOptions,
+    callback?: ssh2.SignCallback
+  ): void
+  override sign(key: ssh2.ParsedKey | Buffer | string, data: Buffer, callback: ssh2.SignCallback): void
+  override sign(
+    key: ssh2.ParsedKey | Buffer | string,
+    data: Buffer,
+    options: ssh2.SigningRequestOptions | ssh2.SignCallback,
+    callback?: ssh2.SignCallback
+  ): void {
+    const done = typeof options === "function" ? options : callback
+    const given = typeof options === "function" ? {} : options
+    if (this.auth === undefined) done?.(new Error("no agent to sign with"))
+    else this.auth.sign(key, data, given, done)
+  }
+  override getStream(callback: ssh2.GetStreamCallback): void {
+    this.forward.getStream(callback)
+  }
+}
+
+/** The `agent` option of a connection to `target`: its socket, or one forwarding another. */
+const agentOf = (target: Target): string | ssh2.BaseAgent | undefined =>
+  target.forwardAgent === true && target.forwardAgentSocket !== undefined &&
+    target.forwardAgentSocket !== target.agent
+    ? new ForwardingAgent(
+      target.agent === undefined ? undefined : new ssh2.OpenSSHAgent(target.agent),
+      new ssh2.OpenSSHAgent(target.forwardAgentSocket)
+    )
+    : target.agent
+
 // -- keys and host keys ---------------------------------------------------------------------------
 
 export interface Credentials {
@@ -130,30 +180,43 @@ export const makeKnownHostsFiles = Effect.gen(function*() {
   >()
   // A file that exists and cannot be read is an unusable setting; no descriptor left to read it
   // with is this machine's limit.
-  const read = (
-    target: Target
+  const readOne = (
+    target: Target,
+    file: string
   ): Effect.Effect<ReadonlyArray<KnownHosts.Entry>, ConnectionError | SettingsError> =>
     Effect.gen(function*() {
-      const file = target.knownHostsFile
       const stat = yield* Files.stat(file)
       if (stat === undefined) return []
       const stamp = `${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.ino}`
       const cached = cache.get(file)
       if (cached?.stamp === stamp) return cached.entries
-      const entries = KnownHosts.parse(yield* Files.readFileString(file))
+      const entries = KnownHosts.parse(yield* Files.readFileString(file)).map((entry) => ({ ...entry, file }))
       cache.set(file, { stamp, entries })
       return entries
     }).pipe(
       Effect.mapError((error) =>
         isOutOfDescriptors(error.code)
-          ? outOfDescriptors(target, error.code, `cannot read ${target.knownHostsFile}`)
+          ? outOfDescriptors(target, error.code, `cannot read ${file}`)
           : new SettingsError({
             setting: "knownHostsFile",
-            value: target.knownHostsFile,
+            value: file,
             detail: `cannot read it (${String(error.cause)}); give a readable known_hosts file`
           })
       )
     )
+  // Every file ssh_config lists is checked, as by OpenSSH: a host recorded in any is not new.
+  const read = (
+    target: Target
+  ): Effect.Effect<ReadonlyArray<KnownHosts.Entry>, ConnectionError | SettingsError> =>
+    target.otherKnownHostsFiles === undefined || target.otherKnownHostsFiles.length === 0
+      ? readOne(target, target.knownHostsFile)
+      : Effect.map(
+        Effect.forEach(
+          [target.knownHostsFile, ...target.otherKnownHostsFiles],
+          (file) => readOne(target, file)
+        ),
+        (lists) => lists.flat()
+      )
   const record = (target: Target, blob: Buffer) =>
     lock.withPermit(
       Effect.gen(function*() {
@@ -275,6 +338,7 @@ export const handshake = (
       state.open = true
       resume(Effect.succeed({ client, hostKey, verdict }))
     })
+    const agent = agentOf(target)
     const methods: Array<AuthenticationType> = []
     if (credentials.privateKey !== undefined) methods.push("publickey")
     if (target.agent !== undefined) methods.push("agent")
@@ -289,10 +353,10 @@ export const handshake = (
       username: target.user,
       ...(credentials.privateKey !== undefined ? { privateKey: credentials.privateKey } : {}),
       ...(credentials.passphrase !== undefined ? { passphrase: credentials.passphrase } : {}),
-      ...(target.agent !== undefined ? { agent: target.agent } : {}),
+      ...(agent !== undefined ? { agent } : {}),
       // For the whole connection (ssh2 asks on its first session): targetKey keeps such
       // connections apart from those of commands that did not ask for the agent.
-      ...(target.agent !== undefined && target.forwardAgent === true ? { agentForward: true } : {}),
+      ...(agent !== undefined && target.forwardAgent === true ? { agentForward: true } : {}),
       ...(target.password !== undefined ? { password: Redacted.value(target.password) } : {}),
       authHandler: methods,
       ...(serverHostKey !== undefined ? { algorithms: { serverHostKey } } : {}),

@@ -21,6 +21,8 @@ const knownName = (host: string, port: number): string => hostPort(host.toLowerC
 
 /** One key line of a known_hosts file. */
 export interface Entry {
+  /** The file the line is in, when the entries of several files are checked together. */
+  readonly file?: string | undefined
   readonly line: number
   readonly marker: "revoked" | "cert-authority" | undefined
   readonly patterns: string
@@ -34,10 +36,15 @@ export interface Entry {
 export type Verdict =
   | { readonly _tag: "Known" }
   | { readonly _tag: "Unknown" }
-  | { readonly _tag: "Changed"; readonly line: number; readonly keyType: string }
-  | { readonly _tag: "Revoked"; readonly line: number }
+  | {
+    readonly _tag: "Changed"
+    readonly file?: string | undefined
+    readonly line: number
+    readonly keyType: string
+  }
+  | { readonly _tag: "Revoked"; readonly file?: string | undefined; readonly line: number }
   /** No plain key is recorded for the host, but a `@cert-authority` line (at `line`) covers it. */
-  | { readonly _tag: "CertificateAuthority"; readonly line: number }
+  | { readonly _tag: "CertificateAuthority"; readonly file?: string | undefined; readonly line: number }
 
 /** Parses known_hosts text into key entries; malformed lines are skipped, as OpenSSH does. */
 export const parse = (text: string): ReadonlyArray<Entry> => {
@@ -102,6 +109,10 @@ export const keyType = (blob: Uint8Array): string => {
   return buffer.subarray(4, 4 + length).toString("latin1")
 }
 
+/** Where a verdict's line is: its file only when the entries say. */
+const at = (entry: Entry): { readonly file?: string; readonly line: number } =>
+  entry.file === undefined ? { line: entry.line } : { file: entry.file, line: entry.line }
+
 /** Checks the key a server presented (its wire blob) for `host` and `port`. */
 export const check = (
   entries: ReadonlyArray<Entry>,
@@ -120,16 +131,17 @@ export const check = (
     if (!entry.matches(name)) continue
     // Revocation wins over everything, wherever the line is: checked before any early answer.
     if (entry.marker === "revoked") {
-      if (entry.key === encoded) return { _tag: "Revoked", line: entry.line }
+      if (entry.key === encoded) return { _tag: "Revoked", ...at(entry) }
       continue
     }
     if (entry.marker === "cert-authority") {
-      authority ??= { _tag: "CertificateAuthority", line: entry.line }
+      authority ??= { _tag: "CertificateAuthority", ...at(entry) }
       continue
     }
     if (entry.key === encoded) known = true
-    else if (entry.keyType === type) changed ??= { _tag: "Changed", line: entry.line, keyType: type }
-    else otherType ??= { _tag: "Changed", line: entry.line, keyType: type }
+    else if (entry.keyType === type) {
+      changed ??= { _tag: "Changed", ...at(entry), keyType: type }
+    } else otherType ??= { _tag: "Changed", ...at(entry), keyType: type }
   }
   // A matching line anywhere wins: OpenSSH accepts a host listed with several keys of one type.
   if (known) return { _tag: "Known" }

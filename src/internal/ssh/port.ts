@@ -44,8 +44,18 @@ export interface Target {
    * offered. Never for a jump host.
    */
   readonly forwardAgent?: boolean | undefined
+  /**
+   * The agent socket to forward when ssh_config's `ForwardAgent` names one (a path, or `$VAR`):
+   * forwarded in place of `agent`, which still authenticates. Absent: `agent` is forwarded.
+   */
+  readonly forwardAgentSocket?: string | undefined
   /** The known_hosts file, resolved to an absolute path. */
   readonly knownHostsFile: string
+  /**
+   * The files ssh_config's `UserKnownHostsFile` lists after the first, absolute: checked as
+   * OpenSSH checks them, never written (a new key goes to `knownHostsFile`).
+   */
+  readonly otherKnownHostsFiles?: ReadonlyArray<string> | undefined
   readonly hostKeyPolicy: HostKeyPolicy
   /** The jump host this target is reached through, if any. */
   readonly gateway: Target | undefined
@@ -253,7 +263,10 @@ export interface LocalForwardOptions {
   readonly remotePort: number
   /** The port to listen on here; `0` (the default) for any free one. */
   readonly localPort?: number | undefined
-  /** The address to listen on here. Default: `127.0.0.1`, reachable only from this machine. */
+  /**
+   * The address to listen on here. Default: `127.0.0.1`, reachable only from this machine. An
+   * empty one is refused (it would mean every interface): write `0.0.0.0` for that.
+   */
   readonly localHost?: string | undefined
 }
 
@@ -269,6 +282,7 @@ export interface RemoteForwardOptions {
   /**
    * The address to listen on, on the server. Default: `127.0.0.1`, reachable from the server
    * only, yet by every user of it. Another address also needs `GatewayPorts` on the server.
+   * An empty one is refused, as for `LocalForwardOptions.localHost`.
    */
   readonly remoteHost?: string | undefined
   readonly localPort: number

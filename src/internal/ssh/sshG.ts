@@ -18,6 +18,18 @@ import type { Options } from "./config.ts"
  */
 export const timeout: Duration.Duration = Duration.seconds(10)
 
+/** How long a refusal waits for the rest of ssh's stderr once ssh has exited. */
+const stderrGraceMillis = 200
+
+/** The end of ssh's stderr kept for the message: where its reason is. */
+const stderrKeep = 4_096
+
+/** Beyond this much stderr, it is no longer read (see `run`). */
+const stderrReadLimit = 1024 * 1024
+
+/** `ssh -G` prints a few kilobytes; far more is no answer to wait for. */
+const outputLimit = 16 * 1024 * 1024
+
 /** The `ssh` found on `PATH`, as OpenSSH's own programs find it; `undefined` when there is none. */
 export const findSsh = (pathVariable: string | undefined): string | undefined => {
   for (const dir of (pathVariable ?? "").split(path.delimiter)) {
@@ -91,27 +103,82 @@ export const run = (query: Query): Effect.Effect<Options, SettingsError> =>
       env: process.env
     })
     const out: Array<Buffer> = []
-    const err: Array<Buffer> = []
-    child.stdout.on("data", (chunk: Buffer) => out.push(chunk))
-    child.stderr.on("data", (chunk: Buffer) => err.push(chunk))
+    let outBytes = 0
+    // Only the end of stderr is kept: a `Match exec` command writes there, as much as it likes.
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => {
+      outBytes += chunk.length
+      if (outBytes <= outputLimit) out.push(chunk)
+      else {
+        resume(Effect.fail(failure(query, `\`ssh -G ${query.host}\` printed more than ${outputLimit} bytes`)))
+        stop()
+      }
+    })
+    child.stderr.setEncoding("utf8")
+    let errChars = 0
+    child.stderr.on("data", (text: string) => {
+      stderr = (stderr + text).slice(-stderrKeep)
+      // No ssh says this much: left unread, the writer blocks until the time limit stops it,
+      // rather than this process spending its time and memory reading.
+      errChars += text.length
+      if (errChars > stderrReadLimit) child.stderr.pause()
+    })
+    // ssh and whatever a `Match exec` started (they share a process group).
+    function stop() {
+      const pid = child.pid
+      if (child.exitCode !== null || child.signalCode !== null || pid === undefined) return
+      try {
+        process.kill(-pid, "SIGKILL")
+      } catch {
+        // ESRCH: it ended in between.
+      }
+    }
     child.on(
       "error",
       (error) => resume(Effect.fail(failure(query, `could not run ${query.ssh} -G: ${error.message}`)))
     )
-    child.on("close", (code, signal) => {
-      const stderr = Buffer.concat(err).toString("utf8").trim()
-      if (code === 0) return resume(Effect.succeed(Buffer.concat(out).toString("utf8")))
+    // Done once ssh has exited and its output is read. Not on `close`, which also waits for
+    // stderr: a `Match exec` command that leaves a process behind (`cmd &`) hands it ssh's
+    // stderr, and would hold the answer until the timeout although ssh answered at once.
+    let ending: { readonly code: number | null; readonly signal: string | null } | undefined
+    let outEnded = false
+    let errEnded = false
+    let grace: ReturnType<typeof setTimeout> | undefined
+    const settle = () => {
+      if (ending === undefined || !outEnded) return
+      if (ending.code === 0) return resume(Effect.succeed(Buffer.concat(out).toString("utf8")))
+      // A refusal's reason is on stderr: read to its end, or what came within a moment.
+      if (!errEnded && grace === undefined) {
+        grace = setTimeout(() => {
+          errEnded = true
+          settle()
+        }, stderrGraceMillis)
+        return
+      }
+      if (!errEnded) return
+      if (grace !== undefined) clearTimeout(grace)
       resume(Effect.fail(failure(
         query,
-        `\`ssh -G ${query.host}\` refused it (${signal ?? `exit ${code}`}): ${stderr || "no message"}`
+        `\`ssh -G ${query.host}\` refused it (${ending.signal ?? `exit ${ending.code}`}): ${
+          stderr.trim() || "no message"
+        }`
       )))
+    }
+    child.on("exit", (code, signal) => {
+      ending = { code, signal }
+      settle()
     })
-    return Effect.suspend(() => {
-      const pid = child.pid
-      return child.exitCode !== null || child.signalCode !== null || pid === undefined
-        ? Effect.void
-        // ESRCH: it ended in between.
-        : Effect.ignore(Effect.try(() => process.kill(-pid, "SIGKILL")))
+    child.stdout.on("close", () => {
+      outEnded = true
+      settle()
+    })
+    child.stderr.on("close", () => {
+      errEnded = true
+      settle()
+    })
+    return Effect.sync(() => {
+      if (grace !== undefined) clearTimeout(grace)
+      stop()
     })
   }).pipe(
     Effect.timeoutOrElse({

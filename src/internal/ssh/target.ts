@@ -13,7 +13,9 @@ import { defaults, expandHome, type Settings } from "../../Settings.ts"
 import * as Files from "../local/files.ts"
 import { durationError, toDuration } from "../settings/duration.ts"
 import { isUserName, missingHost, parseHostString, parsePort } from "../settings/hostString.ts"
+import { forwardingOf, noAgentToForward } from "./agentForwarding.ts"
 import * as SshConfig from "./config.ts"
+import { filesOf, flag } from "./configValues.ts"
 import type { Target } from "./port.ts"
 import * as SshG from "./sshG.ts"
 
@@ -254,19 +256,6 @@ const checkConnectionSettings = (settings: Settings): Effect.Effect<void, Settin
   return error === undefined ? Effect.void : Effect.fail(error)
 }
 
-// OpenSSH forwards nothing, silently, when there is no agent; a setting asked for on purpose
-// says why it cannot be honoured instead.
-const noAgentToForward = (settings: Settings) =>
-  Effect.fail(
-    new SettingsError({
-      setting: "forwardAgent",
-      value: "true",
-      detail: settings.useAgent
-        ? "there is no ssh-agent to forward: SSH_AUTH_SOCK is not set; start one (`eval $(ssh-agent)`, `ssh-add`) or leave forwardAgent off"
-        : "there is no ssh-agent to forward: useAgent is false; set useAgent (with an agent at SSH_AUTH_SOCK) or leave forwardAgent off"
-    })
-  )
-
 const common = (settings: Settings) => ({
   keyPassphrase: settings.keyPassphrase,
   password: settings.password,
@@ -327,34 +316,56 @@ const fromOptions = (
   const expand = (value: string) => absolute(SshConfig.expandTokens(value, tokens))
 
   const identityAgent = first(options, "identityagent")
-  const identitiesOnly = first(options, "identitiesonly") === "yes"
-  const agent = base.agent === undefined || identitiesOnly || identityAgent === "none"
+  const identitiesOnly = flag(first(options, "identitiesonly")) === "yes"
+  // The agent ssh would forward: `IdentitiesOnly` keeps it out of authentication only.
+  const agentSocket = base.agent === undefined || identityAgent === "none"
     ? undefined
     : identityAgent === undefined || identityAgent === "SSH_AUTH_SOCK"
     ? base.agent
     : identityAgent.startsWith("$")
     ? process.env[identityAgent.replace(/^\$\{?|\}$/g, "")] || undefined
     : expand(identityAgent)
+  const agent = identitiesOnly ? undefined : agentSocket
 
-  const knownHosts = first(options, "userknownhostsfile")?.split(/\s+/)
+  const knownHosts = filesOf(first(options, "userknownhostsfile"))
   const sshDefaultKnownHosts = [`${account.home()}/.ssh/known_hosts`, `${account.home()}/.ssh/known_hosts2`]
   const configuredKnownHosts = knownHosts === undefined || knownHosts[0] === undefined ||
       (knownHosts.length === 2 && knownHosts.every((f, i) => f === sshDefaultKnownHosts[i]))
     ? undefined
     : expand(knownHosts[0])
 
-  const strict = first(options, "stricthostkeychecking")
+  // `ForwardAgent` is `yes`, `no`, or the agent socket to forward (a path with tokens, or
+  // `$VAR`): a socket named there is the one forwarded, often an agent that holds fewer keys.
+  const forwardAgentValue = flag(first(options, "forwardagent"))
+  const forwardAgentSocket = forwardAgentValue === undefined || ["yes", "no"].includes(forwardAgentValue)
+    ? undefined
+    : forwardAgentValue.startsWith("$")
+    ? process.env[forwardAgentValue.replace(/^\$\{?|\}$/g, "")] || undefined
+    : expand(forwardAgentValue)
+
+  // A socket named in a `$VAR` that is not set, or `yes` with no agent: nothing, as with ssh.
+  const forwarding = forwardAgentValue === undefined || forwardAgentValue === "no"
+    ? {}
+    : forwardAgentValue === "yes"
+    ? forwardingOf(agentSocket, agent)
+    : forwardingOf(forwardAgentSocket, agent)
+
+  const strict = flag(first(options, "stricthostkeychecking"))
   const proxyCommand = first(options, "proxycommand")
-  const forwardAgent = first(options, "forwardagent")
   const alias = first(options, "hostkeyalias")
   return {
     ...base,
     agent,
-    knownHostsFile: configuredKnownHosts !== undefined && settings.knownHostsFile === defaults.knownHostsFile
-      ? configuredKnownHosts
-      : base.knownHostsFile,
+    agentSocket,
+    ...(configuredKnownHosts !== undefined && settings.knownHostsFile === defaults.knownHostsFile
+      // A host recorded in any of them is known to ssh: a different key there is a changed key.
+      ? {
+        knownHostsFile: configuredKnownHosts,
+        otherKnownHostsFiles: (knownHosts ?? []).slice(1).map(expand)
+      }
+      : { knownHostsFile: base.knownHostsFile }),
     // Only ever stricter than the settings: `no` cannot loosen the library's own rules.
-    hostKeyPolicy: strict === "yes" || strict === "true" ? "strict" as const : base.hostKeyPolicy,
+    hostKeyPolicy: strict === "yes" ? "strict" as const : base.hostKeyPolicy,
     connectTimeout: durationSetting(settings, "connectTimeout", seconds(first(options, "connecttimeout"))),
     keepaliveInterval: durationSetting(
       settings,
@@ -365,7 +376,7 @@ const fromOptions = (
       ? Number(first(options, "serveralivecountmax") ?? base.keepaliveCountMax) || base.keepaliveCountMax
       : base.keepaliveCountMax,
     ...(alias === undefined ? {} : { hostKeyAlias: alias }),
-    ...(forwardAgent === undefined || forwardAgent === "no" ? {} : { forwardAgent: true }),
+    ...forwarding,
     // As written: its tokens are expanded when connecting, as OpenSSH does (proxyCommand.ts).
     ...(proxyCommand === undefined || proxyCommand === "none" ? {} : { proxyCommand }),
     identityFiles: (options.get("identityfile") ?? []).filter((f) => f.toLowerCase() !== "none").map(expand),
@@ -430,12 +441,13 @@ const resolveHop = Effect.fnUntraced(function*(
   }
   const gateway = ownJumps.length > 0 ? yield* resolveJumps(state, ownJumps, settings, depth + 1) : before
   // A jump host only relays: it never gets the agent, whatever its config block says.
-  const { forwardAgent: _, identityFiles, proxyCommand, ...rest } = fromOptions(
-    state.account,
-    settings,
-    options,
-    { label: parsed.host, host, port, user }
-  )
+  const { forwardAgent: _, forwardAgentSocket: __, agentSocket: ___, identityFiles, proxyCommand, ...rest } =
+    fromOptions(
+      state.account,
+      settings,
+      options,
+      { label: parsed.host, host, port, user }
+    )
   const target: Target = {
     ...rest,
     // Its own ProxyCommand is its route only when nothing else leads to it.
@@ -482,12 +494,18 @@ const resolveWith = Effect.fnUntraced(
     const jumps = hopsOf(settings.gateway ?? first(options, "proxyjump"))
     const gateway = yield* resolveJumps(state, jumps, settings, 0)
 
-    const { identityFiles, proxyCommand, ...rest } = fromOptions(state.account, settings, options, {
-      label: parsed.host,
-      host,
-      port,
-      user
-    })
+    const { identityFiles, proxyCommand, agentSocket, forwardAgent, forwardAgentSocket, ...rest } =
+      fromOptions(
+        state.account,
+        settings,
+        options,
+        {
+          label: parsed.host,
+          host,
+          port,
+          user
+        }
+      )
     const target: Target = {
       ...rest,
       // A gateway, from the settings or ProxyJump, is the route: as for OpenSSH, the first of
@@ -501,15 +519,15 @@ const resolveWith = Effect.fnUntraced(
       user,
       keyFile: yield* keyFileFor(settings, identityFiles, openssh),
       gateway,
-      // Only the final host gets the agent: a jump host only relays, as with `ssh -A -J`.
-      ...(settings.forwardAgent ? { forwardAgent: true } : {})
+      // Only the final host gets the agent: a jump host only relays, as with `ssh -A -J`. The
+      // setting forwards the agent itself (as `ssh -A`), whatever socket the config names.
+      ...(settings.forwardAgent
+        ? forwardingOf(agentSocket, rest.agent)
+        : forwardAgent === true
+        ? { forwardAgent, ...(forwardAgentSocket === undefined ? {} : { forwardAgentSocket }) }
+        : {})
     }
-    if (settings.forwardAgent && target.agent === undefined) return yield* noAgentToForward(settings)
-    // `ForwardAgent yes` in the config with no agent to forward: nothing is forwarded, as with ssh.
-    if (target.forwardAgent === true && target.agent === undefined) {
-      const { forwardAgent: _, ...unforwarded } = target
-      return unforwarded
-    }
+    if (settings.forwardAgent && agentSocket === undefined) return yield* noAgentToForward(settings)
     return target
   }
 )
@@ -552,7 +570,9 @@ export const targetKey = (target: Target): string =>
     target.keyFile ?? null,
     target.agent ?? null,
     target.forwardAgent === true,
+    target.forwardAgentSocket ?? null,
     target.knownHostsFile,
+    target.otherKnownHostsFiles ?? null,
     target.hostKeyPolicy,
     target.gateway === undefined ? null : targetKey(target.gateway),
     target.proxyCommand ?? null,

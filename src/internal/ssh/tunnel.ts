@@ -25,6 +25,11 @@ type Incoming = (accept: () => ClientChannel, reject: () => void) => void
 const isPort = (port: number, allowZero: boolean): boolean =>
   Number.isInteger(port) && port >= (allowZero ? 0 : 1) && port <= 65535
 
+// An empty address means every interface to Node's `listen` and to sshd (GatewayPorts
+// clientspecified): a value that came out empty (an unset variable) must not open the port to
+// the network. Every interface is for an address written on purpose: `0.0.0.0` or `::`.
+const emptyAddress = "an empty address would listen on every interface; give 127.0.0.1, or 0.0.0.0 on purpose"
+
 // How long closing a forward waits for the server to confirm that it stopped listening. A server
 // that no longer answers must not hold the scope that closes.
 const unforwardWait = Duration.seconds(2)
@@ -88,6 +93,7 @@ export const makeTunnels = (target: Target, client: Client, state: ConnectionSta
       if (!isPort(wanted, true)) {
         return yield* error("bind", hostPort(localHost, wanted), "not a port: a whole number from 0 to 65535")
       }
+      if (localHost.trim() === "") return yield* error("bind", hostPort(localHost, wanted), emptyAddress)
       if (!isPort(options.remotePort, false)) {
         return yield* error(
           "connect",
@@ -185,6 +191,7 @@ export const makeTunnels = (target: Target, client: Client, state: ConnectionSta
       if (!isPort(options.remotePort, true)) {
         return yield* error("bind", "not a port: a whole number from 0 to 65535")
       }
+      if (bindHost.trim() === "") return yield* error("bind", emptyAddress)
       if (!isPort(options.localPort, false)) {
         return yield* error("connect", "not a port: a whole number from 1 to 65535")
       }

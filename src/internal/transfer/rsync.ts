@@ -58,8 +58,19 @@ const rsyncWord = (word: string): string =>
  */
 const sshPathValue = (file: string): string => `"${file.replaceAll("%", "%%").replace(/[\\"]/g, "\\$&")}"`
 
+/**
+ * The ProxyCommand (expanded) of each hop that has one, the target or a jump host: a jump host
+ * reached by its own ProxyCommand is reached so by rsync's ssh too, as by the SSH operations.
+ */
+export type ProxyCommands = ReadonlyMap<Target, string>
+
 /** The words of an `ssh` command for `target`, each exactly as ssh must receive it. */
-const sshWords = (target: Target, connectTimeoutSeconds: number, proxyCommand?: string): Array<string> => {
+const sshWords = (
+  target: Target,
+  connectTimeoutSeconds: number,
+  proxyCommands: ProxyCommands
+): Array<string> => {
+  const proxyCommand = proxyCommands.get(target)
   const words = [
     "ssh",
     "-F",
@@ -71,7 +82,10 @@ const sshWords = (target: Target, connectTimeoutSeconds: number, proxyCommand?: 
     "-o",
     "BatchMode=yes",
     "-o",
-    `UserKnownHostsFile=${sshPathValue(target.knownHostsFile)}`,
+    // The first file is the one a new key is written to; ssh checks them all, as the library does.
+    `UserKnownHostsFile=${
+      [target.knownHostsFile, ...(target.otherKnownHostsFiles ?? [])].map(sshPathValue).join(" ")
+    }`,
     "-o",
     // The SSH operations read no system-wide known_hosts; neither does rsync's ssh.
     "GlobalKnownHostsFile=/dev/null",
@@ -95,7 +109,9 @@ const sshWords = (target: Target, connectTimeoutSeconds: number, proxyCommand?: 
     // would check the jump host's key against ~/.ssh/known_hosts. ProxyCommand runs an ssh
     // with the jump host's own options; it is a shell command line whose `%` tokens the outer
     // ssh expands (so the inner command's own `%` are doubled once more).
-    const inner = sshWords(target.gateway, connectTimeoutSeconds).map((word) => word.replaceAll("%", "%%"))
+    const inner = sshWords(target.gateway, connectTimeoutSeconds, proxyCommands).map((word) =>
+      word.replaceAll("%", "%%")
+    )
     words.push("-o", `ProxyCommand=${join([...inner, "-W", "[%h]:%p", "--", target.gateway.host])}`)
   }
   return words
@@ -106,15 +122,18 @@ const sshWords = (target: Target, connectTimeoutSeconds: number, proxyCommand?: 
  * ({@link rsyncWord}); file names are quoted once more for ssh's option parsing
  * ({@link sshPathValue}), so that ssh checks host keys against exactly the known_hosts file and
  * policy that the SSH operations use, whatever its name holds (spaces, quotes, `%`, unicode),
- * for the target and for every jump host; `proxyCommand` (expanded) is the route when given.
+ * for the target and for every jump host; a hop's ProxyCommand (expanded) is its route when given.
  */
-export const sshCommand = (target: Target, connectTimeoutSeconds: number, proxyCommand?: string): string =>
-  sshWords(target, connectTimeoutSeconds, proxyCommand).map(rsyncWord).join(" ")
+export const sshCommand = (
+  target: Target,
+  connectTimeoutSeconds: number,
+  proxyCommands: ProxyCommands = new Map()
+): string => sshWords(target, connectTimeoutSeconds, proxyCommands).map(rsyncWord).join(" ")
 
 /** Why ssh could not be given the files of `target` (or of its jump hosts) exactly, if so. */
 export const unsafeTarget = (target: Target): string | undefined => {
   for (let hop: Target | undefined = target; hop !== undefined; hop = hop.gateway) {
-    for (const file of [hop.knownHostsFile, hop.keyFile]) {
+    for (const file of [hop.knownHostsFile, ...(hop.otherKnownHostsFiles ?? []), hop.keyFile]) {
       if (file?.includes("${") === true) {
         return `${file} holds "\${", which ssh expands as an environment variable in file names; rename it`
       }

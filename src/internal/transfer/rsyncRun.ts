@@ -13,6 +13,7 @@ import * as path from "node:path"
 import * as Output from "../../Output.ts"
 import { resolveLocal, Settings } from "../../Settings.ts"
 import { SshConnections } from "../../Ssh.ts"
+import type { Target } from "../../Ssh.ts"
 import { quote } from "../command/shell.ts"
 import { readKey } from "../ssh/client.ts"
 import * as ProxyCommand from "../ssh/proxyCommand.ts"
@@ -61,14 +62,17 @@ export const runRsync = Effect.fnUntraced(function*(
       quote(destDir)
     }`
     : `${sudo}rsync`
-  // Through the same ProxyCommand as the SSH operations, when the target has one.
-  const proxy = proxyCommandOf(target)
-  const proxyLine = proxy === undefined ? undefined : yield* ProxyCommand.expand(proxy, target)
+  // Through the same ProxyCommands as the SSH operations, the target's and its jump hosts'.
+  const proxyLines = new Map<Target, string>()
+  for (let hop: Target | undefined = target; hop !== undefined; hop = hop.gateway) {
+    const proxy = proxyCommandOf(hop)
+    if (proxy !== undefined) proxyLines.set(hop, yield* ProxyCommand.expand(proxy, hop))
+  }
   const args = [
     "-a",
     "-s", // arguments travel inside the rsync protocol, never through the remote shell
     "-e",
-    Rsync.sshCommand(target, Duration.toSeconds(target.connectTimeout), proxyLine),
+    Rsync.sshCommand(target, Duration.toSeconds(target.connectTimeout), proxyLines),
     `--rsync-path=${rsyncPath}`,
     ...(options.delete === true ? ["--delete"] : []),
     ...(options.exclude ?? []).map((pattern) => `--exclude=${pattern}`),
