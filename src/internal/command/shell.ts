@@ -39,6 +39,22 @@ export const quoteDir = (dir: string): string => {
 /** Splits a trusted shell setting such as `/bin/bash -l -c` into its words. */
 export const splitShell = (shell: string): ReadonlyArray<string> => shell.trim().split(/\s+/)
 
+/**
+ * Hosts without bash (busybox systems such as Alpine, many routers and containers): a `shell`
+ * whose program is `/bin/bash` (the default is `/bin/bash -c`) runs as `/bin/sh` with the same
+ * options where `/bin/bash` cannot be run. The check goes in front of each command rather than
+ * being asked once per connection: `[ -x ]` is a builtin (one `stat`, microseconds), costs no
+ * round trip, and cannot be wrong about a host whose bash appeared or went since the connection
+ * opened. The line then names the program through {@link fallbackProgram}.
+ */
+export const fallsBackToSh = (shell: string): boolean => splitShell(shell)[0] === "/bin/bash"
+
+/** The variable that holds the shell's program, set by {@link fallbackCheck}. */
+export const fallbackProgram = `"$tb_sh"`
+
+/** Shell text, POSIX and run by the login shell, that picks the program for {@link fallbackProgram}. */
+export const fallbackCheck = "tb_sh=/bin/bash; [ -x /bin/bash ] || tb_sh=/bin/sh; "
+
 /** What {@link build} needs to know. */
 export interface CommandSpec {
   /** A command line (shell text, run as written) or an argument list (every word quoted). */
@@ -47,6 +63,11 @@ export interface CommandSpec {
   readonly useShell: boolean
   /** The shell as a trusted command line ending in `-c`, e.g. `/bin/bash -l -c`. */
   readonly shell: string
+  /**
+   * Shell text that stands for the shell's program in `line` (the argument vector keeps the
+   * real one): {@link fallbackProgram}, for a line sent after {@link fallbackCheck}.
+   */
+  readonly shellProgram?: string | undefined
   readonly useSudo: boolean
   readonly sudoUser: string | undefined
   /**
@@ -171,9 +192,12 @@ export const build = (spec: CommandSpec): Result.Result<BuiltCommand, SettingsEr
     const script = [...prelude, display].join(" && ")
     const shell = splitShell(spec.shell)
     const argv = [...sudo, ...shell, script]
+    const shellText = spec.shellProgram === undefined
+      ? spec.shell.trim()
+      : [spec.shellProgram, ...shell.slice(1)].join(" ")
     return Result.succeed({
       display,
-      line: [join(sudo), spec.shell.trim(), quote(script)].filter((s) => s !== "").join(" "),
+      line: [join(sudo), shellText, quote(script)].filter((s) => s !== "").join(" "),
       argv,
       cwdInArgv: true,
       script: sudo.length === 0 ? script : undefined

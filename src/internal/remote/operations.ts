@@ -10,7 +10,7 @@ import { SettingsError } from "../../Errors.ts"
 import { type Patch, Settings } from "../../Settings.ts"
 import { checkTimeout, finish } from "../command/command.ts"
 import * as Envelope from "../command/envelope.ts"
-import { build, type BuiltCommand, quote } from "../command/shell.ts"
+import { build, type BuiltCommand, fallbackProgram, fallsBackToSh, quote } from "../command/shell.ts"
 import * as Events from "../events/event.ts"
 import { type HostString, missingHost, parseHostString } from "../settings/hostString.ts"
 import { withOptions } from "../settings/options.ts"
@@ -82,11 +82,15 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   // Without a pty, sudo alone reads the channel (fd 4, see `lineFor`), for its password: the
   // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads
   // /dev/null like the command itself.
-  const sent: BuiltCommand = settings.useSudo && prelude.length > 0
+  // On a host without bash, the shell's program is the one the login shell picks (see `lineFor`).
+  const fallback = settings.useShell && fallsBackToSh(settings.shell)
+  const sudoSent = settings.useSudo && prelude.length > 0
+  const sent: BuiltCommand = sudoSent || fallback
     ? yield* Effect.fromResult(build({
       ...spec,
-      sudoPrelude: prelude.join("; "),
-      ...(settings.pty ? {} : { sudoInputFd: 4 })
+      ...(fallback ? { shellProgram: fallbackProgram } : {}),
+      ...(sudoSent ? { sudoPrelude: prelude.join("; ") } : {}),
+      ...(sudoSent && !settings.pty ? { sudoInputFd: 4 } : {})
     }))
     : built
   return { built, sent, prompt, startMarker }

@@ -26,7 +26,7 @@ import { Settings } from "../../Settings.ts"
 import { type CommandHandle, type Connection, type OutputChunk, SshConnections } from "../../Ssh.ts"
 import type { Sink } from "../command/envelope.ts"
 import type { LineBuffer } from "../command/lines.ts"
-import { build, quote, splitShell } from "../command/shell.ts"
+import { build, fallbackCheck, fallsBackToSh, quote, splitShell } from "../command/shell.ts"
 import type { RemoteRequest, RemoteTransportShape } from "./transport.ts"
 
 // A marker need not be secret: only the first one of a command counts, and the login shell
@@ -299,9 +299,10 @@ const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
 // still running then, its controller is gone, and the watcher stops the command's process group
 // and every descendant, sparing only itself (it ignores the TERM it sends its own group). A
 // command that has ended leaves what it started in the background alone. The watcher finds its
-// own process id without bash's BASHPID: the parent of a `sh` it starts.
+// own process id without bash's BASHPID: the parent of a `sh` it starts, and the group from the
+// whole table, since busybox's `ps` (Alpine's) knows no `-p`.
 const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
-  `me=$(exec sh -c 'echo $PPID'); g=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' '); ` +
+  `me=$(exec sh -c 'echo $PPID'); g=$(ps -e -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }'); ` +
   stopProcesses("$$", "$g", "$me")
 
 /**
@@ -411,7 +412,11 @@ const runOverSsh = Effect.fnUntraced(function*(
   const lineFor = (connection: Connection): string => {
     const inline = sent.script !== undefined && shellWords.length === 2 && shellWords[1] === "-c" &&
       Ref.getUnsafe(connection.loginBash) === shellWords[0]
-    const command = inline ? sent.script : `${settings.useShell ? "exec " : ""}${sent.line}`
+    const command = inline
+      ? sent.script
+      : `${settings.useShell && fallsBackToSh(settings.shell) ? fallbackCheck : ""}${
+        settings.useShell ? "exec " : ""
+      }${sent.line}`
     const loginGuard = settings.pty
       ? ""
       : settings.useSudo
