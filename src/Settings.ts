@@ -152,7 +152,9 @@ export interface Settings {
   /**
    * The remote shell a command is handed to, as a command line ending in `-c`. Fabric 1 used
    * `/bin/bash -l -c`; a login shell reads the profile files first (about 2 ms a command on
-   * Debian, more with version managers), so it is opt-in here. Default: `/bin/bash -c`.
+   * Debian, more with version managers), so it is opt-in here. On a host where `/bin/bash` cannot
+   * be run (busybox systems), a shell whose program is `/bin/bash` runs as `/bin/sh` with the same
+   * options. Default: `/bin/bash -c`.
    */
   readonly shell: string
   /** The local shell, as a command line ending in `-c`. Default: `/bin/sh -c`. */
