@@ -36,6 +36,15 @@ export const rsyncExitCodes: Readonly<Record<number, string>> = {
 /** rsync's explanation of an exit code. */
 export const explainExit = (code: number): string => rsyncExitCodes[code] ?? `unexpected exit code ${code}`
 
+/**
+ * What rsync's failure means, from its exit code and what it printed. rsync does not always wait
+ * for its ssh: when ssh gives up before the remote rsync said anything (a host key refused, a
+ * login failed), rsync exits with 12 or 255 depending on which of them ends first, so a 12 with
+ * nothing received is ssh's failure too.
+ */
+export const explainFailure = (code: number, stderr: string): string =>
+  code === 12 && stderr.includes("(0 bytes received so far)") ? rsyncExitCodes[255]! : explainExit(code)
+
 /** `host` as OpenSSH and rsync want it: an IPv6 address in brackets. */
 export const bracketHost = (host: string): string =>
   host.includes(":") && !host.startsWith("[") ? `[${host}]` : host

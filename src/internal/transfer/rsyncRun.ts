@@ -129,7 +129,7 @@ export const runRsync = Effect.fnUntraced(function*(
     return yield* Io.transferError(
       place,
       "rsync",
-      `rsync exited with ${outcome.code} (${Rsync.explainExit(outcome.code)})${
+      `rsync exited with ${outcome.code} (${Rsync.explainFailure(outcome.code, outcome.stderr)})${
         said === "" ? "" : `: ${said}`
       }`
     )
