@@ -26,7 +26,6 @@
  * @since 0.2.0
  */
 import type * as Cause from "effect/Cause"
-import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
@@ -205,26 +204,7 @@ export const ndjsonFile = (path: string) => (events: Stream.Stream<Event>): Effe
  *
  * @since 0.2.0
  */
-export interface BoardOptions {
-  /**
-   * Where the board goes. Default: the process's standard output. Off a terminal it gets one
-   * whole line per write; on a terminal, one frame (several lines and cursor moves) per write.
-   */
-  readonly writer?: Writer | undefined
-  /**
-   * Whether `writer` is a terminal that can be redrawn. Default: `process.stdout.isTTY` when
-   * `writer` is the default, else `false`.
-   */
-  readonly isTTY?: boolean | undefined
-  /** Columns to fit into. Default: the terminal's (`process.stdout.columns`), else 80; none off a terminal. */
-  readonly width?: number | undefined
-  /** Rows to fit into (more hosts than fit: failed and running first). Default: the terminal's. */
-  readonly height?: number | undefined
-  /** Time between two redraws, however many events arrive. Default: 100 milliseconds. */
-  readonly interval?: Duration.Input | undefined
-  /** Colour the status of each host. Default: `true` (on a terminal only). */
-  readonly color?: boolean | undefined
-}
+export type BoardOptions = Consumers.BoardOptions
 
 /**
  * A consumer that draws a live board of the run on a terminal: a headline (batch, hosts done,

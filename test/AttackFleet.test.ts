@@ -27,18 +27,10 @@ import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 import { flood, logger, numbered, sleeper } from "./fixtures/attack-fleet-tasks.ts"
 import { step } from "./fixtures/rolling-tasks.ts"
-import { failureOf, pollUntil, uniqueMarker } from "./support.ts"
+import { failureOf, pollUntil, serverConnection, uniqueMarker } from "./support.ts"
 
 const server = readServerFromEnv()
-const connection = Settings.settings({
-  port: server.port,
-  user: server.user,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  sshConfigFile: false,
-  useAgent: false,
-  quiet: true
-})
+const connection = serverConnection({ quiet: true })
 
 const stepInput = { marker: "none", failOn: [], sleepOn: [] }
 

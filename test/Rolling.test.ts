@@ -22,18 +22,10 @@ import * as Settings from "../src/Settings.ts"
 import * as Testing from "../src/Testing.ts"
 import { readServerFromEnv, remoteProcesses } from "../tests-remote/server.ts"
 import { crashOrRefuse, NotReady, step } from "./fixtures/rolling-tasks.ts"
-import { failureOf, uniqueMarker } from "./support.ts"
+import { failureOf, serverConnection, uniqueMarker } from "./support.ts"
 
 const server = readServerFromEnv()
-const connection = Settings.settings({
-  port: server.port,
-  user: server.user,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  sshConfigFile: false,
-  useAgent: false,
-  quiet: true
-})
+const connection = serverConnection({ quiet: true })
 
 /** Runs `program` and returns its result with every event it published, in order. */
 const withEvents = <A, E>(program: Effect.Effect<A, E>) =>

@@ -9,22 +9,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as Execute from "../src/Execute.ts"
 import * as Report from "../src/Report.ts"
-import * as Settings from "../src/Settings.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
 import { serverAddress } from "./fixtures/execute-remote-tasks.ts"
+import { serverConnection } from "./support.ts"
 
 const server = readServerFromEnv()
-const connection = Settings.settings({
-  port: server.port,
-  user: server.user,
-  keyFile: server.keyPath,
-  knownHostsFile: server.knownHostsPath,
-  sshConfigFile: false,
-  useAgent: false,
-  hostKeyPolicy: "strict",
-  connectAttempts: 1,
-  quiet: true
-})
+const connection = serverConnection({ connectAttempts: 1, quiet: true })
 
 const reportFile = Effect.acquireRelease(
   Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "rolling-examples-"))),

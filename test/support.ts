@@ -31,6 +31,15 @@ export const connectionSettings = (server: ServerDescription = readServerFromEnv
     useAgent: false
   }) as const
 
+/**
+ * Around an effect: the test server's user and port and {@link connectionSettings}, with `patch`
+ * on top (hosts are given per run).
+ */
+export const serverConnection = (
+  patch: Settings.Patch = {},
+  server: ServerDescription = readServerFromEnv()
+) => Settings.settings({ port: server.port, user: server.user, ...connectionSettings(server), ...patch })
+
 /** A settings layer of {@link connectionSettings} for the test server, with `patch` on top. */
 export const settingsLayer = (patch: Settings.Patch): Layer.Layer<never> =>
   Settings.layer({ ...connectionSettings(), ...patch })
