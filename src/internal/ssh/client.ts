@@ -34,6 +34,7 @@ import type { Connection, Target } from "./port.ts"
 import * as ProxyCommand from "./proxyCommand.ts"
 import { proxyCommandOf } from "./proxyCommand.ts"
 import { type ConnectionState, isBusy, lostConnection, request, retryBusy } from "./request.ts"
+import * as ServerQuirks from "./serverQuirks.ts"
 import * as Sftp from "./sftp.ts"
 import { makeResolver, targetKey } from "./target.ts"
 import { makeTunnels } from "./tunnel.ts"
@@ -137,7 +138,10 @@ export const make = Effect.gen(function*() {
         }),
         Effect.mapError((error) => error._tag === "GatewayFailed" ? error.error : error)
       )
-      const permits = yield* Semaphore.make(target.maxChannels)
+      // On a server whose channels must not run side by side, every command takes its turn.
+      const permits = yield* Semaphore.make(
+        ServerQuirks.runsOneChannelAtATime(ServerQuirks.serverSoftware(client)) ? 1 : target.maxChannels
+      )
       const reserve = yield* Semaphore.make(1)
       const alongside = yield* Semaphore.make(1)
       const connection: LiveConnection = {
