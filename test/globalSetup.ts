@@ -7,13 +7,25 @@
  *
  * A server already named by THREADBARE_SSHD_STATE (started by hand with `tests-remote/sshd-server.sh`)
  * is used as it is and left running.
+ *
+ * Beside it, a Dropbear server (`tests-remote/dropbear-server.ts`, found with `readDropbearFromEnv()`
+ * through THREADBARE_DROPBEAR_STATE) authorizing the same client key. It needs root; in CI a missing
+ * Dropbear is a failure, elsewhere its cases are skipped.
  */
 import type { TestProject } from "vitest/node"
+import {
+  DROPBEAR_STATE_ENV,
+  dropbearAvailable,
+  type DropbearServer,
+  readDropbear,
+  startDropbear
+} from "../tests-remote/dropbear-server.ts"
 import { findSshd, readServer, type Server, startServer, STATE_ENV } from "../tests-remote/server.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
     threadbareSshdState: string
+    threadbareDropbearState: string
   }
 }
 
@@ -21,7 +33,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const existing = await runningServer()
   if (existing !== undefined) {
     project.provide("threadbareSshdState", existing.stateDir)
-    return async () => {}
+    const stopDropbear = await setupDropbear(project, existing.keyPath)
+    return stopDropbear
   }
 
   // Remote tests are never skipped for want of sshd, in CI or not: a missing server is a failure.
@@ -37,6 +50,40 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide("threadbareSshdState", server.stateDir)
 
   // If vitest dies without running the teardown, still leave no sshd behind.
+  const onExit = () => server.stopSync()
+  process.once("exit", onExit)
+  const stopDropbear = await setupDropbear(project, server.keyPath).catch(async (error: unknown) => {
+    await server.stop()
+    throw error
+  })
+  return async () => {
+    process.off("exit", onExit)
+    await stopDropbear()
+    await server.stop()
+  }
+}
+
+const setupDropbear = async (project: TestProject, keyPath: string): Promise<() => Promise<void>> => {
+  const named = process.env[DROPBEAR_STATE_ENV]
+  if (named !== undefined && named !== "") {
+    const server = readDropbear(named)
+    if (!(await server.isRunning())) {
+      throw new Error(
+        `${DROPBEAR_STATE_ENV}=${named} names a server that is not running; unset it or start it again`
+      )
+    }
+    project.provide("threadbareDropbearState", named)
+    return async () => {}
+  }
+  if (!dropbearAvailable()) {
+    if (process.env["CI"]) {
+      throw new Error("The remote tests need Dropbear as root in CI: apt-get install dropbear-bin")
+    }
+    return async () => {}
+  }
+  const server: DropbearServer = await startDropbear(keyPath)
+  process.env[DROPBEAR_STATE_ENV] = server.stateDir
+  project.provide("threadbareDropbearState", server.stateDir)
   const onExit = () => server.stopSync()
   process.once("exit", onExit)
   return async () => {
