@@ -1,8 +1,8 @@
 /**
- * One table of command behaviours, run against both transports: local processes and SSH to the
- * throwaway server. Both run in the same envelope (time limit, dry run, printing, result and
- * errors), so each case must come out the same on both; only the host label and the verb of the
- * `run:` line differ.
+ * One table of command behaviours, run against every transport: local processes, and SSH to the
+ * throwaway OpenSSH and Dropbear servers, each with `/bin/bash -c` and with `/bin/sh -c`. All run
+ * in the same envelope (time limit, dry run, printing, result and errors), so each case must come
+ * out the same on all of them; only the host label and the verb of the `run:` line differ.
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, layer } from "@effect/vitest"
@@ -18,13 +18,15 @@ import * as Operations from "../src/Operations.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import { readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
 import { readServerFromEnv } from "../tests-remote/server.ts"
 import { connectionSettings, failureOf, uniqueMarker, waitForProcesses } from "./support.ts"
 
 const server = readServerFromEnv()
+const dropbear = readDropbearFromEnv()
 
 interface Transport {
-  readonly name: "local" | "remote"
+  readonly name: string
   /** The host of printed lines and results. */
   readonly host: string
   readonly verb: string
@@ -43,17 +45,42 @@ const transports: ReadonlyArray<Transport> = [
     run: (command) => Operations.local(command, { capture: true, stream: true }),
     inDir: (dir) => Settings.lcd(dir) as never
   },
-  {
-    name: "remote",
-    host: "127.0.0.1",
-    verb: "run",
-    // On top of the case's settings: a settings layer inside would replace them.
-    run: (command) =>
-      Operations.remote(command).pipe(
-        Settings.settings({ ...connectionSettings(server), host: `${server.user}@127.0.0.1:${server.port}` })
-      ),
-    inDir: (dir) => Settings.rcd(dir) as never
-  }
+  // Every SSH server the tests start, with each shell: OpenSSH (login shell bash) and Dropbear
+  // (login shell /bin/sh), each with the default `/bin/bash -c` and with `/bin/sh -c`.
+  ...[
+    {
+      server: "OpenSSH",
+      user: server.user,
+      port: server.port,
+      keyFile: server.keyPath,
+      knownHostsFile: server.knownHostsPath
+    },
+    ...(dropbear === undefined ? [] : [{
+      server: "Dropbear",
+      user: dropbear.user,
+      port: dropbear.port,
+      keyFile: dropbear.keyPath,
+      knownHostsFile: dropbear.knownHostsPath
+    }])
+  ].flatMap((ssh) =>
+    ["/bin/bash -c", "/bin/sh -c"].map((shell): Transport => ({
+      name: `remote, ${ssh.server}, ${shell}`,
+      host: "127.0.0.1",
+      verb: "run",
+      // On top of the case's settings: a settings layer inside would replace them.
+      run: (command) =>
+        Operations.remote(command).pipe(
+          Settings.settings({
+            ...connectionSettings(server),
+            keyFile: ssh.keyFile,
+            knownHostsFile: ssh.knownHostsFile,
+            shell,
+            host: `${ssh.user}@127.0.0.1:${ssh.port}`
+          })
+        ),
+      inDir: (dir) => Settings.rcd(dir) as never
+    }))
+  )
 ]
 
 /** Runs `self` and returns how it ended and what it printed. */
