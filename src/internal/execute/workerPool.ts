@@ -4,7 +4,7 @@
  * decoded outcome.
  */
 import * as Effect from "effect/Effect"
-import type * as LogLevel from "effect/LogLevel"
+import * as LogLevel from "effect/LogLevel"
 import * as Pool from "effect/Pool"
 import * as References from "effect/References"
 import * as Schema from "effect/Schema"
@@ -73,24 +73,13 @@ export const prefixed = (label: string, text: string): string => {
   return line.startsWith(`[${label}]`) ? `${line}\n` : `[${label}] ${line}\n`
 }
 
-const severity: ReadonlyArray<LogLevel.LogLevel> = [
-  "All",
-  "Trace",
-  "Debug",
-  "Info",
-  "Warn",
-  "Error",
-  "Fatal",
-  "None"
-]
-
 /**
  * The least severe log entry a run keeps: the current minimum, raised to warnings when the run's
  * settings are `quiet` (its logs are then failures and warnings only, wherever it runs).
  */
 export const runLogLevel = Effect.fnUntraced(function*(settings: Settings) {
   const current = yield* References.MinimumLogLevel
-  return settings.quiet && severity.indexOf(current) < severity.indexOf("Warn") ? "Warn" : current
+  return settings.quiet && LogLevel.isLessThan(current, "Warn") ? "Warn" : current
 })
 
 const runInWorker = <I, A, E>(

@@ -6,6 +6,7 @@
  * Inputs, results and errors have a schema per task, which the RPC group cannot know, so they
  * travel as JSON already encoded by the task's own schemas; each end decodes with the task.
  */
+import * as LogLevel from "effect/LogLevel"
 import * as Rpc from "effect/rpc/Rpc"
 import * as RpcGroup from "effect/rpc/RpcGroup"
 import * as Schema from "effect/Schema"
@@ -77,7 +78,7 @@ export class WorkerRpcs extends RpcGroup.make(
       /** Send the run's events back (the parent has a sink installed). */
       events: Schema.Boolean,
       /** The least severe log entry the parent keeps for this run; the worker drops the rest. */
-      logLevel: Schema.Literals(["All", "Trace", "Debug", "Info", "Warn", "Error", "Fatal", "None"]),
+      logLevel: Schema.Literals(LogLevel.values),
       /** Relay the task's spans under this span of the parent; absent, the worker keeps none. */
       trace: Schema.optional(TraceParent)
     },
