@@ -243,36 +243,26 @@ export const rolling = <A, E, R>(
           pool
         )
         const succeeded: Array<string> = []
+        const unstarted: Array<string> = []
         ended.forEach((end, i) => {
           const host = group[i]!
           const status = Runs.statusOf(end)
+          if (status === "not-started") return void unstarted.push(host)
           if (status === "succeeded") succeeded.push(host)
-          const reason = status === "not-started" || status === "interrupted" ? over : undefined
+          const reason = status === "interrupted" ? over : undefined
           hostReports.push({
             host,
             batch: number,
             status,
-            ...(end.attempts === 0 ? {} : { exit: end.exit }),
+            exit: end.exit,
             ...(reason === undefined ? {} : { reason }),
             attempts: end.attempts,
             durationMillis: end.durationMillis,
             output: end.output
           })
         })
-        // Hosts the budget kept from starting: reported (runAll only reported those it ran).
-        for (let i = 0; i < ended.length; i++) {
-          if (ended[i]!.attempts === 0) {
-            yield* Events.emit({
-              _tag: "HostFinished",
-              host: group[i]!,
-              batch: number,
-              status: "not-started",
-              attempts: 0,
-              durationMillis: 0,
-              ...(over === undefined ? {} : { message: over })
-            })
-          }
-        }
+        // Hosts the budget kept from starting (runAll reports only those it ran).
+        yield* notStarted(number, unstarted, over ?? "the batch stopped before they started")
         if (over !== undefined) {
           stopped = over
           return { before, after: skipped, failures }
