@@ -431,13 +431,15 @@ describe("Faults", () => {
             // again to stop the command it left; the link then comes back, so that it can.
             let detected = 0
             const healer = yield* Effect.forkChild(Effect.gen(function*() {
-              while (proxy.statistics.accepted < 2) yield* Effect.sleep("5 millis")
+              const deadline = Date.now() + 20_000
+              while (proxy.statistics.accepted < 2 && Date.now() < deadline) yield* Effect.sleep("5 millis")
               detected = since(start)
               proxy.resume()
             }))
             const error = connectionFailure(yield* Effect.exit(Fiber.join(fiber)))
             const failed = since(start)
             yield* Fiber.join(healer)
+            assert.isAtLeast(proxy.statistics.accepted, 2, "a second connection, to stop the command")
             assert.strictEqual(error.reason, "timeout")
             assert.include(error.message, "Keepalive")
             // Documented bound: interval x countMax, plus the interval in progress.
@@ -450,6 +452,41 @@ describe("Faults", () => {
                 `bound ${bound} ms); error after ${failed} ms, once the command was stopped`
             )
           }),
+        { markers: [mark] }
+      )
+    })
+
+    it.live("a link lost before the command's process id arrived: the command is still stopped", () => {
+      const mark = marker("stranded")
+      return withProxy(
+        (proxy) =>
+          Effect.gen(function*() {
+            yield* Operations.remote("true")
+            // Answers from the server take a second: the command starts, and its process id is
+            // still on its way when the link dies. The server never hears of it, so nothing but
+            // the library can stop the command.
+            proxy.setLatency({ down: 1_000 })
+            // A process of its own that carries the marker: the login shell runs the line itself.
+            const fiber = yield* Effect.forkChild(Operations.remote(`sh -c 'sleep 120; echo $0' ${mark}`))
+            yield* waitForRemote(mark)
+            assert.strictEqual(proxy.strand(), 1)
+            const lost = Date.now()
+            proxy.setLatency(0)
+            const error = connectionFailure(yield* Effect.exit(Fiber.join(fiber)))
+            assert.strictEqual(error.reason, "timeout")
+            yield* settle(
+              "the command whose process id never arrived, still running",
+              () => runningCommands(mark).map((p) => `${p.pid} ${p.args}`),
+              20_000
+            )
+            record(
+              "link lost before the process id arrived",
+              `command stopped over a new connection ${since(lost)} ms after the link died`
+            )
+          }).pipe(
+            // The server still holds the stranded connection (and the command's session) open.
+            Effect.ensuring(Effect.sync(() => proxy.cutNow()))
+          ),
         { markers: [mark] }
       )
     })

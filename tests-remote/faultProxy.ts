@@ -7,6 +7,7 @@
  *   proxy.setLatency(200)                 // ms, each direction (or { up, down })
  *   proxy.setBandwidth(1 << 20)           // bytes per second, each direction (token bucket)
  *   proxy.stall()                         // stop forwarding, keep the sockets open; resume() again
+ *   proxy.strand()                        // the open connections' link dies: the target never hears
  *   proxy.cutAfter(2 << 20, "up")         // cut each connection once 2 MiB went to the server
  *   proxy.cutNow()                        // cut every open connection now
  *   proxy.refuse(true)                    // close new connections as soon as they are accepted
@@ -113,7 +114,10 @@ class Pipe {
       this.timer = undefined
     }
     const proxy = this.proxy
-    while (!this.connection.closed && !this.waitingDrain && !proxy.stalled && this.queue.length > 0) {
+    while (
+      !this.connection.closed && !this.connection.stranded && !this.waitingDrain && !proxy.stalled &&
+      this.queue.length > 0
+    ) {
       const head = this.queue[0]!
       const now = Date.now()
       const due = head.at + proxy.latencyOf(this.direction)
@@ -171,6 +175,8 @@ class Connection {
   readonly up: Pipe
   readonly down: Pipe
   closed = false
+  /** Its link is dead (`FaultProxy.strand`): nothing is forwarded, the target is not told. */
+  stranded = false
   private socketsOpen = 2
   /** Bytes forwarded each way when the current cut rule was set (it counts from then). */
   private baseUp = 0
@@ -195,7 +201,8 @@ class Connection {
         this.socketsOpen--
         // A socket that went without ending its stream (reset, destroyed) takes its partner
         // with it; one that ended cleanly lets the other direction finish forwarding first.
-        if (!ended) this.destroy()
+        // A stranded connection's target hears nothing of the client going.
+        if (!ended && !(this.stranded && socket === client)) this.destroy()
         if (this.socketsOpen === 0) proxy.forget(this)
       })
     }
@@ -310,6 +317,22 @@ export class FaultProxy {
     this.stalled = false
     this.pumpAll()
     return this
+  }
+
+  /**
+   * The link of every open connection dies for good, as when a route or a NAT entry is lost:
+   * nothing more is forwarded either way, and when the client gives up its socket the target
+   * is not told (its socket stays open until `cutNow()` or `close()`). Later connections work.
+   */
+  strand(): number {
+    let n = 0
+    for (const connection of this.connections) {
+      if (!connection.closed && !connection.stranded) {
+        connection.stranded = true
+        n++
+      }
+    }
+    return n
   }
 
   /**

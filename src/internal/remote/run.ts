@@ -51,7 +51,16 @@ interface Stream {
   skipNewline: boolean
 }
 
-interface Run {
+/** What stopping a command needs to know of it. */
+interface Stoppable {
+  readonly pidMarker: string
+  /** The process id of its login shell, once it has arrived. */
+  readonly pid: string | undefined
+  readonly pty: boolean
+  readonly password: string | undefined
+}
+
+interface Run extends Stoppable {
   readonly pidMarker: string
   readonly prompt: string | undefined
   /**
@@ -291,6 +300,18 @@ const stopProcesses = (root: string, group: string, me: string): string =>
 /** Stops the command whose login shell, its process group leader, is `pgid`. */
 const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
 
+/**
+ * Stops the command whose process id never reached us (its connection dropped first), found by
+ * the marker of its line: the watcher, forked from the login shell, keeps that line as its own
+ * arguments, in the command's process group. The stopping shell's own group (whose `awk` carries
+ * the marker too) is left out.
+ */
+const killMarkedScript = (marker: string): string =>
+  `me=$(ps -e -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }'); ` +
+  `g=$(ps -e -o pgid= -o args= 2>/dev/null | awk -v m='${marker}' -v me="$me" ` +
+  `'index($0, m) && $1 != me { print $1; exit }'); [ -n "$g" ] || exit 0; ` +
+  stopProcesses("$g", "$g", "0")
+
 // What keeps a command from outliving its channel. sshd leaves a command without a pty running
 // when its session goes away (the controller killed, the network cut), so the command never
 // reads the channel: its input is /dev/null, and a watcher in the background holds the channel's
@@ -325,41 +346,65 @@ export const guard = (where: "exec" | "shared"): string => {
  * through sudo as well, since the user cannot signal root's processes. Never fails: it is
  * cleanup, and the channel is closed afterwards in any case.
  */
-const stopRemote = (connection: Connection, run: Run, settings: Settings): Effect.Effect<void> =>
+const stopRemote = (
+  connection: Connection,
+  command: Stoppable,
+  settings: Settings,
+  awaitPid: Effect.Effect<void> = Effect.void
+): Effect.Effect<void> =>
   Effect.flatMap(
     // On a server that stopped answering, the kill's channel may never open, and an open given up
     // still waits for a late answer before its slot is free. The caller waits for the kill only
     // so long; the kill goes on in the background within its own bound, and the command's guard
     // stops the command in any case once its channel closes.
-    Effect.forkDetach(kill(connection, run, settings)),
+    Effect.forkDetach(kill(connection, command, settings, awaitPid)),
     (fiber) => Fiber.await(fiber).pipe(Effect.timeoutOption(stopWait), Effect.asVoid)
   )
 
 // How long an interruption waits for the kill of its command (see `stopRemote`).
 const stopWait = Duration.seconds(5)
 
-const kill = (connection: Connection, run: Run, settings: Settings): Effect.Effect<void> =>
+/** Interrupted right after starting: the process id may still be on its way (bounded). */
+const awaitPid = (run: Run): Effect.Effect<void> =>
+  Effect.suspend(() =>
+    run.pid === undefined
+      ? consume(run, true).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.ignore)
+      : Effect.void
+  )
+
+/**
+ * Whether a command can be stopped: by its process id, or else by its marker, which shows in the
+ * process table where our watcher runs in the login shell: without a pty and outside sudo. There
+ * the command is left to sshd's hang-up or to the watcher inside sudo, once the server sees its
+ * connection gone.
+ */
+const canStop = (command: Stoppable, settings: Settings): boolean =>
+  command.pid !== undefined || !(command.pty || settings.useSudo)
+
+const kill = (
+  connection: Connection,
+  command: Stoppable,
+  settings: Settings,
+  before: Effect.Effect<void>
+): Effect.Effect<void> =>
   Effect.gen(function*() {
-    // Interrupted right after starting: the process id may still be on its way.
-    if (run.pid === undefined) {
-      yield* consume(run, true).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.ignore)
-    }
-    const pid = run.pid
-    if (pid === undefined) return
+    yield* before
+    const pid = command.pid
+    if (!canStop(command, settings)) return
     const built = build({
-      command: killScript(pid),
+      command: pid === undefined ? killMarkedScript(command.pidMarker) : killScript(pid),
       useShell: true,
       shell: "/bin/sh -c",
       useSudo: settings.useSudo,
       sudoUser: undefined,
-      sudoPrompt: settings.useSudo && run.password !== undefined ? "" : undefined,
+      sudoPrompt: settings.useSudo && command.password !== undefined ? "" : undefined,
       cwd: undefined,
       env: {}
     })
     if (Result.isFailure(built)) return
     yield* Effect.scoped(Effect.gen(function*() {
       const killer = yield* connection.exec(built.success.line, { reserved: true })
-      if (settings.useSudo && run.password !== undefined) yield* killer.write(`${run.password}\n`)
+      if (settings.useSudo && command.password !== undefined) yield* killer.write(`${command.password}\n`)
       yield* killer.endInput
       yield* Stream.runDrain(killer.output)
       yield* Effect.ignore(killer.exit)
@@ -376,16 +421,17 @@ const kill = (connection: Connection, run: Run, settings: Settings): Effect.Effe
  */
 const stopAfterDrop = (
   reconnect: Effect.Effect<Connection, ConnectionError | SettingsError, Scope.Scope>,
-  run: Run,
+  command: Stoppable,
   settings: Settings
 ): Effect.Effect<void> =>
-  run.pid === undefined
+  !canStop(command, settings)
     ? Effect.void
-    : Effect.scoped(Effect.flatMap(reconnect, (connection) => stopRemote(connection, run, settings))).pipe(
-      Effect.timeoutOption(Duration.seconds(15)),
-      Effect.ignore,
-      Effect.withSpan("Operations.remote.stopAfterDrop")
-    )
+    : Effect.scoped(Effect.flatMap(reconnect, (connection) => stopRemote(connection, command, settings)))
+      .pipe(
+        Effect.timeoutOption(Duration.seconds(15)),
+        Effect.ignore,
+        Effect.withSpan("Operations.remote.stopAfterDrop")
+      )
 
 /** Runs a command over SSH: starts it on a channel of the shared connection and reads it to its end. */
 const runOverSsh = Effect.fnUntraced(function*(
@@ -430,20 +476,39 @@ const runOverSsh = Effect.fnUntraced(function*(
   // A cached connection may turn out dead only when used. The command has not started then,
   // so it is safe to start it once more on a fresh connection. A connection that could not be
   // opened is not tried again here: `connectAttempts` has had its say.
+  // Whether the command was asked for on a connection that was open: then it may have started,
+  // even when its channel's answer never came.
+  let asked = false
   const start = (first: boolean): Effect.Effect<
     { readonly connection: Connection; readonly channel: CommandHandle },
     ConnectionError | SettingsError,
     Scope.Scope
   > =>
     Effect.flatMap(
-      ssh.connect(settings),
+      Effect.andThen(Effect.sync(() => void (asked = false)), ssh.connect(settings)),
       (connection) =>
-        connection.exec(lineFor(connection), { pty: settings.pty }).pipe(
+        Effect.suspend(() => {
+          asked = true
+          return connection.exec(lineFor(connection), { pty: settings.pty })
+        }).pipe(
           Effect.map((channel) => ({ connection, channel })),
           Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
         )
     )
-  const { channel, connection } = yield* start(true)
+  const password = settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword)
+  // The link may die after the server started the command and before its channel was confirmed:
+  // the command runs on, so it is stopped as one whose connection dropped.
+  const { channel, connection } = yield* start(true).pipe(
+    Effect.tapError((error) =>
+      asked && error._tag === "ConnectionError" && error.reason !== "channel-refused"
+        ? stopAfterDrop(
+          ssh.connect({ ...settings, connectAttempts: 1 }),
+          { pidMarker, pid: undefined, pty: settings.pty, password },
+          settings
+        )
+        : Effect.void
+    )
+  )
   const run: Run = {
     pidMarker,
     prompt,
@@ -451,7 +516,7 @@ const runOverSsh = Effect.fnUntraced(function*(
     authPipe: settings.pty || settings.combineStderr ? "out" : "err",
     started: startMarker === undefined,
     answered: false,
-    password: settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword),
+    password,
     pty: settings.pty,
     sink,
     channel,
@@ -469,7 +534,7 @@ const runOverSsh = Effect.fnUntraced(function*(
   // is the command's input and stays open: end of input there would hang it up. A time limit
   // interrupts this, as the caller may: either way the remote process group is stopped.
   return consume(run).pipe(
-    Effect.onInterrupt(() => stopRemote(connection, run, settings)),
+    Effect.onInterrupt(() => stopRemote(connection, run, settings, awaitPid(run))),
     // sshd hangs up only on a command with a pty: one without runs on after its connection
     // dropped. Stop it over a fresh connection, as an interruption would.
     Effect.tapError(() => stopAfterDrop(ssh.connect({ ...settings, connectAttempts: 1 }), run, settings)),
