@@ -149,14 +149,14 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
           resume(Effect.void)
         }
         channel.on("close", done)
-        channel.write(data, () => done())
+        if (!quietly(() => channel.write(data, () => done()))) done()
         return Effect.sync(() => {
           settled = true
           channel.off("close", done)
         })
       })
     })
-  const endInput = Effect.sync(() => void (channel.writable && channel.end()))
+  const endInput = Effect.sync(() => void (channel.writable && quietly(() => channel.end())))
 
   const close = Effect.suspend(() => {
     // Held output is no longer wanted; flowing, the streams can end and `close` come.
@@ -168,7 +168,7 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
       channel.once("close", () => resume(Effect.void))
       channel.resume()
       channel.stderr.resume()
-      channel.close()
+      if (!quietly(() => channel.close())) resume(Effect.void)
     }).pipe(
       // A dead connection may never confirm; ssh2 cleans its channels up on its own then.
       Effect.timeoutOption(Duration.seconds(2)),
@@ -185,6 +185,20 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
     endInput
   }
   return { handle, close }
+}
+
+/**
+ * Calls ssh2 where it may throw because the connection has just gone (its protocol refuses every
+ * write once the socket closed, before the channels hear of it): the connection's own error and
+ * the channel's close report that, typed, so the throw itself is only swallowed. `false` if it threw.
+ */
+export const quietly = (f: () => unknown): boolean => {
+  try {
+    f()
+    return true
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -211,7 +225,7 @@ export const openChannel = (
           channel.on("error", () => {})
           channel.resume()
           channel.stderr.resume()
-          channel.close()
+          quietly(() => channel.close())
         },
         awaitLate: { atMost: Duration.seconds(5), while: () => state.open }
       })

@@ -16,7 +16,7 @@ import type { Duplex } from "node:stream"
 import type { Client, ClientChannel, SFTPWrapper } from "ssh2"
 import type { ConnectionError, SettingsError } from "../../Errors.ts"
 import type { Settings } from "../../Settings.ts"
-import { openChannel } from "./channel.ts"
+import { openChannel, quietly } from "./channel.ts"
 import {
   classify,
   connectionError,
@@ -139,9 +139,8 @@ export const make = Effect.gen(function*() {
         Effect.mapError((error) => error._tag === "GatewayFailed" ? error.error : error)
       )
       // On a server whose channels must not run side by side, every command takes its turn.
-      const permits = yield* Semaphore.make(
-        ServerQuirks.runsOneChannelAtATime(ServerQuirks.serverSoftware(client)) ? 1 : target.maxChannels
-      )
+      const oneAtATime = ServerQuirks.runsOneChannelAtATime(ServerQuirks.serverSoftware(client))
+      const permits = yield* Semaphore.make(oneAtATime ? 1 : target.maxChannels)
       const reserve = yield* Semaphore.make(1)
       const alongside = yield* Semaphore.make(1)
       const connection: LiveConnection = {
@@ -186,10 +185,13 @@ export const make = Effect.gen(function*() {
             send: (callback) => client.sftp(callback),
             failed: (error) => classify(target, error),
             lost: (cause) => lostConnection(target, state, cause),
-            discard: (sftp) => sftp.end()
+            discard: (sftp) => void quietly(() => sftp.end())
           })
           const open = Effect.uninterruptibleMask((restore) =>
-            Effect.tap(restore(session), (sftp) => Effect.addFinalizer(() => Effect.sync(() => sftp.end())))
+            Effect.tap(
+              restore(session),
+              (sftp) => Effect.addFinalizer(() => Sftp.end(sftp, oneAtATime, state))
+            )
           )
           // A session slot freed a moment ago may still be taken on the server, as for commands.
           return Sftp.make(
@@ -214,7 +216,7 @@ export const make = Effect.gen(function*() {
             // Its attempt gave up (timed out, interrupted): close it as it arrives.
             discard: (stream) => {
               stream.on("error", () => {})
-              stream.close()
+              quietly(() => stream.close())
             }
           })
           // OpenSSH's sshd waits for its own TCP connect, about 2 minutes for a host that does
@@ -240,7 +242,7 @@ export const make = Effect.gen(function*() {
   const closeClient = (client: Client) =>
     Effect.callback<void>((resume) => {
       client.once("close", () => resume(Effect.void))
-      client.end()
+      if (!quietly(() => client.end())) resume(Effect.void)
     }).pipe(
       Effect.timeoutOption(Duration.seconds(2)),
       Effect.ensuring(Effect.sync(() => client.destroy()))

@@ -319,6 +319,9 @@ export const handshake = (
         )
       }
       state.lastError = mapped
+      // Once connected, every error of ssh2's but an agent's ends the connection; its close may
+      // come a moment later, and no operation may take the connection for open meanwhile.
+      state.open = false
       fail(mapped)
     })
     client.on("close", () => {

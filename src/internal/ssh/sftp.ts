@@ -6,9 +6,11 @@
  * Requests are plain `Effect.callback`s with no queue or lock between them, so that a transfer
  * running a hundred of them at once has a hundred in flight on the channel.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { SFTPWrapper } from "ssh2"
+import { quietly } from "./channel.ts"
 import type { SftpHandle, SftpOpenFlags, SftpSession, SftpStats } from "./port.ts"
 import { SftpError, SftpStatus } from "./sftpError.ts"
 
@@ -41,6 +43,27 @@ interface Internals {
 const fallbackLength = 32 * 1024
 
 const positive = (value: unknown): number => typeof value === "number" && value > 0 ? value : fallbackLength
+
+/**
+ * Ends a session. With `awaitClose`, also waits until the server has closed its channel (at most
+ * 2 s, and only while the connection is open), so that the session's slot is given back only
+ * once the server's SFTP process has gone: a server that must not open a channel while another
+ * one's process ends (see serverQuirks.ts) would otherwise refuse the next session.
+ */
+export const end = (
+  sftp: SFTPWrapper,
+  awaitClose: boolean,
+  connection: { readonly open: boolean }
+): Effect.Effect<void> => {
+  const internals = sftp as unknown as Internals
+  if (!awaitClose || !connection.open || internals.incoming?.state === "closed") {
+    return Effect.sync(() => void quietly(() => sftp.end()))
+  }
+  return Effect.callback<void>((resume) => {
+    sftp.once("close", () => resume(Effect.void))
+    if (!quietly(() => sftp.end())) resume(Effect.void)
+  }).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
+}
 
 /**
  * Wraps an SFTP session that ssh2 has opened (and announced ready). The session itself is ended

@@ -13,6 +13,7 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import { type Duplex, finished } from "node:stream"
 import type { Client, ClientChannel } from "ssh2"
+import { quietly } from "./channel.ts"
 import { hostPort, timeoutMillis } from "./errors.ts"
 import type { LocalForwardOptions, RemoteForwardOptions, Target } from "./port.ts"
 import type { ConnectionState } from "./request.ts"
@@ -125,7 +126,7 @@ export const makeTunnels = (target: Target, client: Client, state: ConnectionSta
             },
             discard: (channel) => {
               channel.on("error", () => {})
-              channel.destroy()
+              quietly(() => channel.destroy())
             }
           })
           // sshd waits about 2 minutes on a destination that does not answer.
@@ -247,7 +248,7 @@ export const makeTunnels = (target: Target, client: Client, state: ConnectionSta
           // Its requester left before the server answered: stop listening again at once.
           discard: (port) => {
             incoming.delete(`${bindHost}:${port}`)
-            if (state.open) client.unforwardIn(bindHost, port, () => {})
+            if (state.open) quietly(() => client.unforwardIn(bindHost, port, () => {}))
           }
         }),
         unforward
