@@ -321,6 +321,50 @@ describe("Faults", () => {
       )
     })
 
+    it.live("cut at any moment of a mixed workload: every failure is a typed error, never a defect", () => {
+      const mark = marker("anycut")
+      return withProxy(
+        (proxy) =>
+          Effect.gen(function*() {
+            const { local, remote } = dirs()
+            fs.writeFileSync(path.join(local, "up.bin"), randomBytes(512 * 1024))
+            fs.writeFileSync(path.join(remote, "down.bin"), randomBytes(512 * 1024))
+            fs.mkdirSync(path.join(local, "tree", "sub"), { recursive: true })
+            fs.writeFileSync(path.join(local, "tree", "sub", "f"), randomBytes(64 * 1024))
+            const kinds = new Set<string>()
+            // From inside the handshake to deep into the transfers.
+            for (const bytes of [700, 2_000, 4_000, 8_000, 16_000, 40_000, 120_000, 400_000, 900_000]) {
+              proxy.cutAfter(bytes)
+              const exits = yield* Effect.all(
+                [
+                  Operations.remote(`echo ${mark}; sleep 0.2; echo done`),
+                  Operations.remote(`cat; echo ${mark}`),
+                  Operations.remote(`echo ${mark}`, { useSudo: true }),
+                  Transfer.upload(path.join(local, "up.bin"), path.join(remote, `up-${bytes}.bin`)),
+                  Transfer.download(path.join(remote, "down.bin"), path.join(local, `down-${bytes}.bin`)),
+                  Transfer.upload(path.join(local, "tree"), path.join(remote, `tree-${bytes}`)),
+                  Transfer.upload({ content: "x".repeat(100_000) }, path.join(remote, `m-${bytes}`), {
+                    useSudo: true
+                  })
+                ].map((job) => Effect.exit(job as Effect.Effect<unknown, unknown, Ssh.SshConnections>)),
+                { concurrency: "unbounded" }
+              )
+              proxy.clearCut()
+              for (const exit of exits) {
+                if (Exit.isSuccess(exit)) continue
+                const error = failureOf(exit)
+                assert.include(["ConnectionError", "TransferError"], (error as { _tag: string })._tag)
+                kinds.add((error as { _tag: string })._tag)
+              }
+              // The connection the cut left is given up; the next round starts on a fresh one.
+              yield* Operations.remote("true")
+            }
+            assert.include([...kinds], "ConnectionError")
+          }),
+        { markers: [mark], settings: { connectAttempts: 1 } }
+      )
+    })
+
     it.live("cut during an upload (4 MiB): ConnectionError, the target unchanged, no temporary file", () =>
       withProxy((proxy) =>
         Effect.gen(function*() {
