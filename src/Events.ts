@@ -202,6 +202,7 @@ export const ndjsonFile = (path: string) => (events: Stream.Stream<Event>): Effe
  * const options: Events.BoardOptions = { interval: "250 millis", color: false }
  * ```
  *
+ * @interface
  * @since 0.2.0
  */
 export type BoardOptions = Consumers.BoardOptions

@@ -294,6 +294,7 @@ export const successes = <O extends { readonly exit: Exit.Exit<any, any> }>(
  * const run: Execute.RunContext = { label: "web-1", settings: { ...settings, host: "web-1" }, output }
  * ```
  *
+ * @interface
  * @since 0.1.0
  */
 export type RunContext = RunTarget
@@ -308,6 +309,7 @@ export type RunContext = RunTarget
  * yield* Effect.log(`${pool.workers} workers, ${pool.poolSize} runs at once`)
  * ```
  *
+ * @inlineType WorkerPoolShape
  * @since 0.1.0
  */
 export class WorkerPool extends Context.Service<WorkerPool, WorkerPoolShape<PoolOptions>>()(
@@ -515,6 +517,7 @@ export type { Amount }
  * const drain = (batch: Execute.Batch) => Effect.forEach(batch.hosts, (host) => Effect.log(`drain ${host}`))
  * ```
  *
+ * @interface
  * @since 0.2.0
  */
 export type Batch = Rolling.Batch
@@ -529,6 +532,7 @@ export type Batch = Rolling.Batch
  * const options: Execute.RollingOptions<void> = { batches: [1, "25%", "100%"], maxFailures: "10%", pause: "30 seconds" }
  * ```
  *
+ * @interface
  * @since 0.2.0
  */
 export type RollingOptions<I, R = never> = Rolling.RollingOptions<I, R>
