@@ -1,7 +1,9 @@
 /**
  * Builds the API reference: the JSDoc of every public module (`src/*.ts`, less `src/index.ts`
  * which only re-exports them) rendered by TypeDoc as a static HTML site in `docs/api/`
- * (git-ignored). The options are in `typedoc.json`; any warning fails the build.
+ * (git-ignored). The options are in `typedoc.json`; any warning fails the build: a {@link} that
+ * resolves to nothing, a public type whose page would point into `src/internal/`, and (from
+ * `scripts/typedoc-since.ts`) an export without `@since`.
  *
  *   scripts/node.sh node scripts/api-docs.ts     (or: npm run docs)
  *

@@ -498,12 +498,7 @@ export const parallel = <I, A, E>(
 // -- rolling runs ------------------------------------------------------------------------------
 
 /**
- * A batch size or a failure budget: a count of hosts, or a percentage such as `"25%"`.
- *
- * @example
- * ```ts
- * const canaryThenQuarters: ReadonlyArray<Execute.Amount> = [1, "25%"]
- * ```
+ * A batch size or a failure budget (declared, with its docs, in `internal/execute/batches.ts`).
  *
  * @since 0.2.0
  */
