@@ -24,6 +24,7 @@
  * ```
  *
  * @since 0.2.0
+ * @module
  */
 import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"

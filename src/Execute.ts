@@ -54,6 +54,7 @@
  * ```
  *
  * @since 0.1.0
+ * @module
  */
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
