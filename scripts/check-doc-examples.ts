@@ -1,6 +1,7 @@
 /**
- * Type-checks every ```ts example in the JSDoc of the public modules (`src/*.ts`) and in README.md,
- * so an example cannot drift from the API it shows.
+ * Type-checks every ```ts example in the JSDoc of the modules under `src/` (the public ones, and the
+ * internal ones whose declarations they re-export, which the API reference shows with their docs)
+ * and in README.md, so an example cannot drift from the API it shows.
  *
  *   scripts/node.sh node scripts/check-doc-examples.ts
  *
@@ -137,6 +138,18 @@ const contexts: Record<
   "src/Ssh.ts": {
     names: { program: "declare const program: Effect.Effect<void, never, Ssh.SshConnections>" }
   },
+  "src/internal/local/process.ts": {
+    names: { archive: "declare const archive: string" }
+  },
+  "src/internal/ssh/port.ts": {
+    names: { connection: "declare const connection: Ssh.Connection" }
+  },
+  "src/internal/ssh/sftpError.ts": {
+    names: {
+      sftp: "declare const sftp: Ssh.SftpSession",
+      path: "declare const path: string"
+    }
+  },
   "README.md": {
     names: { archive: "declare const archive: string" }
   }
@@ -235,8 +248,13 @@ const generate = (example: Example, index: number): Generated | undefined => {
 
 // --- the check ------------------------------------------------------------------------------------
 
+// All of src/, internal modules too: the API reference shows the docs of the internal declarations
+// a public module re-exports (Ssh's connection shapes, Transfer's options, ...), examples included.
 const docs = [
-  ...fs.readdirSync(path.join(root, "src")).filter((f) => f.endsWith(".ts")).sort().map((f) => `src/${f}`),
+  ...fs.readdirSync(path.join(root, "src"), { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".ts") && !f.endsWith(".test.ts"))
+    .map((f) => `src/${f.split(path.sep).join("/")}`)
+    .sort(),
   "README.md"
 ]
 fs.rmSync(outDir, { recursive: true, force: true })

@@ -5,6 +5,7 @@
  * unchanged and can be logged, compared and serialised.
  *
  * @since 0.1.0
+ * @module
  */
 import * as Schema from "effect/Schema"
 

@@ -14,6 +14,7 @@
  * | `abort_on_prompts` | `PromptAborted` |
  *
  * @since 0.1.0
+ * @module
  */
 import * as Schema from "effect/Schema"
 import { CommandResult } from "./CommandResult.ts"

@@ -24,6 +24,7 @@
  * ```
  *
  * @since 0.2.0
+ * @module
  */
 import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
@@ -202,6 +203,7 @@ export const ndjsonFile = (path: string) => (events: Stream.Stream<Event>): Effe
  * const options: Events.BoardOptions = { interval: "250 millis", color: false }
  * ```
  *
+ * @interface
  * @since 0.2.0
  */
 export type BoardOptions = Consumers.BoardOptions

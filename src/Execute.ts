@@ -54,6 +54,7 @@
  * ```
  *
  * @since 0.1.0
+ * @module
  */
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -294,6 +295,7 @@ export const successes = <O extends { readonly exit: Exit.Exit<any, any> }>(
  * const run: Execute.RunContext = { label: "web-1", settings: { ...settings, host: "web-1" }, output }
  * ```
  *
+ * @interface
  * @since 0.1.0
  */
 export type RunContext = RunTarget
@@ -308,6 +310,7 @@ export type RunContext = RunTarget
  * yield* Effect.log(`${pool.workers} workers, ${pool.poolSize} runs at once`)
  * ```
  *
+ * @inlineType WorkerPoolShape
  * @since 0.1.0
  */
 export class WorkerPool extends Context.Service<WorkerPool, WorkerPoolShape<PoolOptions>>()(
@@ -496,12 +499,7 @@ export const parallel = <I, A, E>(
 // -- rolling runs ------------------------------------------------------------------------------
 
 /**
- * A batch size or a failure budget: a count of hosts, or a percentage such as `"25%"`.
- *
- * @example
- * ```ts
- * const canaryThenQuarters: ReadonlyArray<Execute.Amount> = [1, "25%"]
- * ```
+ * A batch size or a failure budget (declared, with its docs, in `internal/execute/batches.ts`).
  *
  * @since 0.2.0
  */
@@ -515,6 +513,7 @@ export type { Amount }
  * const drain = (batch: Execute.Batch) => Effect.forEach(batch.hosts, (host) => Effect.log(`drain ${host}`))
  * ```
  *
+ * @interface
  * @since 0.2.0
  */
 export type Batch = Rolling.Batch
@@ -529,6 +528,7 @@ export type Batch = Rolling.Batch
  * const options: Execute.RollingOptions<void> = { batches: [1, "25%", "100%"], maxFailures: "10%", pause: "30 seconds" }
  * ```
  *
+ * @interface
  * @since 0.2.0
  */
 export type RollingOptions<I, R = never> = Rolling.RollingOptions<I, R>

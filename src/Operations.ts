@@ -8,6 +8,7 @@
  * re-exported: one function under one definition, documented there.
  *
  * @since 0.1.0
+ * @module
  */
 import * as Effect from "effect/Effect"
 import * as readline from "node:readline/promises"

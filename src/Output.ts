@@ -8,6 +8,7 @@
  * `displayPrefix`, `lineTemplate` and `customPipe` shape it.
  *
  * @since 0.1.0
+ * @module
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"

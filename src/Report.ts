@@ -19,6 +19,7 @@
  * ```
  *
  * @since 0.2.0
+ * @module
  */
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"

@@ -23,6 +23,7 @@
  * ```
  *
  * @since 0.1.0
+ * @module
  */
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"

@@ -6,6 +6,7 @@
  * space, a quote or `$(...)` in it stays one literal word.
  *
  * @since 0.1.0
+ * @module
  */
 import * as Internal from "./internal/command/shell.ts"
 

@@ -27,6 +27,7 @@
  * ```
  *
  * @since 0.1.0
+ * @module
  */
 import type * as Effect from "effect/Effect"
 import type * as FileSystem from "effect/FileSystem"

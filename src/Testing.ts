@@ -27,6 +27,7 @@
  * ```
  *
  * @since 0.1.0
+ * @module
  */
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"

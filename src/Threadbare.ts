@@ -13,6 +13,7 @@
  * ```
  *
  * @since 0.1.0
+ * @module
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"

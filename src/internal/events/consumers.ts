@@ -13,7 +13,7 @@ import * as Files from "../local/files.ts"
 import * as Board from "./board.ts"
 import type { Event } from "./event.ts"
 
-/** `Events.BoardOptions`: how the board draws, and where. */
+/** `Events.BoardOptions`: how the board draws, and where. @inline */
 export interface BoardOptions {
   /**
    * Where the board goes. Default: the process's standard output. Off a terminal it gets one

@@ -75,7 +75,7 @@ export const TransferProgress = Schema.TaggedStruct("TransferProgress", {
 /** How a host ended, or why it never started. */
 export const HostStatus = Schema.Literals(["succeeded", "failed", "interrupted", "not-started"])
 
-/** The type of {@link HostStatus}. */
+/** The type of {@link HostStatus}. @inline */
 export type HostStatus = typeof HostStatus.Type
 
 /** A host's run ended (or the host was passed over: `not-started`, with the reason). */
@@ -122,13 +122,13 @@ export const Event = Schema.Union([
   RunFinished
 ])
 
-/** The type of {@link Event}. */
+/** The type of {@link Event}. @inline */
 export type Event = typeof Event.Type
 
-/** An event before its time is stamped. */
+/** An event before its time is stamped. @inline */
 export type Unstamped = Event extends infer E ? E extends Event ? Omit<E, "at"> : never : never
 
-/** Where events go while someone watches. */
+/** Where events go while someone watches. @inline */
 export interface Sink {
   readonly publish: (event: Event) => Effect.Effect<void>
 }

@@ -4,7 +4,16 @@
  */
 import { SettingsError } from "../../Errors.ts"
 
-/** A batch size or a failure budget: a count, or a percentage such as `"25%"`. */
+/**
+ * A batch size or a failure budget: a count of hosts, or a percentage such as `"25%"`.
+ *
+ * @example
+ * ```ts
+ * const canaryThenQuarters: ReadonlyArray<Execute.Amount> = [1, "25%"]
+ * ```
+ *
+ * @since 0.2.0
+ */
 export type Amount = number | `${number}%`
 
 const parse = (

@@ -20,7 +20,7 @@ import { type Amount, amountOf, checkDistinct, plan, settingsError } from "./bat
 import * as Runs from "./runs.ts"
 import { makeWorkerPool, type PoolConfig, whole, type WorkerPoolShape } from "./workerPool.ts"
 
-/** A batch as its gates see it. */
+/** A batch as its gates see it. @inline */
 export interface Batch {
   /** Its position, from 1. */
   readonly batch: number

@@ -30,7 +30,7 @@ export interface PoolConfig {
   readonly compileCache?: string | false | undefined
 }
 
-/** What one run needs besides its task and input: `Execute.RunContext`. */
+/** What one run needs besides its task and input: `Execute.RunContext`. @inline */
 export interface RunTarget {
   /** The host or label the run's output lines are prefixed with. */
   readonly label: string

@@ -7,6 +7,8 @@ import * as Schema from "effect/Schema"
 /**
  * SFTP status codes (draft-ietf-secsh-filexfer-02). `connectionLost` also stands for a request
  * made on a session that is already closed, which ssh2 would never answer.
+ *
+ * @since 0.1.0
  */
 export const SftpStatus = {
   eof: 1,
@@ -31,6 +33,8 @@ export const SftpStatus = {
  *   Effect.catchIf((e) => e.code === Ssh.SftpStatus.noSuchFile, () => Effect.succeed(false))
  * )
  * ```
+ *
+ * @since 0.1.0
  */
 export class SftpError extends Schema.TaggedError<SftpError>()("SftpError", {
   request: Schema.String,

@@ -25,7 +25,11 @@ import { TransferFake, type TransferFakeShape } from "./transfers.ts"
 
 // -- what a test writes ---------------------------------------------------------------------------
 
-/** How a scripted command answers: its exit code (default 0) and what it prints. */
+/**
+ * How a scripted command answers: its exit code (default 0) and what it prints.
+ *
+ * @since 0.1.0
+ */
 export interface Reply {
   readonly exitCode?: number | undefined
   readonly stdout?: string | undefined
@@ -36,6 +40,8 @@ export interface Reply {
  * One scripted command: which commands it answers, and how. `command` matches the command as
  * the program wrote it (an argument list quoted and joined, as `CommandResult.command` shows it):
  * a string exactly, a RegExp anywhere in it, or a function of the whole recorded command.
+ *
+ * @since 0.1.0
  */
 export interface Answer extends Reply {
   readonly command: string | RegExp | ((command: RecordedCommand) => boolean)
@@ -45,7 +51,11 @@ export interface Answer extends Reply {
   readonly where?: "local" | "remote" | undefined
 }
 
-/** What a deploy program meets under `Testing.layer`. */
+/**
+ * What a deploy program meets under `Testing.layer`.
+ *
+ * @since 0.1.0
+ */
 export interface Script {
   /** Answers for commands, tried in order; the first that matches answers. */
   readonly commands?: ReadonlyArray<Answer> | undefined
@@ -63,7 +73,11 @@ export interface Script {
 
 // -- what a test reads ----------------------------------------------------------------------------
 
-/** A command the program ran, local or remote, with what decides how it runs. */
+/**
+ * A command the program ran, local or remote, with what decides how it runs.
+ *
+ * @since 0.1.0
+ */
 export interface RecordedCommand {
   readonly _tag: "Command"
   readonly where: "local" | "remote"
@@ -83,7 +97,11 @@ export interface RecordedCommand {
   readonly shell: boolean
 }
 
-/** A `remoteFileExists` check. */
+/**
+ * A `remoteFileExists` check.
+ *
+ * @since 0.1.0
+ */
 export interface RecordedFileExists {
   readonly _tag: "FileExists"
   readonly host: string
@@ -93,7 +111,11 @@ export interface RecordedFileExists {
   readonly sudo: boolean
 }
 
-/** An upload (`Transfer.upload`, or `rsyncUpload` with `rsync: true`). */
+/**
+ * An upload (`Transfer.upload`, or `rsyncUpload` with `rsync: true`).
+ *
+ * @since 0.1.0
+ */
 export interface RecordedUpload {
   readonly _tag: "Upload"
   readonly host: string
@@ -108,7 +130,11 @@ export interface RecordedUpload {
   readonly rsync: boolean
 }
 
-/** A download (`Transfer.download`, or `rsyncDownload` with `rsync: true`). */
+/**
+ * A download (`Transfer.download`, or `rsyncDownload` with `rsync: true`).
+ *
+ * @since 0.1.0
+ */
 export interface RecordedDownload {
   readonly _tag: "Download"
   readonly host: string
@@ -121,7 +147,11 @@ export interface RecordedDownload {
   readonly rsync: boolean
 }
 
-/** One thing the program did, in the order it did them. */
+/**
+ * One thing the program did, in the order it did them.
+ *
+ * @since 0.1.0
+ */
 export type Recorded = RecordedCommand | RecordedFileExists | RecordedUpload | RecordedDownload
 
 /**
