@@ -19,6 +19,10 @@ const version = Effect.tryPromise(() =>
   >
 ).pipe(Effect.map((pkg) => pkg.default.version), Effect.orElseSucceed(() => "0.0.0"))
 
+// A reader that goes away (`threadbare ... | head`) must not end the process with an unhandled
+// EPIPE before its finalizers have stopped the remote commands: the rest of the output is dropped.
+process.stdout.on("error", () => {})
+
 NodeRuntime.runMain(
   Effect.flatMap(version, main).pipe(Effect.provide(Layer.fresh(Threadbare.layer))),
   {
