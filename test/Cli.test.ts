@@ -14,7 +14,7 @@ import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Event } from "../src/Events.ts"
-import { readServerFromEnv, type ServerDescription } from "../tests-remote/server.ts"
+import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../tests-remote/server.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
@@ -51,6 +51,14 @@ const linkPackages = (modules: string) => {
     if (name.startsWith(".") || name === "effect-threadbare") continue
     fs.symlinkSync(path.join(installed, name), path.join(modules, name))
   }
+}
+
+const waitFor = async (check: () => boolean, millis: number): Promise<boolean> => {
+  for (let waited = 0; waited < millis; waited += 100) {
+    if (check()) return true
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  return check()
 }
 
 const sha256 = (file: string) => createHash("sha256").update(fs.readFileSync(file)).digest("hex")
@@ -126,7 +134,8 @@ describe("threadbare command", () => {
         "--hosts, -H",
         "--parallel",
         "--sudo-password-env",
-        "Exit status: 0",
+        "Exit status",
+        "3  a host could not be reached",
         "put",
         "get",
         "run"
@@ -214,6 +223,10 @@ describe("threadbare command", () => {
         assert.strictEqual(sha256(path.join(work, `got-${host}.bin`)), sha256(local))
       }
 
+      const shared = await cli("get", remote, path.join(work, "one.bin"), "-H", `${h1},${h2}`, ...connection)
+      assert.strictEqual(shared.code, 2, shared.stderr)
+      assert.include(shared.stderr, "{host}")
+
       const refused = await cli("get", remote, path.join(work, "refused.bin"), "-H", h1, ...connection)
       assert.strictEqual(refused.code, 4, refused.stderr)
       assert.include(refused.stderr, "TransferError")
@@ -279,6 +292,36 @@ describe("threadbare command", () => {
     for (const ran of [notANumber, notAnInt, badChoice, missing]) {
       assert.notInclude(ran.stderr, "ConnectionError")
     }
+  })
+
+  it("stops the remote commands on Ctrl-C and exits 130", async () => {
+    const marker = `tbcli_sleep_${process.pid}_${randomBytes(3).toString("hex")}`
+    const child = spawn(process.execPath, [
+      bin,
+      "-H",
+      `${h1},${h2}`,
+      "-P",
+      "2",
+      ...connection,
+      "--",
+      `sleep 30 # ${marker}`
+    ], {
+      cwd: project,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    const closed = new Promise<number | null>((resolve) => child.on("close", resolve))
+    assert.isTrue(
+      await waitFor(() => remoteProcesses(marker).length >= 2, 20_000),
+      `both sleeps started: ${stdout}`
+    )
+    child.kill("SIGINT")
+    assert.strictEqual(await closed, 130)
+    assert.isTrue(
+      await waitFor(() => remoteProcesses(marker).length === 0, 10_000),
+      "the remote commands are gone"
+    )
   })
 
   it("prints newline-delimited events with --json", async () => {

@@ -28,6 +28,12 @@ NodeRuntime.runMain(
   {
     disableErrorReporting: true,
     teardown: (exit, onExit) =>
-      onExit(Exit.isSuccess(exit) ? (exit.value as number) : Exit.hasInterrupts(exit) ? 130 : ExitCodes.other)
+      onExit(
+        Exit.isSuccess(exit)
+          ? (exit.value as number)
+          : Exit.hasInterrupts(exit)
+          ? ExitCodes.interrupted
+          : ExitCodes.other
+      )
   }
 )

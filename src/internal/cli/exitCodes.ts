@@ -20,6 +20,9 @@ export const transferFailed = 4
 /** Anything else: a worker process died, a defect, a report that could not be written. */
 export const other = 5
 
+/** Interrupted by a signal (Ctrl-C, SIGTERM), after the remote commands were stopped. */
+export const interrupted = 130
+
 /** The table printed in `--help` and in the README. */
 export const table: ReadonlyArray<readonly [number, string]> = [
   [ok, "every host succeeded"],
@@ -27,7 +30,8 @@ export const table: ReadonlyArray<readonly [number, string]> = [
   [usage, "bad usage or task input (checked before any host is touched)"],
   [connectionFailed, "a host could not be reached or refused the login"],
   [transferFailed, "a file transfer failed"],
-  [other, "anything else: a worker died, a defect, a report not written"]
+  [other, "anything else: a worker died, a defect, a report not written"],
+  [interrupted, "interrupted (Ctrl-C, SIGTERM); remote commands were stopped first"]
 ]
 
 /** A mistake on the command line found after parsing (a missing file, a bad value). */

@@ -23,13 +23,15 @@ import { type Shared, sharedFlags } from "./options.ts"
 import { HostsFailed, type Placement, runOnHosts } from "./run.ts"
 import { decodeInput, type TaskFlags } from "./taskFlags.ts"
 
-const exitCodesText = ExitCodes.table.map(([code, meaning]) => `${code} ${meaning}`).join("; ")
-
+// The help prints the description as it is after two spaces: later lines carry their own indent.
 const description = [
   "Run a command, move files, or run a typed task on many hosts over SSH.",
-  `Exit status: ${exitCodesText}; when hosts fail differently, the highest code.`,
-  "Shell completions: threadbare --completions bash|zsh|fish."
-].join(" ")
+  "",
+  "  Exit status (when hosts fail differently, the highest code):",
+  ...ExitCodes.table.map(([code, meaning]) => `    ${code}  ${meaning}`),
+  "",
+  "  Shell completions: threadbare --completions bash|zsh|fish"
+].join("\n")
 
 const adhocPlacement = (shared: Shared): Placement =>
   Option.match(shared.parallel, {
@@ -89,20 +91,16 @@ const get = Command.make("get", {
 }, ({ local, remote }) =>
   Effect.gen(function*() {
     const shared = yield* base
-    const several = Option.isSome(shared.hosts) && shared.hosts.value.includes(",") ||
-      Option.isSome(shared.hostsFile) || Option.isSome(shared.sshConfigHosts)
-    if (several && !local.includes(Adhoc.hostPlaceholder)) {
-      return yield* new ExitCodes.UsageError({
-        message:
-          `get: with several hosts, put ${Adhoc.hostPlaceholder} in the local path (${local}) so that each host gets its own file`
-      })
-    }
     yield* runOnHosts({
       task: Adhoc.get,
       input: { remote, local },
       shared,
       placement: adhocPlacement(shared),
-      describe: `get ${remote} -> ${local}`
+      describe: `get ${remote} -> ${local}`,
+      checkHosts: (hosts) =>
+        hosts.length > 1 && !local.includes(Adhoc.hostPlaceholder)
+          ? `get: with several hosts, put ${Adhoc.hostPlaceholder} in the local path (${local}) so that each host gets its own file`
+          : undefined
     })
   })).pipe(Command.withDescription("Download a file from every host (--sudo for files only root may read)."))
 

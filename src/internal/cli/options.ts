@@ -189,7 +189,9 @@ export const rollingOptions = (shared: Shared) =>
 /** The settings the flags give, secrets read from the environment or the terminal. */
 export const settingsPatch = (shared: Shared) =>
   Effect.gen(function*() {
-    const patch: { -readonly [K in keyof Patch]: Patch[K] } = {}
+    // Every failure is named in the summary at the end; the library's own report of each abort
+    // (with advice for programs, not for a command line) would say it twice.
+    const patch: { -readonly [K in keyof Patch]: Patch[K] } = { displayAborts: false }
     if (Option.isSome(shared.user)) patch.user = shared.user.value
     if (Option.isSome(shared.port)) patch.port = shared.port.value
     if (Option.isSome(shared.key)) patch.keyFile = shared.key.value

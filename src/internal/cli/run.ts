@@ -62,7 +62,7 @@ export const codeOf = (report: Report.Report<unknown, unknown>): number =>
 export const summary = (report: Report.Report<unknown, unknown>, code: number): string => {
   const ok = report.hosts.filter((h) => h.status === "succeeded").length
   const lines = [
-    `threadbare: ${report.task}: ${report.hosts.length} host(s), ${ok} ok, ${
+    `threadbare: ${report.task.replace(/^threadbare\//, "")}: ${report.hosts.length} host(s), ${ok} ok, ${
       report.hosts.length - ok
     } failed` +
     ` in ${(report.durationMillis / 1000).toFixed(1)}s (exit ${code})`
@@ -84,6 +84,8 @@ export const runOnHosts = <I, A, E>(options: {
   readonly shared: Shared
   readonly placement: Placement
   readonly describe: string
+  /** A check of the hosts before anything runs (a usage error, or `undefined`). */
+  readonly checkHosts?: ((hosts: ReadonlyArray<string>) => string | undefined) | undefined
 }) =>
   Effect.gen(function*() {
     const { shared, task } = options
@@ -105,6 +107,8 @@ export const runOnHosts = <I, A, E>(options: {
         message: "no hosts: give -H, --hosts-file or --ssh-config-hosts"
       })
     }
+    const problem = options.checkHosts?.(hosts)
+    if (problem !== undefined) return yield* new ExitCodes.UsageError({ message: problem })
     const rolling = yield* rollingOptions(shared)
     if (shared.dryRun) {
       const sudo = shared.sudo ? " (with sudo)" : ""
