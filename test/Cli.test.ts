@@ -26,12 +26,17 @@ interface Ran {
 }
 
 /** Runs a program to its end (at most 90 s) and gives its exit status and output. */
-const exec = (file: string, args: ReadonlyArray<string>, cwd: string): Promise<Ran> =>
+const exec = (
+  file: string,
+  args: ReadonlyArray<string>,
+  cwd: string,
+  env: Readonly<Record<string, string>> = {}
+): Promise<Ran> =>
   new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       cwd,
       // `#!/usr/bin/env node` finds this Node first, as on a machine with a recent Node.
-      env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` },
+      env: { ...process.env, ...env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` },
       stdio: ["ignore", "pipe", "pipe"],
       timeout: 90_000
     })
@@ -233,6 +238,36 @@ describe("threadbare command", () => {
     } finally {
       fs.rmSync(remote, { force: true })
     }
+  })
+
+  it("answers sudo's password from the environment, never from a flag, and never prints it", async () => {
+    if (server.passwordUser === undefined || server.passwordUserPassword === undefined) return
+    const asPasswordUser = connection.map((arg) => (arg === server.user ? server.passwordUser! : arg))
+    const secret = server.passwordUserPassword
+    const ran = await exec(
+      process.execPath,
+      [bin, "-H", h1, ...asPasswordUser, "--sudo", "--sudo-password-env", "TB_CLI_SUDO", "--", "whoami"],
+      project,
+      { TB_CLI_SUDO: secret }
+    )
+    assert.strictEqual(ran.code, 0, ran.stderr)
+    assert.include(ran.stdout, `[${h1}] out: root`)
+    assert.notInclude(ran.stdout + ran.stderr, secret)
+
+    const unset = await cli(
+      "-H",
+      h1,
+      ...asPasswordUser,
+      "--sudo",
+      "--sudo-password-env",
+      "TB_CLI_UNSET",
+      "--",
+      "whoami"
+    )
+    assert.strictEqual(unset.code, 2, unset.stderr)
+    assert.include(unset.stderr, "TB_CLI_UNSET is not set")
+    const plain = await cli("-H", h1, ...asPasswordUser, "--sudo-password", secret, "--", "whoami")
+    assert.strictEqual(plain.code, 2, "no flag takes a password itself")
   })
 
   it("runs a task with typed flags in worker processes", async () => {
