@@ -289,6 +289,20 @@ describe("threadbare command", () => {
       assert.include(ran.stdout, `[${host}] out: release=42 channel=beta note=- verbose=true`)
     }
     assert.include(ran.stderr, "deploy: 2 host(s), 2 ok")
+    const json = await cli(
+      "run",
+      "tasks.ts",
+      "echo-all",
+      "--input",
+      `["a","b"]`,
+      "--mode",
+      "fibers",
+      "-H",
+      h1,
+      ...connection
+    )
+    assert.strictEqual(json.code, 0, json.stderr)
+    assert.include(json.stdout, `[${h1}] out: a+b`)
   })
 
   it("refuses a bad flag value with exit 2, naming the flag, before any host is touched", async () => {
@@ -324,9 +338,15 @@ describe("threadbare command", () => {
     const missing = await cli("run", "tasks.ts", "deploy", "--release", "4", ...hosts)
     assert.strictEqual(missing.code, 2, missing.stderr)
     assert.include(missing.stderr, "--channel")
-    for (const ran of [notANumber, notAnInt, badChoice, missing]) {
+    const notJson = await cli("run", "tasks.ts", "echo-all", "--input", "[1,", ...hosts)
+    assert.strictEqual(notJson.code, 2, notJson.stderr)
+    assert.include(notJson.stderr, "--input: not JSON")
+    for (const ran of [notANumber, notAnInt, badChoice, missing, notJson]) {
       assert.notInclude(ran.stderr, "ConnectionError")
     }
+    const clash = await cli("run", "tasks.ts", "clash", ...hosts)
+    assert.strictEqual(clash.code, 2, clash.stderr)
+    assert.include(clash.stderr, `field "hosts" would be the flag --hosts`)
   })
 
   it("stops the remote commands on Ctrl-C and exits 130", async () => {
@@ -398,48 +418,48 @@ describe("threadbare command", () => {
     assert.isFalse(fs.existsSync(marker))
   })
 
-  it("reruns only the hosts a report says failed", async () => {
+  it("rolls out in batches, stops at a failure, and reruns what a report says is left", async () => {
     const report = path.join(work, "report.json")
+    const h3 = server.hosts[2]!
+    const hosts = `${h1},${h2},${h3}`
+    const flaky = ["run", "tasks.ts", "flaky", ...connection]
     const first = await cli(
-      "run",
-      "tasks.ts",
-      "flaky",
+      ...flaky,
       "--fail-on",
       h2,
       "--marker",
       "first",
       "-H",
-      `${h1},${h2}`,
-      "--mode",
-      "fibers",
-      ...connection,
+      hosts,
+      "--batches",
+      "1",
       "--report",
       report
     )
     assert.strictEqual(first.code, 1, first.stderr)
+    assert.notInclude(first.stdout, `[${h3}]`, "the failure in batch 2 stops the rollout before batch 3")
     const written = JSON.parse(fs.readFileSync(report, "utf8")) as {
       hosts: Array<{ host: string; status: string }>
     }
     assert.deepStrictEqual(written.hosts.map((h) => `${h.host}:${h.status}`), [
       `${h1}:succeeded`,
-      `${h2}:failed`
+      `${h2}:failed`,
+      `${h3}:not-started`
     ])
 
     const rerun = await cli(
-      "run",
-      "tasks.ts",
-      "flaky",
+      ...flaky,
       "--fail-on",
       "none",
       "--marker",
       "second",
       "--serial",
-      ...connection,
       "--rerun-failed",
       report
     )
     assert.strictEqual(rerun.code, 0, rerun.stderr)
     assert.include(rerun.stdout, `[${h2}] out: second`)
+    assert.include(rerun.stdout, `[${h3}] out: second`)
     assert.notInclude(rerun.stdout, `[${h1}]`)
   })
 

@@ -87,12 +87,8 @@ export const loadTask = (
         })`
       } as const
     }
-    try {
-      return { _tag: "Loaded", module: target.module, task, flags: taskFlags(task, reserved) } as const
-    } catch (error) {
-      return {
-        _tag: "Failed",
-        message: `run: ${error instanceof Error ? error.message : String(error)}`
-      } as const
-    }
+    const flags = taskFlags(task, reserved)
+    return flags._tag === "Invalid"
+      ? { _tag: "Failed", message: `run: ${flags.message}` } as const
+      : { _tag: "Loaded", module: target.module, task, flags } as const
   })

@@ -123,11 +123,11 @@ const runFlags = {
 } as const
 
 const taskParams = (derived: TaskFlags | undefined) =>
-  derived === undefined || derived._tag === "None"
-    ? []
-    : derived._tag === "Json"
+  derived?._tag === "Json"
     ? [derived.param]
-    : derived.flags.map((flag) => flag.param)
+    : derived?._tag === "Struct"
+    ? derived.flags.map((flag) => flag.param)
+    : []
 
 const makeRun = (loaded: LoadedTask | undefined) =>
   Command.make("run", {

@@ -54,7 +54,9 @@ const whyNot = (host: Report.HostReport<unknown, unknown>): string => {
 export const codeOf = (report: Report.Report<unknown, unknown>): number =>
   report.hosts.reduce((code, host) => {
     if (host.status === "succeeded") return code
-    if (host.exit === undefined) return Math.max(code, ExitCodes.other)
+    // Hosts a stopped rollout passed over, or interrupted, say nothing of why it stopped: the
+    // failures that stopped it give the code.
+    if (host.status !== "failed" || host.exit === undefined) return Math.max(code, ExitCodes.commandFailed)
     return Math.max(code, ExitCodes.codeOfExit(host.exit))
   }, ExitCodes.ok)
 

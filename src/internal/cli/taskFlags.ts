@@ -23,6 +23,7 @@ export type TaskFlags =
   | { readonly _tag: "None" }
   | { readonly _tag: "Struct"; readonly flags: ReadonlyArray<TaskFlag> }
   | { readonly _tag: "Json"; readonly param: Flag.Flag<Option.Option<string>> }
+  | { readonly _tag: "Invalid"; readonly message: string }
 
 /** `releaseTag` -> `release-tag`. */
 export const kebab = (name: string): string =>
@@ -101,9 +102,11 @@ export const taskFlags = (
     if (typeof property.name !== "string") continue
     const name = kebab(property.name)
     if (reserved.has(name)) {
-      throw new Error(
-        `the task's input field "${property.name}" would be the flag --${name}, which threadbare uses itself; rename the field`
-      )
+      return {
+        _tag: "Invalid",
+        message:
+          `the task's input field "${property.name}" would be the flag --${name}, which threadbare uses itself; rename the field`
+      }
     }
     const optional = AST.isOptional(property.type)
     const { flag, kind } = flagOf(name, stripUndefined(property.type))
@@ -153,31 +156,34 @@ export const decodeInput = (
   derived: TaskFlags,
   values: ReadonlyArray<Option.Option<unknown>>
 ): Effect.Effect<unknown, InputError> => {
-  let encoded: unknown
-  if (derived._tag === "None") encoded = undefined
-  else if (derived._tag === "Json") {
-    const text = values[0] as Option.Option<string> | undefined
-    if (text === undefined || Option.isNone(text)) encoded = undefined
-    else {
-      try {
-        encoded = JSON.parse(text.value)
-      } catch (error) {
-        return Effect.fail(new InputError({ message: `--input: not JSON: ${String(error)}` }))
+  const encoded: Effect.Effect<unknown, InputError> = Effect.suspend(() => {
+    switch (derived._tag) {
+      case "None":
+      case "Invalid":
+        return Effect.succeed(undefined)
+      case "Json": {
+        const text = values[0] as Option.Option<string> | undefined
+        return text === undefined || Option.isNone(text) ? Effect.succeed(undefined) : Effect.try({
+          try: () => JSON.parse(text.value) as unknown,
+          catch: (error) => new InputError({ message: `--input: not JSON: ${String(error)}` })
+        })
+      }
+      case "Struct": {
+        const record: Record<string, unknown> = {}
+        derived.flags.forEach((flag, index) => {
+          const value = values[index]
+          if (value !== undefined && Option.isSome(value)) record[flag.field] = value.value
+        })
+        return Effect.succeed(record)
       }
     }
-  } else {
-    const record: Record<string, unknown> = {}
-    derived.flags.forEach((flag, index) => {
-      const value = values[index]
-      if (value !== undefined && Option.isSome(value)) record[flag.field] = value.value
-    })
-    encoded = record
-  }
-  return Schema.decodeUnknownEffect(task.input)(encoded).pipe(
-    Effect.mapError((error) => {
-      const field = firstField(error.issue)
-      const where = field === undefined ? "task input" : `--${kebab(field)}`
-      return new InputError({ message: `${where}: ${error.message}` })
-    })
-  )
+  })
+  return Effect.flatMap(encoded, (value) =>
+    Schema.decodeUnknownEffect(task.input)(value).pipe(
+      Effect.mapError((error) => {
+        const field = firstField(error.issue)
+        const where = field === undefined ? "task input" : `--${kebab(field)}`
+        return new InputError({ message: `${where}: ${error.message}` })
+      })
+    ))
 }
