@@ -473,11 +473,11 @@ const runOverSsh = Effect.fnUntraced(function*(
       quote(shellWords[0] ?? "")
     } ] && tb_b=1 || tb_b=0; echo ${pidMarker}$$:$tb_b >&2; unset tb_b; ${loginGuard}${merge}${command}`
   }
-  // A cached connection may turn out dead only when used. The command has not started then,
-  // so it is safe to start it once more on a fresh connection. A connection that could not be
-  // opened is not tried again here: `connectAttempts` has had its say.
-  // Whether the command was asked for on a connection that was open: then it may have started,
-  // even when its channel's answer never came.
+  // A cached connection may turn out dead only when used. When it was found dead before the
+  // command was asked for, it is safe to start it once more on a fresh connection; once asked
+  // for, the server may have started it even though its channel's answer never came, and a
+  // second start would run it twice. A connection that could not be opened is not tried again
+  // here: `connectAttempts` has had its say.
   let asked = false
   const start = (first: boolean): Effect.Effect<
     { readonly connection: Connection; readonly channel: CommandHandle },
@@ -487,12 +487,11 @@ const runOverSsh = Effect.fnUntraced(function*(
     Effect.flatMap(
       Effect.andThen(Effect.sync(() => void (asked = false)), ssh.connect(settings)),
       (connection) =>
-        Effect.suspend(() => {
-          asked = true
-          return connection.exec(lineFor(connection), { pty: settings.pty })
-        }).pipe(
+        Effect.suspend(() =>
+          connection.exec(lineFor(connection), { pty: settings.pty, onSent: () => void (asked = true) })
+        ).pipe(
           Effect.map((channel) => ({ connection, channel })),
-          Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
+          Effect.catchIf((error) => first && !asked && error.reason === "disconnected", () => start(false))
         )
     )
   const password = settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword)

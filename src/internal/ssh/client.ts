@@ -168,10 +168,11 @@ export const make = Effect.gen(function*() {
               held = false
               return slots.release(1)
             })
-            return yield* openChannel(target, client, state, command, options?.pty === true).pipe(
+            const pty = options?.pty === true
+            return yield* openChannel(target, client, state, command, pty, options?.onSent).pipe(
               Effect.catchIf(
                 (error) => isBusy(state, error),
-                () => retryBusy(state, openChannel(target, client, state, command, options?.pty === true))
+                () => retryBusy(state, openChannel(target, client, state, command, pty, options?.onSent))
               ),
               Effect.onError(() => giveBack)
             )

@@ -322,6 +322,12 @@ export interface Connection {
       readonly pty?: boolean | undefined
       readonly reserved?: boolean | undefined
       readonly alongside?: boolean | undefined
+      /**
+       * Called once the request has been handed to a connection that was open: from then on the
+       * server may run the command even when its answer never arrives. A failure before it
+       * means the command was never asked for, and can safely be asked for again elsewhere.
+       */
+      readonly onSent?: (() => void) | undefined
     }
   ) => Effect.Effect<CommandHandle, ConnectionError, Scope.Scope>
   /**

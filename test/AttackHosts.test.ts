@@ -1,0 +1,230 @@
+/**
+ * Attacks on what issue 14 promised for other servers and shells: Dropbear's one-channel-at-a-time
+ * rule under interruptions and timeouts, and the stop of a command whose process id never arrived.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { assert, describe, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import * as Operations from "../src/Operations.ts"
+import * as Settings from "../src/Settings.ts"
+import * as Ssh from "../src/Ssh.ts"
+import { type DropbearServer, readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
+import { FaultProxy } from "../tests-remote/faultProxy.ts"
+import { remoteProcesses } from "../tests-remote/server.ts"
+
+const dropbear = readDropbearFromEnv()
+
+const settingsFor = (server: DropbearServer, patch: Settings.Patch = {}) =>
+  Settings.settings({
+    keyFile: server.keyPath,
+    knownHostsFile: server.knownHostsPath,
+    hostKeyPolicy: "strict",
+    sshConfigFile: false,
+    useAgent: false,
+    quiet: true,
+    host: `${server.user}@127.0.0.1:${server.port}`,
+    ...patch
+  })
+
+const assertions = (server: DropbearServer): ReadonlyArray<string> =>
+  server.readLog().split("\n").filter((line) => line.includes("Failed assertion"))
+
+const mark = (name: string) => `tb-attack-${name}-${process.pid}-${randomBytes(4).toString("hex")}`
+
+/** Commands carrying `m` that run on the server (not the login shells and guards around them). */
+const running = (m: string) => remoteProcesses(m).filter((p) => !p.args.includes("__threadbare_pid_"))
+
+const waitUntil = (what: string, check: () => boolean, millis: number) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + millis
+    while (!check()) {
+      if (Date.now() > deadline) return assert.fail(what)
+      yield* Effect.sleep("25 millis")
+    }
+  })
+
+/** A proxy in front of Dropbear, with a known_hosts file naming its port. */
+const proxied = (server: DropbearServer) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const proxy = await FaultProxy.start({ port: server.port })
+      const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-hosts-"))
+      const key = fs.readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ").slice(1).join(" ")
+      const knownHosts = path.join(dir, "known_hosts")
+      fs.writeFileSync(knownHosts, `[127.0.0.1]:${proxy.port} ${key}\n`)
+      return { proxy, dir, knownHosts }
+    }),
+    ({ dir, proxy }) =>
+      Effect.promise(async () => {
+        proxy.cutNow()
+        await proxy.close()
+        fs.rmSync(dir, { recursive: true, force: true })
+      })
+  )
+
+describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
+  for (const shell of ["/bin/sh -c", "/bin/bash -c"]) {
+    it.live(
+      `a link lost before the process id arrived: stopped by its marker, a bystander spared (${shell})`,
+      () =>
+        Effect.gen(function*() {
+          const server = dropbear!
+          const { knownHosts, proxy } = yield* proxied(server)
+          const victim = mark("victim")
+          const bystander = mark("bystander")
+          const via = settingsFor(server, {
+            shell,
+            host: `${server.user}@127.0.0.1:${proxy.port}`,
+            knownHostsFile: knownHosts,
+            keepaliveInterval: Duration.millis(500),
+            keepaliveCountMax: 3
+          })
+          // A command of the same user on another connection, not through the proxy.
+          const spared = yield* Effect.forkChild(
+            Operations.remote(`sh -c 'sleep 60; echo $0' ${bystander}`, { warnOnly: true }).pipe(
+              Effect.provide(Ssh.layer),
+              settingsFor(server, { shell })
+            )
+          )
+          yield* waitUntil("bystander running", () => running(bystander).length > 0, 20_000)
+          const exit = yield* Effect.scoped(
+            Effect.gen(function*() {
+              yield* Operations.remote("true")
+              proxy.setLatency({ down: 1_000 })
+              const fiber = yield* Effect.forkChild(Operations.remote(`sh -c 'sleep 120; echo $0' ${victim}`))
+              yield* waitUntil("victim running", () => running(victim).length > 0, 20_000)
+              proxy.strand()
+              proxy.setLatency(0)
+              return yield* Effect.exit(Fiber.join(fiber))
+            }).pipe(Effect.provide(Ssh.layer), via)
+          )
+          assert.isTrue(Exit.isFailure(exit))
+          assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "ConnectionError")
+          yield* waitUntil(
+            `the victim still runs: ${running(victim).map((p) => p.args).join("; ")}`,
+            () => running(victim).length === 0,
+            20_000
+          )
+          assert.isAbove(running(bystander).length, 0, "the bystander was stopped too")
+          yield* Fiber.interrupt(spared)
+          assert.deepStrictEqual(assertions(server), [])
+        }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+      90_000
+    )
+  }
+
+  it.live(
+    "a connection cut after the command started, before its channel was confirmed: never run twice",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const { dir, knownHosts, proxy } = yield* proxied(server)
+        fs.chmodSync(dir, 0o777)
+        const log = path.join(dir, "runs")
+        const via = settingsFor(server, {
+          host: `${server.user}@127.0.0.1:${proxy.port}`,
+          knownHostsFile: knownHosts
+        })
+        const exit = yield* Effect.scoped(
+          Effect.gen(function*() {
+            yield* Operations.remote("true")
+            // Answers take a second: the command starts on the server while its channel's
+            // confirmation is still on its way, and then the link is cut.
+            proxy.setLatency({ down: 1_000 })
+            const fiber = yield* Effect.forkChild(Operations.remote(`echo run >> ${log}; echo done`))
+            yield* waitUntil("the command ran", () => fs.existsSync(log), 20_000)
+            proxy.cutNow()
+            proxy.setLatency(0)
+            return yield* Effect.exit(Fiber.join(fiber))
+          }).pipe(Effect.provide(Ssh.layer), via)
+        )
+        yield* Effect.sleep("1 second")
+        const runs = fs.readFileSync(log, "utf8").split("\n").filter((l) => l !== "").length
+        assert.strictEqual(runs, 1, `the command ran ${runs} times; the operation's exit: ${String(exit)}`)
+        assert.isTrue(Exit.isFailure(exit) && String(exit.cause).includes("ConnectionError"), String(exit))
+      }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
+  for (const shell of ["/bin/sh -c", "/bin/bash -c"]) {
+    it.live(
+      `interrupted at every moment of its start, beside other commands: stopped, bounded (${shell})`,
+      () =>
+        Effect.gen(function*() {
+          const server = dropbear!
+          const m = mark("moment")
+          const slowest: Array<number> = []
+          yield* Effect.scoped(
+            Effect.gen(function*() {
+              yield* Operations.remote("true")
+              const busy = yield* Effect.forkChild(
+                Effect.forever(Operations.remote("echo busy").pipe(Effect.ignore))
+              )
+              for (let delay = 0; delay < 60; delay += 2) {
+                const fiber = yield* Effect.forkChild(Operations.remote(`sh -c 'sleep 60; echo $0' ${m}`))
+                yield* Effect.sleep(Duration.millis(delay))
+                const start = Date.now()
+                yield* Fiber.interrupt(fiber)
+                const exit = yield* Fiber.await(fiber)
+                slowest.push(Date.now() - start)
+                assert.isTrue(
+                  Exit.hasInterrupts(exit) || Exit.isSuccess(exit),
+                  `delay ${delay}: ${String(exit)}`
+                )
+              }
+              yield* Fiber.interrupt(busy)
+            }).pipe(Effect.provide(Ssh.layer), settingsFor(server, { shell }))
+          )
+          yield* waitUntil(
+            `left running: ${running(m).map((p) => p.args).join("; ")}`,
+            () => running(m).length === 0,
+            20_000
+          )
+          assert.isAtMost(Math.max(...slowest), 8_000, `interrupt times ${slowest.join(",")}`)
+          assert.deepStrictEqual(assertions(server), [])
+        }).pipe(Effect.provide(NodeServices.layer)),
+      300_000
+    )
+  }
+
+  it.live(
+    "timeouts that race the command's own end, with other commands queued: only timeouts, no crash",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const before = assertions(server).length
+        const failures: Array<string> = []
+        for (let round = 0; round < 6; round++) {
+          const exits = yield* Effect.scoped(
+            Effect.all(
+              Array.from({ length: 24 }, (_, i) =>
+                Effect.exit(
+                  i % 2 === 0
+                    ? Operations.remote("sleep 0.1", { timeout: Duration.millis(80 + (i % 7) * 8) })
+                    : Operations.remote(`echo ${i}`)
+                )),
+              { concurrency: "unbounded" }
+            ).pipe(Effect.provide(Ssh.layer), settingsFor(server))
+          )
+          exits.forEach((exit, i) => {
+            if (Exit.isFailure(exit)) {
+              const text = String(exit.cause)
+              if (!(i % 2 === 0 && text.includes("CommandTimeout"))) {
+                failures.push(`round ${round} #${i}: ${text.slice(0, 160)}`)
+              }
+            }
+          })
+        }
+        assert.deepStrictEqual(failures, [])
+        assert.deepStrictEqual(assertions(server).slice(before), [])
+      }).pipe(Effect.provide(NodeServices.layer)),
+    300_000
+  )
+})
