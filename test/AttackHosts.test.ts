@@ -10,14 +10,17 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import * as Operations from "../src/Operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
+import * as Transfer from "../src/Transfer.ts"
 import { type DropbearServer, readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
 import { FaultProxy } from "../tests-remote/faultProxy.ts"
 import { remoteProcesses } from "../tests-remote/server.ts"
+import { failureOf } from "./support.ts"
 
 const dropbear = readDropbearFromEnv()
 
@@ -70,6 +73,44 @@ const proxied = (server: DropbearServer) =>
   )
 
 describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
+  for (const patch of [{ useSudo: true }, { useSudo: true, sudoUser: "nobody", remoteWorkingDir: "/" }]) {
+    it.live(
+      `a link lost before the process id arrived, under sudo: still stopped (${JSON.stringify(patch)})`,
+      () =>
+        Effect.gen(function*() {
+          const server = dropbear!
+          const { knownHosts, proxy } = yield* proxied(server)
+          const victim = mark("sudo-victim")
+          const via = settingsFor(server, {
+            host: `${server.user}@127.0.0.1:${proxy.port}`,
+            knownHostsFile: knownHosts,
+            keepaliveInterval: Duration.millis(500),
+            keepaliveCountMax: 3
+          })
+          const exit = yield* Effect.scoped(
+            Effect.gen(function*() {
+              yield* Operations.remote("true")
+              proxy.setLatency({ down: 1_000 })
+              const fiber = yield* Effect.forkChild(
+                Operations.remote(`sh -c 'sleep 120; echo $0' ${victim}`, patch)
+              )
+              yield* waitUntil("victim running", () => running(victim).length > 0, 20_000)
+              proxy.strand()
+              proxy.setLatency(0)
+              return yield* Effect.exit(Fiber.join(fiber))
+            }).pipe(Effect.provide(Ssh.layer), via)
+          )
+          assert.include(String(Exit.isFailure(exit) ? exit.cause : exit), "ConnectionError")
+          yield* waitUntil(
+            `the victim still runs: ${running(victim).map((p) => `${p.user} ${p.args}`).join("; ")}`,
+            () => running(victim).length === 0,
+            20_000
+          )
+        }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+      90_000
+    )
+  }
+
   for (const shell of ["/bin/sh -c", "/bin/bash -c"]) {
     it.live(
       `a link lost before the process id arrived: stopped by its marker, a bystander spared (${shell})`,
@@ -193,6 +234,85 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
       300_000
     )
   }
+
+  it.live(
+    "cut at random offsets of a mix with sudo, pty, input, transfers and a tunnel: typed errors only",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const { dir, knownHosts, proxy } = yield* proxied(server)
+        fs.chmodSync(dir, 0o777)
+        const local = path.join(dir, "local")
+        fs.mkdirSync(path.join(local, "tree", "sub"), { recursive: true })
+        fs.writeFileSync(path.join(local, "up.bin"), randomBytes(256 * 1024))
+        fs.writeFileSync(path.join(local, "tree", "sub", "f"), randomBytes(32 * 1024))
+        fs.writeFileSync(path.join(dir, "down.bin"), randomBytes(256 * 1024), { mode: 0o644 })
+        const via = settingsFor(server, {
+          host: `${server.user}@127.0.0.1:${proxy.port}`,
+          knownHostsFile: knownHosts,
+          connectAttempts: 1
+        })
+        // Reads the server's greeting through a forward to the server itself.
+        const throughTunnel = Effect.scoped(Effect.gen(function*() {
+          const port = yield* Ssh.forwardLocal({ remoteHost: "127.0.0.1", remotePort: server.port })
+          return yield* Effect.callback<string>((resume) => {
+            const socket = net.connect(port, "127.0.0.1")
+            socket.once("data", (data) => {
+              socket.destroy()
+              resume(Effect.succeed(String(data)))
+            })
+            socket.once("error", () => resume(Effect.succeed("")))
+            socket.once("close", () => resume(Effect.succeed("")))
+          }).pipe(Effect.timeout("10 seconds"))
+        }))
+        let seed = 14
+        const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+        const tags = new Map<string, number>()
+        const odd: Array<string> = []
+        for (let round = 0; round < 24; round++) {
+          const bytes = Math.floor(500 + random() * 400_000)
+          proxy.cutAfter(bytes)
+          const exits = yield* Effect.scoped(
+            Effect.all(
+              [
+                Operations.remote("echo a; sleep 0.3; echo b"),
+                Operations.remote("echo pty; sleep 0.2", { pty: true }),
+                Operations.remote("id -u; sleep 0.2", { useSudo: true }),
+                Operations.remote("id -u", { useSudo: true, pty: true }),
+                Transfer.upload(path.join(local, "up.bin"), path.join(dir, `up-${round}.bin`)),
+                Transfer.download(path.join(dir, "down.bin"), path.join(local, `down-${round}.bin`)),
+                Transfer.upload(path.join(local, "tree"), path.join(dir, `tree-${round}`)),
+                Transfer.upload({ content: "x".repeat(50_000) }, path.join(dir, `m-${round}`), {
+                  useSudo: true
+                }),
+                Transfer.download(path.join(dir, "down.bin"), undefined, { useSudo: true }),
+                throughTunnel
+              ].map((job) => Effect.exit(job as Effect.Effect<unknown, unknown, Ssh.SshConnections>)),
+              { concurrency: "unbounded" }
+            ).pipe(Effect.provide(Ssh.layer), via)
+          )
+          proxy.clearCut()
+          exits.forEach((exit, i) => {
+            if (Exit.isSuccess(exit)) return
+            let tag: string
+            try {
+              tag = (failureOf(exit) as { _tag: string })._tag
+            } catch (error) {
+              odd.push(`round ${round} (${bytes} bytes) job ${i}: ${String(error).slice(0, 300)}`)
+              return
+            }
+            tags.set(tag, (tags.get(tag) ?? 0) + 1)
+            if (!["ConnectionError", "TransferError", "TunnelError"].includes(tag)) {
+              odd.push(`round ${round} job ${i}: ${tag} ${String(failureOf(exit)).slice(0, 200)}`)
+            }
+          })
+        }
+        console.log("random cuts on Dropbear:", JSON.stringify([...tags]))
+        assert.deepStrictEqual(odd, [])
+        assert.deepStrictEqual(assertions(server), [])
+      }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+    300_000
+  )
 
   it.live(
     "timeouts that race the command's own end, with other commands queued: only timeouts, no crash",

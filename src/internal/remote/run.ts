@@ -303,14 +303,17 @@ const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
 /**
  * Stops the command whose process id never reached us (its connection dropped first), found by
  * the marker of its line: the watcher, forked from the login shell, keeps that line as its own
- * arguments, in the command's process group. The stopping shell's own group (whose `awk` carries
- * the marker too) is left out.
+ * arguments, in the command's process group; under sudo, sudo (the login shell once it `exec`ed)
+ * and the watcher inside it carry it in sudo's command line. The marker is written here in two
+ * halves, so that no process of this script (nor the login shell and sudo that run it) carries
+ * it whole: whatever the process groups of those, only the command's own processes match.
  */
-const killMarkedScript = (marker: string): string =>
-  `me=$(ps -e -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }'); ` +
-  `g=$(ps -e -o pgid= -o args= 2>/dev/null | awk -v m='${marker}' -v me="$me" ` +
-  `'index($0, m) && $1 != me { print $1; exit }'); [ -n "$g" ] || exit 0; ` +
-  stopProcesses("$g", "$g", "0")
+const killMarkedScript = (marker: string): string => {
+  const half = marker.length >> 1
+  return `g=$(ps -e -o pgid= -o args= 2>/dev/null | awk -v a='${marker.slice(0, half)}' -v b='${
+    marker.slice(half)
+  }' 'index($0, a b) { print $1; exit }'); [ -n "$g" ] || exit 0; ` + stopProcesses("$g", "$g", "0")
+}
 
 // What keeps a command from outliving its channel. sshd leaves a command without a pty running
 // when its session goes away (the controller killed, the network cut), so the command never
@@ -374,12 +377,10 @@ const awaitPid = (run: Run): Effect.Effect<void> =>
 
 /**
  * Whether a command can be stopped: by its process id, or else by its marker, which shows in the
- * process table where our watcher runs in the login shell: without a pty and outside sudo. There
- * the command is left to sshd's hang-up or to the watcher inside sudo, once the server sees its
- * connection gone.
+ * process table where our watcher runs: without a pty (in the login shell, or inside sudo). On a
+ * pty the command is left to sshd's hang-up, once the server sees its connection gone.
  */
-const canStop = (command: Stoppable, settings: Settings): boolean =>
-  command.pid !== undefined || !(command.pty || settings.useSudo)
+const canStop = (command: Stoppable): boolean => command.pid !== undefined || !command.pty
 
 const kill = (
   connection: Connection,
@@ -390,7 +391,7 @@ const kill = (
   Effect.gen(function*() {
     yield* before
     const pid = command.pid
-    if (!canStop(command, settings)) return
+    if (!canStop(command)) return
     const built = build({
       command: pid === undefined ? killMarkedScript(command.pidMarker) : killScript(pid),
       useShell: true,
@@ -424,7 +425,7 @@ const stopAfterDrop = (
   command: Stoppable,
   settings: Settings
 ): Effect.Effect<void> =>
-  !canStop(command, settings)
+  !canStop(command)
     ? Effect.void
     : Effect.scoped(Effect.flatMap(reconnect, (connection) => stopRemote(connection, command, settings)))
       .pipe(
@@ -439,9 +440,8 @@ const runOverSsh = Effect.fnUntraced(function*(
   sink: Sink,
   setRedact: (redact: (text: string) => string) => void
 ) {
-  const { prompt, sent, settings, startMarker } = request
+  const { pidMarker, prompt, sent, settings, startMarker } = request
   const ssh = yield* SshConnections
-  const pidMarker = yield* newMarker("pid")
   // `exec` keeps the login shell's process id for the command itself, so that a signal that
   // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
   // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
