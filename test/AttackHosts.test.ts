@@ -8,11 +8,13 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import { spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { killMarkedScript, newMarker } from "../src/internal/remote/run.ts"
 import * as Operations from "../src/Operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
@@ -73,6 +75,25 @@ const proxied = (server: DropbearServer) =>
   )
 
 describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
+  it.live(
+    "a command that prints marker-like lines keeps them, and its own process id report is not confused",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const fake = "__threadbare_pid_0123456789abcdef=1:1"
+        for (const patch of [{}, { pty: true }, { useSudo: true }, { combineStderr: true }]) {
+          const result = yield* Operations.remote(`echo ${fake} >&2; echo ${fake}; exit 4`, {
+            ...patch,
+            warnOnly: true
+          }).pipe(Effect.provide(Ssh.layer), settingsFor(server))
+          assert.strictEqual(result.exitCode, 4, JSON.stringify(patch))
+          const all = `${result.stdout}${result.stderr}`
+          assert.strictEqual(all.split(fake).length - 1, 2, `${JSON.stringify(patch)}: ${all}`)
+        }
+      }).pipe(Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
   for (const patch of [{ useSudo: true }, { useSudo: true, sudoUser: "nobody", remoteWorkingDir: "/" }]) {
     it.live(
       `a link lost before the process id arrived, under sudo: still stopped (${JSON.stringify(patch)})`,
@@ -346,5 +367,58 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
         assert.deepStrictEqual(assertions(server).slice(before), [])
       }).pipe(Effect.provide(NodeServices.layer)),
     300_000
+  )
+})
+
+describe("Attack: the marker stop under busybox", () => {
+  it.live(
+    "busybox's sh, ps and awk find and stop the marked group, and nothing else",
+    () =>
+      Effect.gen(function*() {
+        const busybox = ["/usr/bin/busybox", "/bin/busybox"].find((p) => fs.existsSync(p))
+        if (busybox === undefined) return
+        const bin = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-bb-"))
+        for (const tool of ["sh", "ps", "awk", "sleep"]) fs.symlinkSync(busybox, path.join(bin, tool))
+        const env = { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}` }
+        const marker = yield* newMarker("pid")
+        const other = yield* newMarker("pid")
+        // The marked "login shell" (a group of its own, as sshd makes it) with a child, and a
+        // bystander whose line holds another marker and the first one's two halves apart.
+        const half = marker.length >> 1
+        const start = (line: string) =>
+          spawn(path.join(bin, "sh"), ["-c", line], { env, detached: true, stdio: "ignore" })
+        const victim = start(`: ${marker}; sleep 60 & sleep 60; echo`)
+        const bystander = start(`: ${other} ${marker.slice(0, half)} ${marker.slice(half)}; sleep 60; echo`)
+        try {
+          yield* Effect.sleep("300 millis")
+          const run = spawnSync(path.join(bin, "sh"), ["-c", killMarkedScript(marker)], {
+            env,
+            encoding: "utf8"
+          })
+          assert.strictEqual(run.status, 0, run.stderr)
+          yield* waitUntil(
+            "the marked group still runs",
+            () => victim.exitCode !== null || victim.signalCode !== null,
+            10_000
+          )
+          const left = spawnSync("ps", ["-e", "-o", "pgid=,args="], { encoding: "utf8" }).stdout
+            .split("\n").filter((l) =>
+              l.trim().split(/\s+/)[0] === String(victim.pid) && !l.includes("<defunct>")
+            )
+          assert.deepStrictEqual(left, [])
+          assert.isNull(bystander.exitCode, "the bystander was stopped")
+          assert.isNull(bystander.signalCode, "the bystander was stopped")
+        } finally {
+          for (const child of [victim, bystander]) {
+            try {
+              process.kill(-child.pid!, "SIGKILL")
+            } catch {
+              // already gone
+            }
+          }
+          fs.rmSync(bin, { recursive: true, force: true })
+        }
+      }),
+    30_000
   )
 })

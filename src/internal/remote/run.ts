@@ -308,7 +308,7 @@ const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
  * halves, so that no process of this script (nor the login shell and sudo that run it) carries
  * it whole: whatever the process groups of those, only the command's own processes match.
  */
-const killMarkedScript = (marker: string): string => {
+export const killMarkedScript = (marker: string): string => {
   const half = marker.length >> 1
   return `g=$(ps -e -o pgid= -o args= 2>/dev/null | awk -v a='${marker.slice(0, half)}' -v b='${
     marker.slice(half)
