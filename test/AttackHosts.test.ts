@@ -76,6 +76,68 @@ const proxied = (server: DropbearServer) =>
 
 describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
   it.live(
+    "an SFTP server process stopped mid-transfer: the caller's timeout holds, and the connection serves on",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-sftp-"))
+        fs.chmodSync(dir, 0o755)
+        fs.writeFileSync(path.join(dir, "big.bin"), randomBytes(64 * 1024 * 1024), { mode: 0o644 })
+        const sftpServers = () => new Set(remoteProcesses("sftp-server").map((p) => p.pid))
+        const before = sftpServers()
+        const stopped: Array<number> = []
+        try {
+          yield* Effect.scoped(
+            Effect.gen(function*() {
+              yield* Operations.remote("true")
+              const fiber = yield* Effect.forkChild(
+                Transfer.download(path.join(dir, "big.bin")).pipe(Effect.timeout("4 seconds"), Effect.exit)
+              )
+              yield* waitUntil(
+                "an SFTP server of ours",
+                () => [...sftpServers()].some((p) => !before.has(p)),
+                10_000
+              )
+              for (const pid of sftpServers()) {
+                if (before.has(pid)) continue
+                process.kill(pid, "SIGSTOP")
+                stopped.push(pid)
+              }
+              const start = Date.now()
+              const exit = yield* Fiber.join(fiber)
+              const failed = Date.now() - start
+              assert.isTrue(Exit.isFailure(exit), String(exit))
+              assert.isAtMost(failed, 4_000 + 3_000, "the timeout, plus the session's bounded end")
+              // The connection, one channel at a time on this Dropbear, is free again.
+              const next = Date.now()
+              const again = yield* Operations.remote("echo again").pipe(Effect.timeout("10 seconds"))
+              assert.strictEqual(again.stdout, "again\n")
+              const small = yield* Transfer.upload({ content: "x" }, path.join(dir, "small")).pipe(
+                Effect.timeout("10 seconds"),
+                Effect.exit
+              )
+              console.log(
+                `stopped SFTP server: failed after ${failed} ms, next command in ${Date.now() - next} ms`
+              )
+              assert.isTrue(Exit.isSuccess(small) || String(small).includes("TransferError"), String(small))
+            }).pipe(Effect.provide(Ssh.layer), settingsFor(server))
+          )
+        } finally {
+          for (const pid of stopped) {
+            try {
+              process.kill(pid, "SIGKILL")
+              process.kill(pid, "SIGCONT")
+            } catch {
+              // gone
+            }
+          }
+          fs.rmSync(dir, { recursive: true, force: true })
+        }
+      }).pipe(Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
+  it.live(
     "a command that prints marker-like lines keeps them, and its own process id report is not confused",
     () =>
       Effect.gen(function*() {
