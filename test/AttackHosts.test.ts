@@ -76,6 +76,58 @@ const proxied = (server: DropbearServer) =>
 
 describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
   it.live(
+    "tree transfers, sudo transfers and commands interrupted at random moments: bounded, no deadlock, no crash",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const dir = fs.mkdtempSync(path.join(tmpdir(), "tb-attack-trees-"))
+        fs.chmodSync(dir, 0o777)
+        const tree = path.join(dir, "tree")
+        for (let i = 0; i < 20; i++) {
+          fs.mkdirSync(path.join(tree, `d${i % 4}`), { recursive: true })
+          fs.writeFileSync(path.join(tree, `d${i % 4}`, `f${i}`), randomBytes(40_000))
+        }
+        fs.chmodSync(tree, 0o755)
+        let seed = 7
+        const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+        const times: Array<number> = []
+        try {
+          yield* Effect.scoped(
+            Effect.gen(function*() {
+              for (let round = 0; round < 12; round++) {
+                const jobs = [
+                  Transfer.upload(tree, path.join(dir, `up-${round}`)),
+                  Transfer.download(tree, path.join(dir, `down-${round}`)),
+                  Transfer.upload({ content: "y".repeat(20_000) }, path.join(dir, `s-${round}`), {
+                    useSudo: true
+                  }),
+                  Operations.remote("sleep 0.05; echo a"),
+                  Operations.remote("sleep 1", { useSudo: true }),
+                  Operations.remote("echo b")
+                ].map((job) =>
+                  Effect.forkChild(Effect.exit(job as Effect.Effect<unknown, unknown, Ssh.SshConnections>))
+                )
+                const fibers = yield* Effect.all(jobs)
+                yield* Effect.sleep(Duration.millis(Math.floor(random() * 400)))
+                const start = Date.now()
+                yield* Effect.all(fibers.map((fiber) => Fiber.interrupt(fiber)), { concurrency: "unbounded" })
+                times.push(Date.now() - start)
+                const again = yield* Operations.remote("echo ok").pipe(Effect.timeout("15 seconds"))
+                assert.strictEqual(again.stdout, "ok\n", `round ${round}`)
+              }
+            }).pipe(Effect.provide(Ssh.layer), settingsFor(server))
+          )
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true })
+        }
+        console.log(`interrupting a Dropbear mix: ${times.join(", ")} ms`)
+        assert.isAtMost(Math.max(...times), 10_000)
+        assert.deepStrictEqual(assertions(server), [])
+      }).pipe(Effect.provide(NodeServices.layer)),
+    300_000
+  )
+
+  it.live(
     "an SFTP server process stopped mid-transfer: the caller's timeout holds, and the connection serves on",
     () =>
       Effect.gen(function*() {
