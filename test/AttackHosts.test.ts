@@ -8,6 +8,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
 import { spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -20,7 +21,7 @@ import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import * as Transfer from "../src/Transfer.ts"
 import { type DropbearServer, readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
-import { FaultProxy } from "../tests-remote/faultProxy.ts"
+import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { remoteProcesses } from "../tests-remote/server.ts"
 import { failureOf } from "./support.ts"
 
@@ -75,6 +76,100 @@ const proxied = (server: DropbearServer) =>
   )
 
 describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
+  it.live(
+    "a command whose connection is cut: what an earlier command left in the background keeps running",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const { knownHosts, proxy } = yield* proxied(server)
+        const daemon = mark("daemon")
+        const victim = mark("cut-victim")
+        const via = settingsFor(server, {
+          host: `${server.user}@127.0.0.1:${proxy.port}`,
+          knownHostsFile: knownHosts
+        })
+        try {
+          yield* Effect.scoped(
+            Effect.gen(function*() {
+              // A deploy starts a service in the background and ends; a later command on the same
+              // connection is cut off: only that command is stopped.
+              yield* Operations.remote(`sh -c 'sleep 120; echo $0' ${daemon} >/dev/null 2>&1 &`)
+              yield* waitUntil("daemon running", () => running(daemon).length > 0, 10_000)
+              const fiber = yield* Effect.forkChild(Operations.remote(`sh -c 'sleep 120; echo $0' ${victim}`))
+              yield* waitUntil("victim running", () => running(victim).length > 0, 10_000)
+              yield* Effect.sleep("300 millis")
+              proxy.cutNow()
+              yield* Effect.exit(Fiber.join(fiber))
+            }).pipe(Effect.provide(Ssh.layer), via)
+          )
+          yield* waitUntil("the victim still runs", () => running(victim).length === 0, 15_000)
+          // The guard's TERM, and its KILL 3 s later, would have come by now.
+          yield* Effect.sleep("4 seconds")
+          assert.isAbove(running(daemon).length, 0, "the background service was stopped with the cut command")
+        } finally {
+          for (const p of [...running(daemon), ...running(victim)]) {
+            try {
+              process.kill(p.pid, "SIGKILL")
+            } catch {
+              // gone
+            }
+          }
+        }
+      }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
+  it.live(
+    "a remote forward whose local destination answers only after the connection was cut: no defect",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const { knownHosts, proxy } = yield* proxied(server)
+        const hole = yield* Effect.promise(() => Blackhole.start())
+        const defects: Array<string> = []
+        const onUncaught = (error: unknown) => void defects.push(`uncaught: ${String(error)}`)
+        process.on("uncaughtException", onUncaught)
+        process.on("unhandledRejection", onUncaught)
+        const logged: Array<string> = []
+        const logger = Logger.make<unknown, void>(({ logLevel, message }) =>
+          void logged.push(`${logLevel}: ${String(message)}`)
+        )
+        try {
+          yield* Effect.scoped(
+            Effect.gen(function*() {
+              const port = yield* Ssh.forwardRemote({ remotePort: 0, localPort: hole.port })
+              // A connection to the server's port: the server hands it to us, and our connect to
+              // the destination hangs.
+              const socket = net.connect(port, "127.0.0.1")
+              socket.on("error", () => {})
+              yield* Effect.sleep("500 millis")
+              proxy.cutNow()
+              yield* Effect.sleep("200 millis")
+              // The destination goes: the connect fails (or succeeds) only now.
+              yield* Effect.promise(() => hole.close())
+              yield* Effect.sleep("4 seconds")
+              socket.destroy()
+            }).pipe(
+              Effect.provide(Ssh.layer),
+              settingsFor(server, {
+                host: `${server.user}@127.0.0.1:${proxy.port}`,
+                knownHostsFile: knownHosts
+              }),
+              Effect.provide(Logger.layer([logger])),
+              Effect.exit
+            )
+          )
+        } finally {
+          process.off("uncaughtException", onUncaught)
+          process.off("unhandledRejection", onUncaught)
+        }
+        console.log("logged:", logged)
+        assert.deepStrictEqual(defects, [])
+        assert.deepStrictEqual(logged.filter((l) => /unusable|Not connected|defect|unhandled/i.test(l)), [])
+      }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+    60_000
+  )
+
   it.live(
     "tree transfers, sudo transfers and commands interrupted at random moments: bounded, no deadlock, no crash",
     () =>

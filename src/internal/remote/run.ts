@@ -324,9 +324,13 @@ export const killMarkedScript = (marker: string): string => {
 // and every descendant, sparing only itself (it ignores the TERM it sends its own group). A
 // command that has ended leaves what it started in the background alone. The watcher finds its
 // own process id without bash's BASHPID: the parent of a `sh` it starts, and the group from the
-// whole table, since busybox's `ps` (Alpine's) knows no `-p`.
+// whole table, since busybox's `ps` (Alpine's) knows no `-p`. The group counts only when it is
+// the command's own, led by the shell or (under sudo) by sudo: Dropbear starts every command of a
+// connection in the group of its own process for that connection, and stopping that group would
+// stop whatever other commands of the connection left running in the background.
 const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
-  `me=$(exec sh -c 'echo $PPID'); g=$(ps -e -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }'); ` +
+  `me=$(exec sh -c 'echo $PPID'); ` +
+  `g=$(ps -e -o pid= -o ppid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p && ($3 == p || $3 == $2) { print $3 }'); ` +
   stopProcesses("$$", "$g", "$me")
 
 /**
