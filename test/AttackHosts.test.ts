@@ -77,6 +77,53 @@ const proxied = (server: DropbearServer) =>
 
 describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
   it.live(
+    "a link lost before the process id arrived: what an earlier command left in the background keeps running",
+    () =>
+      Effect.gen(function*() {
+        const server = dropbear!
+        const { knownHosts, proxy } = yield* proxied(server)
+        const daemon = mark("stranded-daemon")
+        const victim = mark("stranded-victim")
+        const via = settingsFor(server, {
+          host: `${server.user}@127.0.0.1:${proxy.port}`,
+          knownHostsFile: knownHosts,
+          keepaliveInterval: Duration.millis(500),
+          keepaliveCountMax: 3
+        })
+        try {
+          yield* Effect.scoped(
+            Effect.gen(function*() {
+              yield* Operations.remote(`sh -c 'sleep 120; echo $0' ${daemon} >/dev/null 2>&1 &`)
+              yield* waitUntil("daemon running", () => running(daemon).length > 0, 10_000)
+              proxy.setLatency({ down: 1_000 })
+              const fiber = yield* Effect.forkChild(Operations.remote(`sh -c 'sleep 120; echo $0' ${victim}`))
+              yield* waitUntil("victim running", () => running(victim).length > 0, 20_000)
+              proxy.strand()
+              proxy.setLatency(0)
+              yield* Effect.exit(Fiber.join(fiber))
+            }).pipe(Effect.provide(Ssh.layer), via)
+          )
+          yield* waitUntil("the victim still runs", () => running(victim).length === 0, 20_000)
+          yield* Effect.sleep("4 seconds")
+          assert.isAbove(
+            running(daemon).length,
+            0,
+            "the background service was stopped with the stranded command"
+          )
+        } finally {
+          for (const p of [...running(daemon), ...running(victim)]) {
+            try {
+              process.kill(p.pid, "SIGKILL")
+            } catch {
+              // gone
+            }
+          }
+        }
+      }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
+    90_000
+  )
+
+  it.live(
     "a command whose connection is cut: what an earlier command left in the background keeps running",
     () =>
       Effect.gen(function*() {

@@ -81,7 +81,7 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   // never arrived can still be found (by root) and stopped, as without sudo.
   const prelude = [
     ...(startMarker === undefined ? [] : [`echo ${startMarker} >&2`]),
-    ...(settings.pty ? [] : [`: ${pidMarker}`, guard("exec")])
+    ...(settings.pty ? [] : [`: ${pidMarker}`, guard("exec", true)])
   ]
   // Without a pty, sudo alone reads the channel (fd 4, see `lineFor`), for its password: the
   // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads

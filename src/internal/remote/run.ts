@@ -308,11 +308,21 @@ const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
  * halves, so that no process of this script (nor the login shell and sudo that run it) carries
  * it whole: whatever the process groups of those, only the command's own processes match.
  */
-export const killMarkedScript = (marker: string): string => {
+export const killMarkedScript = (marker: string, sharedGroup = false): string => {
   const half = marker.length >> 1
-  return `g=$(ps -e -o pgid= -o args= 2>/dev/null | awk -v a='${marker.slice(0, half)}' -v b='${
-    marker.slice(half)
-  }' 'index($0, a b) { print $1; exit }'); [ -n "$g" ] || exit 0; ` + stopProcesses("$g", "$g", "0")
+  const find = (print: string) =>
+    `ps -e -o pid= -o ppid= -o pgid= -o args= 2>/dev/null | awk -v a='${marker.slice(0, half)}' -v b='${
+      marker.slice(half)
+    }' 'index($0, a b) { ${print}; exit }'`
+  // Dropbear starts every command of a connection in the group of its process for that
+  // connection: there the group is left alone, and the command's shell is the marked process
+  // itself when the connection's process is its parent (the shell before its `exec`, or sudo),
+  // else the marked process's parent (the watcher's, the shell that `exec`ed the command).
+  if (sharedGroup) {
+    return `r=$(${find("print ($2 == $3 ? $1 : $2)")}); [ -n "$r" ] || exit 0; ` +
+      stopProcesses("$r", "", "0")
+  }
+  return `g=$(${find("print $3")}); [ -n "$g" ] || exit 0; ` + stopProcesses("$g", "$g", "0")
 }
 
 // What keeps a command from outliving its channel. sshd leaves a command without a pty running
@@ -328,9 +338,12 @@ export const killMarkedScript = (marker: string): string => {
 // the command's own, led by the shell or (under sudo) by sudo: Dropbear starts every command of a
 // connection in the group of its own process for that connection, and stopping that group would
 // stop whatever other commands of the connection left running in the background.
-const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
+const watcher = (underSudo: boolean) =>
+  `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
   `me=$(exec sh -c 'echo $PPID'); ` +
-  `g=$(ps -e -o pid= -o ppid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p && ($3 == p || $3 == $2) { print $3 }'); ` +
+  `g=$(ps -e -o pid= -o ppid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p && ($3 == p${
+    underSudo ? " || $3 == $2" : ""
+  }) { print $3 }'); ` +
   stopProcesses("$$", "$g", "$me")
 
 /**
@@ -342,8 +355,8 @@ const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; 
  * - `shared`: the command runs in this very shell: the watcher is started from a subshell that
  *   exits at once (a fork more, about 0.2 ms; bash's `disown` costs as much).
  */
-export const guard = (where: "exec" | "shared"): string => {
-  const start = `(${watcher}) <&3 >/dev/null 2>&1 &`
+export const guard = (where: "exec" | "shared", underSudo = false): string => {
+  const start = `(${watcher(underSudo)}) <&3 >/dev/null 2>&1 &`
   const started = where === "shared" ? `( ${start} );` : start
   return `exec 3<&0 </dev/null; ${started} exec 3<&-`
 }
@@ -397,7 +410,9 @@ const kill = (
     const pid = command.pid
     if (!canStop(command)) return
     const built = build({
-      command: pid === undefined ? killMarkedScript(command.pidMarker) : killScript(pid),
+      command: pid === undefined
+        ? killMarkedScript(command.pidMarker, /^dropbear/i.test(connection.serverSoftware ?? ""))
+        : killScript(pid),
       useShell: true,
       shell: "/bin/sh -c",
       useSudo: settings.useSudo,

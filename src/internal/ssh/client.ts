@@ -139,13 +139,15 @@ export const make = Effect.gen(function*() {
         Effect.mapError((error) => error._tag === "GatewayFailed" ? error.error : error)
       )
       // On a server whose channels must not run side by side, every command takes its turn.
-      const oneAtATime = ServerQuirks.runsOneChannelAtATime(ServerQuirks.serverSoftware(client))
+      const serverSoftware = ServerQuirks.serverSoftware(client)
+      const oneAtATime = ServerQuirks.runsOneChannelAtATime(serverSoftware)
       const permits = yield* Semaphore.make(oneAtATime ? 1 : target.maxChannels)
       const reserve = yield* Semaphore.make(1)
       const alongside = yield* Semaphore.make(1)
       const connection: LiveConnection = {
         target,
         isOpen: () => state.open,
+        serverSoftware,
         loginBash: Ref.makeUnsafe<string | undefined>(undefined),
         ...makeTunnels(target, client, state),
         exec: (command, options) =>
