@@ -61,6 +61,7 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
     ? `[threadbare ${yield* nonce}] sudo password:`
     : undefined
   const startMarker = prompt === undefined ? undefined : yield* newMarker("start")
+  const pidMarker = yield* newMarker("pid")
   const spec = {
     command,
     useShell: settings.useShell,
@@ -75,9 +76,12 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
   const built: BuiltCommand = yield* Effect.fromResult(build(spec))
   // What is sent: under sudo, the start marker and the guard run as the user sudo switched to
   // (who alone may stop the command); without sudo the login shell sets the guard up itself.
+  // The login shell's line, which holds the process id marker, is gone once it has `exec`ed
+  // sudo: sudo's own command line holds the marker instead, so that a command whose process id
+  // never arrived can still be found (by root) and stopped, as without sudo.
   const prelude = [
     ...(startMarker === undefined ? [] : [`echo ${startMarker} >&2`]),
-    ...(settings.pty ? [] : [guard("exec")])
+    ...(settings.pty ? [] : [`: ${pidMarker}`, guard("exec", true)])
   ]
   // Without a pty, sudo alone reads the channel (fd 4, see `lineFor`), for its password: the
   // rest of the line (`cd`, and with `useShell: false` whatever follows sudo's command) reads
@@ -93,7 +97,7 @@ const buildFor = Effect.fnUntraced(function*(command: string | ReadonlyArray<str
       ...(sudoSent && !settings.pty ? { sudoInputFd: 4 } : {})
     }))
     : built
-  return { built, sent, prompt, startMarker }
+  return { built, sent, prompt, startMarker, pidMarker }
 })
 
 /** Runs a command under `settings` in the envelope and returns its result, whatever its exit code. */
@@ -104,7 +108,7 @@ const execute = Effect.fnUntraced(function*(
 ) {
   const parsed = yield* hostOf(settings)
   yield* checkTimeout(settings.timeout)
-  const { built, prompt, sent, startMarker } = yield* buildFor(command, settings)
+  const { built, pidMarker, prompt, sent, startMarker } = yield* buildFor(command, settings)
   const transport = yield* RemoteTransport
   const request: RemoteRequest = {
     purpose,
@@ -116,6 +120,7 @@ const execute = Effect.fnUntraced(function*(
     sent,
     prompt,
     startMarker,
+    pidMarker,
     settings
   }
   // The transport learns what to mask (a sudo password, once written) only as the command runs.

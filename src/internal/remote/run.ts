@@ -303,14 +303,27 @@ const killScript = (pgid: string): string => stopProcesses(pgid, pgid, "0")
 /**
  * Stops the command whose process id never reached us (its connection dropped first), found by
  * the marker of its line: the watcher, forked from the login shell, keeps that line as its own
- * arguments, in the command's process group. The stopping shell's own group (whose `awk` carries
- * the marker too) is left out.
+ * arguments, in the command's process group; under sudo, sudo (the login shell once it `exec`ed)
+ * and the watcher inside it carry it in sudo's command line. The marker is written here in two
+ * halves, so that no process of this script (nor the login shell and sudo that run it) carries
+ * it whole: whatever the process groups of those, only the command's own processes match.
  */
-const killMarkedScript = (marker: string): string =>
-  `me=$(ps -e -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }'); ` +
-  `g=$(ps -e -o pgid= -o args= 2>/dev/null | awk -v m='${marker}' -v me="$me" ` +
-  `'index($0, m) && $1 != me { print $1; exit }'); [ -n "$g" ] || exit 0; ` +
-  stopProcesses("$g", "$g", "0")
+export const killMarkedScript = (marker: string, sharedGroup = false): string => {
+  const half = marker.length >> 1
+  const find = (print: string) =>
+    `ps -e -o pid= -o ppid= -o pgid= -o args= 2>/dev/null | awk -v a='${marker.slice(0, half)}' -v b='${
+      marker.slice(half)
+    }' 'index($0, a b) { ${print}; exit }'`
+  // Dropbear starts every command of a connection in the group of its process for that
+  // connection: there the group is left alone, and the command's shell is the marked process
+  // itself when the connection's process is its parent (the shell before its `exec`, or sudo),
+  // else the marked process's parent (the watcher's, the shell that `exec`ed the command).
+  if (sharedGroup) {
+    return `r=$(${find("print ($2 == $3 ? $1 : $2)")}); [ -n "$r" ] || exit 0; ` +
+      stopProcesses("$r", "", "0")
+  }
+  return `g=$(${find("print $3")}); [ -n "$g" ] || exit 0; ` + stopProcesses("$g", "$g", "0")
+}
 
 // What keeps a command from outliving its channel. sshd leaves a command without a pty running
 // when its session goes away (the controller killed, the network cut), so the command never
@@ -321,9 +334,16 @@ const killMarkedScript = (marker: string): string =>
 // and every descendant, sparing only itself (it ignores the TERM it sends its own group). A
 // command that has ended leaves what it started in the background alone. The watcher finds its
 // own process id without bash's BASHPID: the parent of a `sh` it starts, and the group from the
-// whole table, since busybox's `ps` (Alpine's) knows no `-p`.
-const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
-  `me=$(exec sh -c 'echo $PPID'); g=$(ps -e -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }'); ` +
+// whole table, since busybox's `ps` (Alpine's) knows no `-p`. The group counts only when it is
+// the command's own, led by the shell or (under sudo) by sudo: Dropbear starts every command of a
+// connection in the group of its own process for that connection, and stopping that group would
+// stop whatever other commands of the connection left running in the background.
+const watcher = (underSudo: boolean) =>
+  `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; trap '' TERM; ` +
+  `me=$(exec sh -c 'echo $PPID'); ` +
+  `g=$(ps -e -o pid= -o ppid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p && ($3 == p${
+    underSudo ? " || $3 == $2" : ""
+  }) { print $3 }'); ` +
   stopProcesses("$$", "$g", "$me")
 
 /**
@@ -335,8 +355,8 @@ const watcher = `while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; 
  * - `shared`: the command runs in this very shell: the watcher is started from a subshell that
  *   exits at once (a fork more, about 0.2 ms; bash's `disown` costs as much).
  */
-export const guard = (where: "exec" | "shared"): string => {
-  const start = `(${watcher}) <&3 >/dev/null 2>&1 &`
+export const guard = (where: "exec" | "shared", underSudo = false): string => {
+  const start = `(${watcher(underSudo)}) <&3 >/dev/null 2>&1 &`
   const started = where === "shared" ? `( ${start} );` : start
   return `exec 3<&0 </dev/null; ${started} exec 3<&-`
 }
@@ -374,12 +394,10 @@ const awaitPid = (run: Run): Effect.Effect<void> =>
 
 /**
  * Whether a command can be stopped: by its process id, or else by its marker, which shows in the
- * process table where our watcher runs in the login shell: without a pty and outside sudo. There
- * the command is left to sshd's hang-up or to the watcher inside sudo, once the server sees its
- * connection gone.
+ * process table where our watcher runs: without a pty (in the login shell, or inside sudo). On a
+ * pty the command is left to sshd's hang-up, once the server sees its connection gone.
  */
-const canStop = (command: Stoppable, settings: Settings): boolean =>
-  command.pid !== undefined || !(command.pty || settings.useSudo)
+const canStop = (command: Stoppable): boolean => command.pid !== undefined || !command.pty
 
 const kill = (
   connection: Connection,
@@ -390,9 +408,11 @@ const kill = (
   Effect.gen(function*() {
     yield* before
     const pid = command.pid
-    if (!canStop(command, settings)) return
+    if (!canStop(command)) return
     const built = build({
-      command: pid === undefined ? killMarkedScript(command.pidMarker) : killScript(pid),
+      command: pid === undefined
+        ? killMarkedScript(command.pidMarker, /^dropbear/i.test(connection.serverSoftware ?? ""))
+        : killScript(pid),
       useShell: true,
       shell: "/bin/sh -c",
       useSudo: settings.useSudo,
@@ -424,7 +444,7 @@ const stopAfterDrop = (
   command: Stoppable,
   settings: Settings
 ): Effect.Effect<void> =>
-  !canStop(command, settings)
+  !canStop(command)
     ? Effect.void
     : Effect.scoped(Effect.flatMap(reconnect, (connection) => stopRemote(connection, command, settings)))
       .pipe(
@@ -439,9 +459,8 @@ const runOverSsh = Effect.fnUntraced(function*(
   sink: Sink,
   setRedact: (redact: (text: string) => string) => void
 ) {
-  const { prompt, sent, settings, startMarker } = request
+  const { pidMarker, prompt, sent, settings, startMarker } = request
   const ssh = yield* SshConnections
-  const pidMarker = yield* newMarker("pid")
   // `exec` keeps the login shell's process id for the command itself, so that a signal that
   // kills the command is reported as such; without our shell the line may be a list (`cd && ...`).
   // Without a pty, streams are merged on the server with `2>&1`: a pty costs a round trip per
@@ -473,11 +492,11 @@ const runOverSsh = Effect.fnUntraced(function*(
       quote(shellWords[0] ?? "")
     } ] && tb_b=1 || tb_b=0; echo ${pidMarker}$$:$tb_b >&2; unset tb_b; ${loginGuard}${merge}${command}`
   }
-  // A cached connection may turn out dead only when used. The command has not started then,
-  // so it is safe to start it once more on a fresh connection. A connection that could not be
-  // opened is not tried again here: `connectAttempts` has had its say.
-  // Whether the command was asked for on a connection that was open: then it may have started,
-  // even when its channel's answer never came.
+  // A cached connection may turn out dead only when used. When it was found dead before the
+  // command was asked for, it is safe to start it once more on a fresh connection; once asked
+  // for, the server may have started it even though its channel's answer never came, and a
+  // second start would run it twice. A connection that could not be opened is not tried again
+  // here: `connectAttempts` has had its say.
   let asked = false
   const start = (first: boolean): Effect.Effect<
     { readonly connection: Connection; readonly channel: CommandHandle },
@@ -487,12 +506,11 @@ const runOverSsh = Effect.fnUntraced(function*(
     Effect.flatMap(
       Effect.andThen(Effect.sync(() => void (asked = false)), ssh.connect(settings)),
       (connection) =>
-        Effect.suspend(() => {
-          asked = true
-          return connection.exec(lineFor(connection), { pty: settings.pty })
-        }).pipe(
+        Effect.suspend(() =>
+          connection.exec(lineFor(connection), { pty: settings.pty, onSent: () => void (asked = true) })
+        ).pipe(
           Effect.map((channel) => ({ connection, channel })),
-          Effect.catchIf((error) => first && error.reason === "disconnected", () => start(false))
+          Effect.catchIf((error) => first && !asked && error.reason === "disconnected", () => start(false))
         )
     )
   const password = settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword)

@@ -34,6 +34,12 @@ export interface RemoteRequest {
   readonly prompt: string | undefined
   /** The marker printed under sudo once the command starts. */
   readonly startMarker: string | undefined
+  /**
+   * The marker the login shell reports its process id with. Under sudo without a pty, `sent`
+   * carries it too, inside sudo's command line: the command is found by it when its process id
+   * never arrived.
+   */
+  readonly pidMarker: string
   /** The settings of this call (`useSudo`, `sudoUser`, `remoteWorkingDir`, `env`, `pty`...). */
   readonly settings: Settings
 }

@@ -212,12 +212,17 @@ export const openChannel = (
   client: Client,
   state: ConnectionState,
   command: string,
-  pty: boolean
+  pty: boolean,
+  onSent?: () => void
 ): Effect.Effect<CommandHandle, ConnectionError, Scope.Scope> => {
   const acquire = Effect.suspend(() =>
     state.open
       ? request<ClientChannel>({
-        send: (callback) => client.exec(command, pty ? { pty: ptyOptions } : {}, callback),
+        // ssh2 throws, having sent nothing, on a socket it knows is gone.
+        send: (callback) => {
+          client.exec(command, pty ? { pty: ptyOptions } : {}, callback)
+          onSent?.()
+        },
         failed: (error) => state.open ? classify(target, error) : state.lastError ?? classify(target, error),
         lost: (cause) => lostConnection(target, state, cause),
         // Its requester is gone: close it now; nothing of it is wanted.

@@ -139,13 +139,15 @@ export const make = Effect.gen(function*() {
         Effect.mapError((error) => error._tag === "GatewayFailed" ? error.error : error)
       )
       // On a server whose channels must not run side by side, every command takes its turn.
-      const oneAtATime = ServerQuirks.runsOneChannelAtATime(ServerQuirks.serverSoftware(client))
+      const serverSoftware = ServerQuirks.serverSoftware(client)
+      const oneAtATime = ServerQuirks.runsOneChannelAtATime(serverSoftware)
       const permits = yield* Semaphore.make(oneAtATime ? 1 : target.maxChannels)
       const reserve = yield* Semaphore.make(1)
       const alongside = yield* Semaphore.make(1)
       const connection: LiveConnection = {
         target,
         isOpen: () => state.open,
+        serverSoftware,
         loginBash: Ref.makeUnsafe<string | undefined>(undefined),
         ...makeTunnels(target, client, state),
         exec: (command, options) =>
@@ -168,10 +170,11 @@ export const make = Effect.gen(function*() {
               held = false
               return slots.release(1)
             })
-            return yield* openChannel(target, client, state, command, options?.pty === true).pipe(
+            const pty = options?.pty === true
+            return yield* openChannel(target, client, state, command, pty, options?.onSent).pipe(
               Effect.catchIf(
                 (error) => isBusy(state, error),
-                () => retryBusy(state, openChannel(target, client, state, command, options?.pty === true))
+                () => retryBusy(state, openChannel(target, client, state, command, pty, options?.onSent))
               ),
               Effect.onError(() => giveBack)
             )

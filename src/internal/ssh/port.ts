@@ -298,6 +298,11 @@ export interface RemoteForwardOptions {
 export interface Connection {
   readonly target: Target
   /** Whether the connection is still up. */
+  /**
+   * The software the server announced (`dropbear_2022.83`, `OpenSSH_9.2p1 ...`), when known: how
+   * the server groups the processes of a command depends on it.
+   */
+  readonly serverSoftware?: string | undefined
   readonly isOpen: () => boolean
   /**
    * What remote commands learned about the login shell of this connection's user: the path of
@@ -322,6 +327,12 @@ export interface Connection {
       readonly pty?: boolean | undefined
       readonly reserved?: boolean | undefined
       readonly alongside?: boolean | undefined
+      /**
+       * Called once the request has been handed to a connection that was open: from then on the
+       * server may run the command even when its answer never arrives. A failure before it
+       * means the command was never asked for, and can safely be asked for again elsewhere.
+       */
+      readonly onSent?: (() => void) | undefined
     }
   ) => Effect.Effect<CommandHandle, ConnectionError, Scope.Scope>
   /**
