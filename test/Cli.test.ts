@@ -463,105 +463,111 @@ describe("threadbare command", () => {
     assert.notInclude(rerun.stdout, `[${h1}]`)
   })
 
-  it("installs from its packed tarball into an empty project: help, ad-hoc, put and get, a typed task, --json", {
-    timeout: 120_000
-  }, async () => {
-    // The tarball is packed from a copy of what `files` publishes, with dist built into it, so
-    // the checkout's own dist/ is left alone.
-    const stage = path.join(work, "stage")
-    fs.mkdirSync(stage)
-    fs.copyFileSync(path.join(root, "package.json"), path.join(stage, "package.json"))
-    fs.copyFileSync(path.join(root, "README.md"), path.join(stage, "README.md"))
-    fs.cpSync(path.join(root, "src"), path.join(stage, "src"), { recursive: true })
-    const built = await exec(process.execPath, [
-      tsc,
-      "-p",
-      "tsconfig.build.json",
-      "--outDir",
-      path.join(stage, "dist")
-    ], root)
-    assert.strictEqual(built.code, 0, built.stdout)
-    const packed = await exec(
-      "npm",
-      ["pack", "--ignore-scripts", "--silent", "--pack-destination", work],
-      stage
-    )
-    assert.strictEqual(packed.code, 0, packed.stderr)
-    const tarball = path.join(work, packed.stdout.trim().split("\n").at(-1)!)
+  it(
+    "installs from its packed tarball into an empty project: help, ad-hoc, put and get, a typed task, --json",
+    {
+      timeout: 120_000
+    },
+    async () => {
+      // The tarball is packed from a copy of what `files` publishes, with dist built into it, so
+      // the checkout's own dist/ is left alone.
+      const stage = path.join(work, "stage")
+      fs.mkdirSync(stage)
+      fs.copyFileSync(path.join(root, "package.json"), path.join(stage, "package.json"))
+      fs.copyFileSync(path.join(root, "README.md"), path.join(stage, "README.md"))
+      fs.cpSync(path.join(root, "src"), path.join(stage, "src"), { recursive: true })
+      const built = await exec(process.execPath, [
+        tsc,
+        "-p",
+        "tsconfig.build.json",
+        "--outDir",
+        path.join(stage, "dist")
+      ], root)
+      assert.strictEqual(built.code, 0, built.stdout)
+      const packed = await exec(
+        "npm",
+        ["pack", "--ignore-scripts", "--silent", "--pack-destination", work],
+        stage
+      )
+      assert.strictEqual(packed.code, 0, packed.stderr)
+      const tarball = path.join(work, packed.stdout.trim().split("\n").at(-1)!)
 
-    const empty = path.join(work, "empty")
-    fs.mkdirSync(empty)
-    fs.writeFileSync(
-      path.join(empty, "package.json"),
-      JSON.stringify({ name: "empty", private: true, type: "module" })
-    )
-    const installed = await exec("npm", ["install", "--no-audit", "--no-fund", tarball], empty)
-    assert.strictEqual(installed.code, 0, installed.stderr)
+      const empty = path.join(work, "empty")
+      fs.mkdirSync(empty)
+      fs.writeFileSync(
+        path.join(empty, "package.json"),
+        JSON.stringify({ name: "empty", private: true, type: "module" })
+      )
+      const installed = await exec("npm", ["install", "--no-audit", "--no-fund", tarball], empty)
+      assert.strictEqual(installed.code, 0, installed.stderr)
 
-    const threadbare = path.join(empty, "node_modules", ".bin", "threadbare")
-    const help = await exec(threadbare, ["--help"], empty)
-    assert.strictEqual(help.code, 0, help.stderr)
-    assert.include(help.stdout, "USAGE")
-    const ran = await exec(threadbare, ["-H", `${h1},${h2}`, ...connection, "--", "echo installed"], empty)
-    assert.strictEqual(ran.code, 0, ran.stderr)
-    assert.include(ran.stdout, `[${h1}] out: installed`)
-    assert.include(ran.stdout, `[${h2}] out: installed`)
+      const threadbare = path.join(empty, "node_modules", ".bin", "threadbare")
+      const help = await exec(threadbare, ["--help"], empty)
+      assert.strictEqual(help.code, 0, help.stderr)
+      assert.include(help.stdout, "USAGE")
+      const ran = await exec(threadbare, ["-H", `${h1},${h2}`, ...connection, "--", "echo installed"], empty)
+      assert.strictEqual(ran.code, 0, ran.stderr)
+      assert.include(ran.stdout, `[${h1}] out: installed`)
+      assert.include(ran.stdout, `[${h2}] out: installed`)
 
-    // A put and a get through sudo (the hosts are this machine: root writes beside the test).
-    const local = path.join(empty, "payload.bin")
-    fs.writeFileSync(local, randomBytes(300_000))
-    const remote = path.join(work, "packed-put.bin")
-    const put = await exec(
-      threadbare,
-      ["put", local, remote, "-H", `${h1},${h2}`, ...connection, "--sudo"],
-      empty
-    )
-    assert.strictEqual(put.code, 0, put.stderr)
-    assert.strictEqual(sha256(remote), sha256(local))
-    const got = await exec(
-      threadbare,
-      ["get", remote, path.join(empty, "got-{host}.bin"), "-H", `${h1},${h2}`, ...connection, "--sudo"],
-      empty
-    )
-    assert.strictEqual(got.code, 0, got.stderr)
-    for (const host of [h1, h2]) {
-      assert.strictEqual(sha256(path.join(empty, `got-${host}.bin`)), sha256(local))
+      // A put and a get through sudo (the hosts are this machine: root writes beside the test).
+      const local = path.join(empty, "payload.bin")
+      fs.writeFileSync(local, randomBytes(300_000))
+      const remote = path.join(work, "packed-put.bin")
+      const put = await exec(
+        threadbare,
+        ["put", local, remote, "-H", `${h1},${h2}`, ...connection, "--sudo"],
+        empty
+      )
+      assert.strictEqual(put.code, 0, put.stderr)
+      assert.strictEqual(sha256(remote), sha256(local))
+      const got = await exec(
+        threadbare,
+        ["get", remote, path.join(empty, "got-{host}.bin"), "-H", `${h1},${h2}`, ...connection, "--sudo"],
+        empty
+      )
+      assert.strictEqual(got.code, 0, got.stderr)
+      for (const host of [h1, h2]) {
+        assert.strictEqual(sha256(path.join(empty, `got-${host}.bin`)), sha256(local))
+      }
+
+      // A task of the project's own, with flags from its input Schema, its events as JSON lines.
+      fs.copyFileSync(path.join(root, "test", "fixtures", "cli-tasks.ts"), path.join(empty, "tasks.ts"))
+      const task = await exec(threadbare, [
+        "run",
+        "tasks.ts",
+        "deploy",
+        "--release",
+        "42",
+        "--channel",
+        "beta",
+        "-H",
+        `${h1},${h2}`,
+        ...connection,
+        "--mode",
+        "fibers",
+        "--json"
+      ], empty)
+      assert.strictEqual(task.code, 0, task.stderr)
+      const events = task.stdout.trim().split("\n").map((line) =>
+        Schema.decodeUnknownSync(Event)(JSON.parse(line))
+      )
+      const lines = events.flatMap((e) => (e._tag === "OutputLine" ? [`${e.host}:${e.line}`] : []))
+      for (const host of [h1, h2]) {
+        assert.include(lines, `${host}:release=42 channel=beta note=- verbose=false`)
+      }
+      const badFlag = await exec(threadbare, [
+        "run",
+        "tasks.ts",
+        "deploy",
+        "--release",
+        "x",
+        "--channel",
+        "beta",
+        "-H",
+        h1
+      ], empty)
+      assert.strictEqual(badFlag.code, 2, badFlag.stderr)
     }
-
-    // A task of the project's own, with flags from its input Schema, its events as JSON lines.
-    fs.copyFileSync(path.join(root, "test", "fixtures", "cli-tasks.ts"), path.join(empty, "tasks.ts"))
-    const task = await exec(threadbare, [
-      "run",
-      "tasks.ts",
-      "deploy",
-      "--release",
-      "42",
-      "--channel",
-      "beta",
-      "-H",
-      `${h1},${h2}`,
-      ...connection,
-      "--mode",
-      "fibers",
-      "--json"
-    ], empty)
-    assert.strictEqual(task.code, 0, task.stderr)
-    const events = task.stdout.trim().split("\n").map((line) =>
-      Schema.decodeUnknownSync(Event)(JSON.parse(line))
-    )
-    const lines = events.flatMap((e) => (e._tag === "OutputLine" ? [`${e.host}:${e.line}`] : []))
-    for (const host of [h1, h2]) assert.include(lines, `${host}:release=42 channel=beta note=- verbose=false`)
-    const badFlag = await exec(threadbare, [
-      "run",
-      "tasks.ts",
-      "deploy",
-      "--release",
-      "x",
-      "--channel",
-      "beta",
-      "-H",
-      h1
-    ], empty)
-    assert.strictEqual(badFlag.code, 2, badFlag.stderr)
-  })
+  )
 })
