@@ -14,6 +14,7 @@ import * as Execute from "../../Execute.ts"
 import * as Report from "../../Report.ts"
 import { settings } from "../../Settings.ts"
 import type { Task } from "../../Task.ts"
+import { parseHostString } from "../settings/hostString.ts"
 import * as ExitCodes from "./exitCodes.ts"
 import { resolveHosts, rollingOptions, settingsPatch, type Shared } from "./options.ts"
 
@@ -108,6 +109,16 @@ export const runOnHosts = <I, A, E>(options: {
       return yield* new ExitCodes.UsageError({
         message: "no hosts: give -H, --hosts-file or --ssh-config-hosts"
       })
+    }
+    // A malformed host would otherwise be found only when its turn comes, after the hosts before
+    // it have run: exit 2 promises that nothing ran.
+    for (const host of hosts) {
+      const parsed = parseHostString(host)
+      if (parsed._tag === "Failure") {
+        return yield* new ExitCodes.UsageError({
+          message: `${JSON.stringify(host)}: ${parsed.failure.detail}`
+        })
+      }
     }
     const problem = options.checkHosts?.(hosts)
     if (problem !== undefined) return yield* new ExitCodes.UsageError({ message: problem })

@@ -1,0 +1,185 @@
+/**
+ * Attacks on the `threadbare` command's promises (README "Command line"): hostile hosts, a
+ * `{host}` that climbs out of its directory, files that are not files, counts that make no sense.
+ * The command is built into a consumer project in /tmp as in Cli.test.ts and run against the
+ * throwaway OpenSSH server, whose hosts are this machine.
+ */
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { readServerFromEnv, type ServerDescription } from "../tests-remote/server.ts"
+
+const root = path.resolve(import.meta.dirname, "..")
+const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
+
+interface Ran {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs a program to its end, killed with SIGKILL after `millis` (a hang shows as that signal). */
+const exec = (
+  file: string,
+  args: ReadonlyArray<string>,
+  cwd: string,
+  millis = 60_000
+): Promise<Ran> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      cwd,
+      env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` },
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: millis,
+      killSignal: "SIGKILL"
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("error", reject)
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+
+describe("threadbare command under attack", () => {
+  let work = ""
+  let project = ""
+  let bin = ""
+  let server: ServerDescription
+  let h1 = ""
+  let connection: ReadonlyArray<string> = []
+  // A port that refuses every connection: an attempt to connect ends with exit 3, not 2.
+  let refusing: ReadonlyArray<string> = []
+
+  const cli = (...args: ReadonlyArray<string>) => exec(process.execPath, [bin, ...args], project)
+
+  beforeAll(async () => {
+    server = readServerFromEnv()
+    h1 = server.hosts[0]!
+    connection = [
+      "--port",
+      String(server.port),
+      "--user",
+      server.user,
+      "--key",
+      server.keyPath,
+      "--known-hosts",
+      server.knownHostsPath,
+      "--host-key-policy",
+      "strict",
+      "--no-agent",
+      "--ssh-config",
+      "none"
+    ]
+    refusing = [
+      ...connection.map((arg) => (arg === String(server.port) ? "1" : arg)),
+      "--connect-attempts",
+      "1"
+    ]
+    work = fs.mkdtempSync(path.join(tmpdir(), "tbattack-"))
+    project = path.join(work, "consumer")
+    const pkg = path.join(project, "node_modules", "effect-threadbare")
+    const modules = path.join(project, "node_modules")
+    fs.mkdirSync(modules, { recursive: true })
+    for (const name of fs.readdirSync(path.join(root, "node_modules"))) {
+      if (name.startsWith(".") || name === "effect-threadbare") continue
+      fs.symlinkSync(path.join(root, "node_modules", name), path.join(modules, name))
+    }
+    const built = await exec(process.execPath, [
+      tsc,
+      "-p",
+      "tsconfig.build.json",
+      "--outDir",
+      path.join(pkg, "dist")
+    ], root)
+    assert.strictEqual(built.code, 0, `the package builds: ${built.stdout}${built.stderr}`)
+    fs.copyFileSync(path.join(root, "package.json"), path.join(pkg, "package.json"))
+    fs.copyFileSync(path.join(root, "test", "fixtures", "cli-tasks.ts"), path.join(project, "tasks.ts"))
+    fs.writeFileSync(path.join(project, "package.json"), JSON.stringify({ name: "consumer", type: "module" }))
+    bin = path.join(pkg, "dist", "bin", "threadbare.js")
+  })
+
+  afterAll(() => {
+    if (work !== "") fs.rmSync(work, { recursive: true, force: true })
+  })
+
+  it("refuses a malformed host before any host is touched, and in --dry-run too", async () => {
+    const marker = path.join(work, `touched-${randomBytes(4).toString("hex")}`)
+    // The good host comes first: were hosts only checked as each one runs, it would have run.
+    const ran = await cli("-H", `${h1},a b`, ...connection, "--", `touch ${marker}`)
+    assert.strictEqual(ran.code, 2, ran.stderr)
+    assert.isFalse(fs.existsSync(marker), "nothing ran on the good host")
+    assert.include(ran.stderr, "a b")
+    const dry = await cli("-H", `${h1},-oProxyCommand=id`, ...refusing, "--dry-run", "--", "true")
+    assert.strictEqual(dry.code, 2, dry.stderr)
+    assert.notInclude(dry.stdout, "would run")
+  })
+
+  it("get: a host named `..` does not take {host} out of its directory", async () => {
+    const logs = path.join(work, "logs")
+    fs.mkdirSync(logs, { recursive: true })
+    // An ssh_config alias `..` is a valid host name for the library; as a path segment it climbs.
+    const ran = await cli(
+      "get",
+      "/etc/hostname",
+      path.join(logs, "{host}", "hostname"),
+      "-H",
+      `${h1},..`,
+      ...refusing
+    )
+    assert.strictEqual(ran.code, 2, ran.stderr)
+    assert.include(ran.stderr, "{host}")
+    assert.notInclude(ran.stdout, "get:")
+  })
+
+  it("refuses --parallel 0 or negative with exit 2", async () => {
+    for (const n of ["0", "-3"]) {
+      const ran = await cli("-H", h1, ...refusing, "--parallel", n, "--", "true")
+      assert.strictEqual(ran.code, 2, `--parallel ${n}: ${ran.stderr}`)
+      assert.include(ran.stderr, "--parallel")
+    }
+    const workers = await cli(
+      "run",
+      "tasks.ts",
+      "deploy",
+      "--release",
+      "1",
+      "--channel",
+      "beta",
+      "--workers",
+      "0",
+      "-H",
+      h1,
+      ...refusing
+    )
+    assert.strictEqual(workers.code, 2, workers.stderr)
+    assert.include(workers.stderr, "--workers")
+  })
+
+  it(
+    "a FIFO or a directory as --hosts-file, --rerun-failed or a task module is a usage error, not a hang",
+    async () => {
+      const fifo = path.join(work, "fifo")
+      fs.rmSync(fifo, { force: true })
+      await exec("mkfifo", [fifo], work)
+      const cases: ReadonlyArray<ReadonlyArray<string>> = [
+        ["--hosts-file", fifo, ...refusing, "--", "true"],
+        ["--hosts-file", work, ...refusing, "--", "true"],
+        ["-H", h1, "--rerun-failed", fifo, ...refusing, "--", "true"],
+        ["-H", h1, "--rerun-failed", work, ...refusing, "--", "true"],
+        ["--ssh-config", fifo, "--ssh-config-hosts", "x", "--", "true"],
+        ["run", fifo, "deploy", "-H", h1, ...refusing]
+      ]
+      for (const args of cases) {
+        const ran = await exec(process.execPath, [bin, ...args], project, 15_000)
+        assert.strictEqual(ran.signal, null, `${args.join(" ")}: hung`)
+        assert.strictEqual(ran.code, 2, `${args.join(" ")}: ${ran.stderr}`)
+      }
+    },
+    120_000
+  )
+})
