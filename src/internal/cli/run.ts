@@ -122,6 +122,17 @@ export const runOnHosts = <I, A, E>(options: {
     }
     const problem = options.checkHosts?.(hosts)
     if (problem !== undefined) return yield* new ExitCodes.UsageError({ message: problem })
+    // Zero or fewer hosts or workers at once would be read as some default rather than refused.
+    for (
+      const [flag, n] of [["parallel", Option.getOrUndefined(shared.parallel)], [
+        "workers",
+        options.placement.workers
+      ]] as const
+    ) {
+      if (n !== undefined && n < 1) {
+        return yield* new ExitCodes.UsageError({ message: `--${flag}: ${n} is not a count of at least 1` })
+      }
+    }
     const rolling = yield* rollingOptions(shared)
     if (shared.dryRun) {
       const sudo = shared.sudo ? " (with sudo)" : ""
