@@ -230,9 +230,34 @@ export const settingsPatch = (shared: Shared) =>
     return patch as Patch
   })
 
+// Files a user names are read whole: far beyond any list of hosts or report is a mistake.
+const maxFileBytes = 64 * 1024 * 1024
+
+/**
+ * Checks that `path` is a regular file of a sane size before it is opened: a FIFO would block
+ * the open forever (no interrupt reaches a read stuck in the thread pool), a directory or a
+ * device is a typo.
+ */
+export const regularFile = (flag: string, path: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(expandHome(path)).pipe(
+      Effect.mapError((error) =>
+        new UsageError({ message: `--${flag}: cannot read ${path}: ${error.message}` })
+      )
+    )
+    if (info.type !== "File") {
+      return yield* new UsageError({ message: `--${flag}: ${path} is not a regular file (${info.type})` })
+    }
+    if (Number(info.size) > maxFileBytes) {
+      return yield* new UsageError({ message: `--${flag}: ${path} is larger than ${maxFileBytes} bytes` })
+    }
+  })
+
 const readText = (flag: string, path: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
+    yield* regularFile(flag, path)
     return yield* fs.readFileString(expandHome(path)).pipe(
       Effect.mapError((error) =>
         new UsageError({ message: `--${flag}: cannot read ${path}: ${error.message}` })

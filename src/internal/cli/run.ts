@@ -16,7 +16,7 @@ import { settings } from "../../Settings.ts"
 import type { Task } from "../../Task.ts"
 import { parseHostString } from "../settings/hostString.ts"
 import * as ExitCodes from "./exitCodes.ts"
-import { resolveHosts, rollingOptions, settingsPatch, type Shared } from "./options.ts"
+import { regularFile, resolveHosts, rollingOptions, settingsPatch, type Shared } from "./options.ts"
 
 /** How the runs of a task are spread: worker processes, fibers, or one after another. */
 export interface Placement {
@@ -95,6 +95,7 @@ export const runOnHosts = <I, A, E>(options: {
     const patch = yield* settingsPatch(shared)
     let hosts = yield* resolveHosts(shared)
     if (Option.isSome(shared.rerunFailed)) {
+      yield* regularFile("rerun-failed", shared.rerunFailed.value)
       const last = yield* Report.read(task, shared.rerunFailed.value).pipe(
         Effect.mapError(reportError("rerun-failed"))
       )
