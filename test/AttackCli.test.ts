@@ -183,3 +183,28 @@ describe("threadbare command under attack", () => {
     120_000
   )
 })
+
+describe("threadbare --json", () => {
+  it("keeps standard output pure NDJSON in a dry run", async () => {
+    const server = readServerFromEnv()
+    const bin = path.join(root, "src", "bin", "threadbare.ts")
+    const ran = await exec(process.execPath, [
+      bin,
+      "-H",
+      server.hosts[0]!,
+      "--port",
+      "1",
+      "--ssh-config",
+      "none",
+      "--json",
+      "--dry-run",
+      "--",
+      "true"
+    ], root)
+    assert.strictEqual(ran.code, 0, ran.stderr)
+    for (const line of ran.stdout.split("\n").filter((l) => l.length > 0)) {
+      assert.doesNotThrow(() => JSON.parse(line), undefined, `not JSON on stdout: ${line}`)
+    }
+    assert.include(ran.stderr, "would run: true")
+  })
+})

@@ -137,7 +137,9 @@ export const runOnHosts = <I, A, E>(options: {
     const rolling = yield* rollingOptions(shared)
     if (shared.dryRun) {
       const sudo = shared.sudo ? " (with sudo)" : ""
-      for (const host of hosts) yield* Console.log(`[${host}] would ${options.describe}${sudo}`)
+      // With --json, standard output is NDJSON events only, and a dry run has none to give.
+      const print = shared.json ? Console.error : Console.log
+      for (const host of hosts) yield* print(`[${host}] would ${options.describe}${sudo}`)
       yield* Console.error(`threadbare: dry run: ${hosts.length} host(s), nothing was touched`)
       return
     }
