@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { readServerFromEnv, type ServerDescription } from "../tests-remote/server.ts"
+import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../tests-remote/server.ts"
 
 const root = path.resolve(import.meta.dirname, "..")
 const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
@@ -207,4 +207,41 @@ describe("threadbare --json", () => {
     }
     assert.include(ran.stderr, "would run: true")
   })
+})
+
+describe("threadbare piped into a reader that goes away", () => {
+  it("stops the remote command and exits 130 when standard output is closed (| head -1)", async () => {
+    const server = readServerFromEnv()
+    const marker = `tbattack_loop_${process.pid}_${randomBytes(3).toString("hex")}`
+    const child = spawn(process.execPath, [
+      path.join(root, "src", "bin", "threadbare.ts"),
+      "-H",
+      server.hosts[0]!,
+      "--port",
+      String(server.port),
+      "--user",
+      server.user,
+      "--key",
+      server.keyPath,
+      "--known-hosts",
+      server.knownHostsPath,
+      "--no-agent",
+      "--ssh-config",
+      "none",
+      "--",
+      `while true; do echo x; sleep 0.05; done # ${marker}`
+    ], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    const closed = new Promise<number | null>((resolve) => child.on("close", resolve))
+    // What `head -1` does: read a line, then close the pipe.
+    await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()))
+    child.stdout.destroy()
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
+    const code = await closed
+    clearTimeout(timer)
+    assert.strictEqual(code, 130, "the command ends by itself once nobody reads it")
+    for (let waited = 0; waited < 10_000 && remoteProcesses(marker).length > 0; waited += 100) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    assert.strictEqual(remoteProcesses(marker).length, 0, "the remote loop is stopped")
+  }, 40_000)
 })
