@@ -136,6 +136,27 @@ describe("threadbare command under attack", () => {
     assert.notInclude(ran.stdout, "get:")
   })
 
+  it("--rerun-failed refuses a report of another task", async () => {
+    const report = path.join(work, "other-task.json")
+    const marker = path.join(work, `rerun-${randomBytes(4).toString("hex")}`)
+    // A report of the task `flaky`, whose results have the same shape as an ad-hoc command's.
+    fs.writeFileSync(
+      report,
+      JSON.stringify({
+        task: "flaky",
+        status: "completed",
+        startedAt: 0,
+        durationMillis: 1,
+        hosts: [{ host: h1, batch: 1, status: "not-started", attempts: 0, durationMillis: 0, output: [] }],
+        batches: []
+      })
+    )
+    const ran = await cli(...connection, "--rerun-failed", report, "--", `touch ${marker}`)
+    assert.strictEqual(ran.code, 2, ran.stderr)
+    assert.include(ran.stderr, "flaky")
+    assert.isFalse(fs.existsSync(marker), "nothing ran")
+  })
+
   it("refuses --parallel 0 or negative with exit 2", async () => {
     for (const n of ["0", "-3"]) {
       const ran = await cli("-H", h1, ...refusing, "--parallel", n, "--", "true")

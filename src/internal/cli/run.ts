@@ -99,6 +99,15 @@ export const runOnHosts = <I, A, E>(options: {
       const last = yield* Report.read(task, shared.rerunFailed.value).pipe(
         Effect.mapError(reportError("rerun-failed"))
       )
+      // Report.read checks only the shapes of results, which many tasks share: a report of another
+      // task would pick the hosts this one reruns on.
+      if (last.task !== task.name) {
+        return yield* new ExitCodes.UsageError({
+          message: `--rerun-failed: ${shared.rerunFailed.value} is a report of ${
+            JSON.stringify(last.task)
+          }, not of ${JSON.stringify(task.name)}`
+        })
+      }
       const pending = Report.pending(last)
       hosts = hosts.length === 0 ? pending : hosts.filter((host) => pending.includes(host))
       if (hosts.length === 0) {
