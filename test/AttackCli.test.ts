@@ -54,6 +54,7 @@ describe("threadbare command under attack", () => {
   let connection: ReadonlyArray<string> = []
   // A port that refuses every connection: an attempt to connect ends with exit 3, not 2.
   let refusing: ReadonlyArray<string> = []
+  let drop = ""
 
   const cli = (...args: ReadonlyArray<string>) => exec(process.execPath, [bin, ...args], project)
 
@@ -82,6 +83,12 @@ describe("threadbare command under attack", () => {
     ]
     work = fs.mkdtempSync(path.join(tmpdir(), "tbattack-"))
     project = path.join(work, "consumer")
+    // Markers go where the remote user (another account when the tests run as root) may write, so
+    // that "the marker is absent" means the command did not run, not that it could not write.
+    fs.chmodSync(work, 0o755)
+    drop = path.join(work, "drop")
+    fs.mkdirSync(drop)
+    fs.chmodSync(drop, 0o777)
     const pkg = path.join(project, "node_modules", "effect-threadbare")
     const modules = path.join(project, "node_modules")
     fs.mkdirSync(modules, { recursive: true })
@@ -108,7 +115,7 @@ describe("threadbare command under attack", () => {
   })
 
   it("refuses a malformed host before any host is touched, and in --dry-run too", async () => {
-    const marker = path.join(work, `touched-${randomBytes(4).toString("hex")}`)
+    const marker = path.join(drop, `touched-${randomBytes(4).toString("hex")}`)
     // The good host comes first: were hosts only checked as each one runs, it would have run.
     const ran = await cli("-H", `${h1},a b`, ...connection, "--", `touch ${marker}`)
     assert.strictEqual(ran.code, 2, ran.stderr)
@@ -138,7 +145,7 @@ describe("threadbare command under attack", () => {
 
   it("--rerun-failed refuses a report of another task", async () => {
     const report = path.join(work, "other-task.json")
-    const marker = path.join(work, `rerun-${randomBytes(4).toString("hex")}`)
+    const marker = path.join(drop, `rerun-${randomBytes(4).toString("hex")}`)
     // A report of the task `flaky`, whose results have the same shape as an ad-hoc command's.
     fs.writeFileSync(
       report,
