@@ -200,12 +200,21 @@ describe("threadbare command under attack", () => {
         ["-H", h1, "--rerun-failed", fifo, ...refusing, "--", "true"],
         ["-H", h1, "--rerun-failed", work, ...refusing, "--", "true"],
         ["--ssh-config", fifo, "--ssh-config-hosts", "x", "--", "true"],
-        ["run", fifo, "deploy", "-H", h1, ...refusing]
+        ["run", fifo, "deploy", "-H", h1, ...refusing],
+        // Files the library opens later, when it connects.
+        ...["--known-hosts", "--key", "--ssh-config"].map((flag) => [
+          "-H",
+          h1,
+          ...refusing.map((arg, i) => (refusing[i - 1] === flag ? fifo : arg)),
+          "--",
+          "true"
+        ])
       ]
       for (const args of cases) {
         const ran = await exec(process.execPath, [bin, ...args], project, 15_000)
         assert.strictEqual(ran.signal, null, `${args.join(" ")}: hung`)
         assert.strictEqual(ran.code, 2, `${args.join(" ")}: ${ran.stderr}`)
+        assert.include(ran.stderr, "not a regular file", args.join(" "))
       }
     },
     120_000
