@@ -23,8 +23,21 @@ const version = Effect.tryPromise(() =>
 // EPIPE before its finalizers have stopped the remote commands: the rest of the output is dropped.
 process.stdout.on("error", () => {})
 
+// ...but nobody reads what the remote commands still print, and a command that never ends would
+// keep the run going for good: the run is interrupted as by Ctrl-C, which stops them.
+const readerGone = Effect.callback<never>((resume) => {
+  const onError = (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") resume(Effect.interrupt)
+  }
+  process.stdout.on("error", onError)
+  return Effect.sync(() => process.stdout.off("error", onError))
+})
+
 NodeRuntime.runMain(
-  Effect.flatMap(version, main).pipe(Effect.provide(Layer.fresh(Threadbare.layer))),
+  Effect.flatMap(version, main).pipe(
+    Effect.provide(Layer.fresh(Threadbare.layer)),
+    Effect.raceFirst(readerGone)
+  ),
   {
     disableErrorReporting: true,
     teardown: (exit, onExit) =>

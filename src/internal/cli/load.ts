@@ -3,9 +3,11 @@
  * parsed: the task's input Schema decides which flags `run` takes.
  */
 import * as Effect from "effect/Effect"
+import type * as FileSystem from "effect/FileSystem"
 import * as Path from "effect/Path"
 import { pathToFileURL } from "node:url"
 import { find, isTask, type Task } from "../../Task.ts"
+import { regularFile } from "./options.ts"
 import { type TaskFlags, taskFlags } from "./taskFlags.ts"
 
 /** What the arguments name after `run`. */
@@ -53,10 +55,18 @@ export const scanRun = (
 export const loadTask = (
   target: RunTarget,
   reserved: ReadonlySet<string>
-): Effect.Effect<LoadedTask, never, Path.Path> =>
+): Effect.Effect<LoadedTask, never, Path.Path | FileSystem.FileSystem> =>
   Effect.gen(function*() {
     const path = yield* Path.Path
     const file = path.resolve(target.module)
+    // Importing a FIFO would wait for a writer forever.
+    const checked = yield* Effect.result(regularFile("run", file))
+    if (checked._tag === "Failure") {
+      return {
+        _tag: "Failed",
+        message: `run: cannot load ${target.module}: ${checked.failure.message.replace(/^--run: /, "")}`
+      } as const
+    }
     const loaded = yield* Effect.tryPromise(() =>
       import(pathToFileURL(file).href) as Promise<Record<string, unknown>>
     )

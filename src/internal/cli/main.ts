@@ -97,10 +97,18 @@ const get = Command.make("get", {
       shared,
       placement: adhocPlacement(shared),
       describe: `get ${remote} -> ${local}`,
-      checkHosts: (hosts) =>
-        hosts.length > 1 && !local.includes(Adhoc.hostPlaceholder)
-          ? `get: with several hosts, put ${Adhoc.hostPlaceholder} in the local path (${local}) so that each host gets its own file`
+      checkHosts: (hosts) => {
+        if (hosts.length > 1 && !local.includes(Adhoc.hostPlaceholder)) {
+          return `get: with several hosts, put ${Adhoc.hostPlaceholder} in the local path (${local}) so that each host gets its own file`
+        }
+        // `..` is a valid ssh_config alias, but as a path segment it takes the file out of its directory.
+        const climbing = local.includes(Adhoc.hostPlaceholder)
+          ? hosts.find((host) => host === "." || host === "..")
           : undefined
+        return climbing === undefined
+          ? undefined
+          : `get: the host ${climbing} cannot fill ${Adhoc.hostPlaceholder} in a local path; give it another name`
+      }
     })
   })).pipe(Command.withDescription("Download a file from every host (--sudo for files only root may read)."))
 

@@ -194,7 +194,10 @@ export const settingsPatch = (shared: Shared) =>
     const patch: { -readonly [K in keyof Patch]: Patch[K] } = { displayAborts: false }
     if (Option.isSome(shared.user)) patch.user = shared.user.value
     if (Option.isSome(shared.port)) patch.port = shared.port.value
-    if (Option.isSome(shared.key)) patch.keyFile = shared.key.value
+    if (Option.isSome(shared.key)) {
+      yield* noSpecialFile("key", shared.key.value)
+      patch.keyFile = shared.key.value
+    }
     if (Option.isSome(shared.keyPassphraseEnv)) {
       patch.keyPassphrase = yield* fromEnv("key-passphrase-env", shared.keyPassphraseEnv.value)
     }
@@ -202,6 +205,7 @@ export const settingsPatch = (shared: Shared) =>
       patch.password = yield* fromEnv("password-env", shared.passwordEnv.value)
     }
     if (Option.isSome(shared.knownHosts)) {
+      yield* noSpecialFile("known-hosts", shared.knownHosts.value)
       patch.knownHostsFile = shared.knownHosts.value
     }
     if (Option.isSome(shared.hostKeyPolicy)) patch.hostKeyPolicy = shared.hostKeyPolicy.value
@@ -212,6 +216,7 @@ export const settingsPatch = (shared: Shared) =>
     }
     if (Option.isSome(shared.connectAttempts)) patch.connectAttempts = shared.connectAttempts.value
     if (Option.isSome(shared.sshConfig)) {
+      if (shared.sshConfig.value !== "none") yield* noSpecialFile("ssh-config", shared.sshConfig.value)
       patch.sshConfigFile = shared.sshConfig.value === "none" ? false : shared.sshConfig.value
     }
     if (!shared.agent) patch.useAgent = false
@@ -230,9 +235,48 @@ export const settingsPatch = (shared: Shared) =>
     return patch as Patch
   })
 
+// Files a user names are read whole: far beyond any list of hosts or report is a mistake.
+const maxFileBytes = 64 * 1024 * 1024
+
+/**
+ * Checks that `path` is a regular file of a sane size before it is opened: a FIFO would block
+ * the open forever (no interrupt reaches a read stuck in the thread pool), a directory or a
+ * device is a typo.
+ */
+export const regularFile = (flag: string, path: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(expandHome(path)).pipe(
+      Effect.mapError((error) =>
+        new UsageError({ message: `--${flag}: cannot read ${path}: ${error.message}` })
+      )
+    )
+    if (info.type !== "File") {
+      return yield* new UsageError({ message: `--${flag}: ${path} is not a regular file (${info.type})` })
+    }
+    if (Number(info.size) > maxFileBytes) {
+      return yield* new UsageError({ message: `--${flag}: ${path} is larger than ${maxFileBytes} bytes` })
+    }
+  })
+
+// A file the library opens later (a key, known_hosts, the ssh config) may be missing (known_hosts
+// is created on first use), but if it is there it must be a regular file: the library's read of
+// a FIFO would wait forever.
+const noSpecialFile = (flag: string, path: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* Effect.option(fs.stat(expandHome(path)))
+    if (Option.isSome(info) && info.value.type !== "File") {
+      return yield* new UsageError({
+        message: `--${flag}: ${path} is not a regular file (${info.value.type})`
+      })
+    }
+  })
+
 const readText = (flag: string, path: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
+    yield* regularFile(flag, path)
     return yield* fs.readFileString(expandHome(path)).pipe(
       Effect.mapError((error) =>
         new UsageError({ message: `--${flag}: cannot read ${path}: ${error.message}` })

@@ -14,8 +14,9 @@ import * as Execute from "../../Execute.ts"
 import * as Report from "../../Report.ts"
 import { settings } from "../../Settings.ts"
 import type { Task } from "../../Task.ts"
+import { parseHostString } from "../settings/hostString.ts"
 import * as ExitCodes from "./exitCodes.ts"
-import { resolveHosts, rollingOptions, settingsPatch, type Shared } from "./options.ts"
+import { regularFile, resolveHosts, rollingOptions, settingsPatch, type Shared } from "./options.ts"
 
 /** How the runs of a task are spread: worker processes, fibers, or one after another. */
 export interface Placement {
@@ -94,9 +95,19 @@ export const runOnHosts = <I, A, E>(options: {
     const patch = yield* settingsPatch(shared)
     let hosts = yield* resolveHosts(shared)
     if (Option.isSome(shared.rerunFailed)) {
+      yield* regularFile("rerun-failed", shared.rerunFailed.value)
       const last = yield* Report.read(task, shared.rerunFailed.value).pipe(
         Effect.mapError(reportError("rerun-failed"))
       )
+      // Report.read checks only the shapes of results, which many tasks share: a report of another
+      // task would pick the hosts this one reruns on.
+      if (last.task !== task.name) {
+        return yield* new ExitCodes.UsageError({
+          message: `--rerun-failed: ${shared.rerunFailed.value} is a report of ${
+            JSON.stringify(last.task)
+          }, not of ${JSON.stringify(task.name)}`
+        })
+      }
       const pending = Report.pending(last)
       hosts = hosts.length === 0 ? pending : hosts.filter((host) => pending.includes(host))
       if (hosts.length === 0) {
@@ -109,12 +120,35 @@ export const runOnHosts = <I, A, E>(options: {
         message: "no hosts: give -H, --hosts-file or --ssh-config-hosts"
       })
     }
+    // A malformed host would otherwise be found only when its turn comes, after the hosts before
+    // it have run: exit 2 promises that nothing ran.
+    for (const host of hosts) {
+      const parsed = parseHostString(host)
+      if (parsed._tag === "Failure") {
+        return yield* new ExitCodes.UsageError({
+          message: `${JSON.stringify(host)}: ${parsed.failure.detail}`
+        })
+      }
+    }
     const problem = options.checkHosts?.(hosts)
     if (problem !== undefined) return yield* new ExitCodes.UsageError({ message: problem })
+    // Zero or fewer hosts or workers at once would be read as some default rather than refused.
+    for (
+      const [flag, n] of [["parallel", Option.getOrUndefined(shared.parallel)], [
+        "workers",
+        options.placement.workers
+      ]] as const
+    ) {
+      if (n !== undefined && n < 1) {
+        return yield* new ExitCodes.UsageError({ message: `--${flag}: ${n} is not a count of at least 1` })
+      }
+    }
     const rolling = yield* rollingOptions(shared)
     if (shared.dryRun) {
       const sudo = shared.sudo ? " (with sudo)" : ""
-      for (const host of hosts) yield* Console.log(`[${host}] would ${options.describe}${sudo}`)
+      // With --json, standard output is NDJSON events only, and a dry run has none to give.
+      const print = shared.json ? Console.error : Console.log
+      for (const host of hosts) yield* print(`[${host}] would ${options.describe}${sudo}`)
       yield* Console.error(`threadbare: dry run: ${hosts.length} host(s), nothing was touched`)
       return
     }

@@ -1,0 +1,284 @@
+/**
+ * Attacks on the `threadbare` command's promises (README "Command line"): hostile hosts, a
+ * `{host}` that climbs out of its directory, files that are not files, counts that make no sense.
+ * The command is built into a consumer project in /tmp as in Cli.test.ts and run against the
+ * throwaway OpenSSH server, whose hosts are this machine.
+ */
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../tests-remote/server.ts"
+
+const root = path.resolve(import.meta.dirname, "..")
+const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
+
+interface Ran {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs a program to its end, killed with SIGKILL after `millis` (a hang shows as that signal). */
+const exec = (
+  file: string,
+  args: ReadonlyArray<string>,
+  cwd: string,
+  millis = 60_000
+): Promise<Ran> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      cwd,
+      env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` },
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: millis,
+      killSignal: "SIGKILL"
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("error", reject)
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+
+describe("threadbare command under attack", () => {
+  let work = ""
+  let project = ""
+  let bin = ""
+  let server: ServerDescription
+  let h1 = ""
+  let connection: ReadonlyArray<string> = []
+  // A port that refuses every connection: an attempt to connect ends with exit 3, not 2.
+  let refusing: ReadonlyArray<string> = []
+  let drop = ""
+
+  const cli = (...args: ReadonlyArray<string>) => exec(process.execPath, [bin, ...args], project)
+
+  beforeAll(async () => {
+    server = readServerFromEnv()
+    h1 = server.hosts[0]!
+    connection = [
+      "--port",
+      String(server.port),
+      "--user",
+      server.user,
+      "--key",
+      server.keyPath,
+      "--known-hosts",
+      server.knownHostsPath,
+      "--host-key-policy",
+      "strict",
+      "--no-agent",
+      "--ssh-config",
+      "none"
+    ]
+    refusing = [
+      ...connection.map((arg) => (arg === String(server.port) ? "1" : arg)),
+      "--connect-attempts",
+      "1"
+    ]
+    work = fs.mkdtempSync(path.join(tmpdir(), "tbattack-"))
+    project = path.join(work, "consumer")
+    // Markers go where the remote user (another account when the tests run as root) may write, so
+    // that "the marker is absent" means the command did not run, not that it could not write.
+    fs.chmodSync(work, 0o755)
+    drop = path.join(work, "drop")
+    fs.mkdirSync(drop)
+    fs.chmodSync(drop, 0o777)
+    const pkg = path.join(project, "node_modules", "effect-threadbare")
+    const modules = path.join(project, "node_modules")
+    fs.mkdirSync(modules, { recursive: true })
+    for (const name of fs.readdirSync(path.join(root, "node_modules"))) {
+      if (name.startsWith(".") || name === "effect-threadbare") continue
+      fs.symlinkSync(path.join(root, "node_modules", name), path.join(modules, name))
+    }
+    const built = await exec(process.execPath, [
+      tsc,
+      "-p",
+      "tsconfig.build.json",
+      "--outDir",
+      path.join(pkg, "dist")
+    ], root)
+    assert.strictEqual(built.code, 0, `the package builds: ${built.stdout}${built.stderr}`)
+    fs.copyFileSync(path.join(root, "package.json"), path.join(pkg, "package.json"))
+    fs.copyFileSync(path.join(root, "test", "fixtures", "cli-tasks.ts"), path.join(project, "tasks.ts"))
+    fs.writeFileSync(path.join(project, "package.json"), JSON.stringify({ name: "consumer", type: "module" }))
+    bin = path.join(pkg, "dist", "bin", "threadbare.js")
+  })
+
+  afterAll(() => {
+    if (work !== "") fs.rmSync(work, { recursive: true, force: true })
+  })
+
+  it("refuses a malformed host before any host is touched, and in --dry-run too", async () => {
+    const marker = path.join(drop, `touched-${randomBytes(4).toString("hex")}`)
+    // The good host comes first: were hosts only checked as each one runs, it would have run.
+    const ran = await cli("-H", `${h1},a b`, ...connection, "--", `touch ${marker}`)
+    assert.strictEqual(ran.code, 2, ran.stderr)
+    assert.isFalse(fs.existsSync(marker), "nothing ran on the good host")
+    assert.include(ran.stderr, "a b")
+    const dry = await cli("-H", `${h1},-oProxyCommand=id`, ...refusing, "--dry-run", "--", "true")
+    assert.strictEqual(dry.code, 2, dry.stderr)
+    assert.notInclude(dry.stdout, "would run")
+  })
+
+  it("get: a host named `..` does not take {host} out of its directory", async () => {
+    const logs = path.join(work, "logs")
+    fs.mkdirSync(logs, { recursive: true })
+    // An ssh_config alias `..` is a valid host name for the library; as a path segment it climbs.
+    const ran = await cli(
+      "get",
+      "/etc/hostname",
+      path.join(logs, "{host}", "hostname"),
+      "-H",
+      `${h1},..`,
+      ...refusing
+    )
+    assert.strictEqual(ran.code, 2, ran.stderr)
+    assert.include(ran.stderr, "{host}")
+    assert.notInclude(ran.stdout, "get:")
+  })
+
+  it("--rerun-failed refuses a report of another task", async () => {
+    const report = path.join(work, "other-task.json")
+    const marker = path.join(drop, `rerun-${randomBytes(4).toString("hex")}`)
+    // A report of the task `flaky`, whose results have the same shape as an ad-hoc command's.
+    fs.writeFileSync(
+      report,
+      JSON.stringify({
+        task: "flaky",
+        status: "completed",
+        startedAt: 0,
+        durationMillis: 1,
+        hosts: [{ host: h1, batch: 1, status: "not-started", attempts: 0, durationMillis: 0, output: [] }],
+        batches: []
+      })
+    )
+    const ran = await cli(...connection, "--rerun-failed", report, "--", `touch ${marker}`)
+    assert.strictEqual(ran.code, 2, ran.stderr)
+    assert.include(ran.stderr, "flaky")
+    assert.isFalse(fs.existsSync(marker), "nothing ran")
+  })
+
+  it("refuses --parallel 0 or negative with exit 2", async () => {
+    for (const n of ["0", "-3"]) {
+      const ran = await cli("-H", h1, ...refusing, "--parallel", n, "--", "true")
+      assert.strictEqual(ran.code, 2, `--parallel ${n}: ${ran.stderr}`)
+      assert.include(ran.stderr, "--parallel")
+    }
+    const workers = await cli(
+      "run",
+      "tasks.ts",
+      "deploy",
+      "--release",
+      "1",
+      "--channel",
+      "beta",
+      "--workers",
+      "0",
+      "-H",
+      h1,
+      ...refusing
+    )
+    assert.strictEqual(workers.code, 2, workers.stderr)
+    assert.include(workers.stderr, "--workers")
+  })
+
+  it(
+    "a FIFO or a directory as --hosts-file, --rerun-failed or a task module is a usage error, not a hang",
+    async () => {
+      const fifo = path.join(work, "fifo")
+      fs.rmSync(fifo, { force: true })
+      await exec("mkfifo", [fifo], work)
+      const cases: ReadonlyArray<ReadonlyArray<string>> = [
+        ["--hosts-file", fifo, ...refusing, "--", "true"],
+        ["--hosts-file", work, ...refusing, "--", "true"],
+        ["-H", h1, "--rerun-failed", fifo, ...refusing, "--", "true"],
+        ["-H", h1, "--rerun-failed", work, ...refusing, "--", "true"],
+        ["--ssh-config", fifo, "--ssh-config-hosts", "x", "--", "true"],
+        ["run", fifo, "deploy", "-H", h1, ...refusing],
+        // Files the library opens later, when it connects.
+        ...["--known-hosts", "--key", "--ssh-config"].map((flag) => [
+          "-H",
+          h1,
+          ...refusing.map((arg, i) => (refusing[i - 1] === flag ? fifo : arg)),
+          "--",
+          "true"
+        ])
+      ]
+      for (const args of cases) {
+        const ran = await exec(process.execPath, [bin, ...args], project, 15_000)
+        assert.strictEqual(ran.signal, null, `${args.join(" ")}: hung`)
+        assert.strictEqual(ran.code, 2, `${args.join(" ")}: ${ran.stderr}`)
+        assert.include(ran.stderr, "not a regular file", args.join(" "))
+      }
+    },
+    120_000
+  )
+})
+
+describe("threadbare --json", () => {
+  it("keeps standard output pure NDJSON in a dry run", async () => {
+    const server = readServerFromEnv()
+    const bin = path.join(root, "src", "bin", "threadbare.ts")
+    const ran = await exec(process.execPath, [
+      bin,
+      "-H",
+      server.hosts[0]!,
+      "--port",
+      "1",
+      "--ssh-config",
+      "none",
+      "--json",
+      "--dry-run",
+      "--",
+      "true"
+    ], root)
+    assert.strictEqual(ran.code, 0, ran.stderr)
+    for (const line of ran.stdout.split("\n").filter((l) => l.length > 0)) {
+      assert.doesNotThrow(() => JSON.parse(line), undefined, `not JSON on stdout: ${line}`)
+    }
+    assert.include(ran.stderr, "would run: true")
+  })
+})
+
+describe("threadbare piped into a reader that goes away", () => {
+  it("stops the remote command and exits 130 when standard output is closed (| head -1)", async () => {
+    const server = readServerFromEnv()
+    const marker = `tbattack_loop_${process.pid}_${randomBytes(3).toString("hex")}`
+    const child = spawn(process.execPath, [
+      path.join(root, "src", "bin", "threadbare.ts"),
+      "-H",
+      server.hosts[0]!,
+      "--port",
+      String(server.port),
+      "--user",
+      server.user,
+      "--key",
+      server.keyPath,
+      "--known-hosts",
+      server.knownHostsPath,
+      "--no-agent",
+      "--ssh-config",
+      "none",
+      "--",
+      `while true; do echo x; sleep 0.05; done # ${marker}`
+    ], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    const closed = new Promise<number | null>((resolve) => child.on("close", resolve))
+    // What `head -1` does: read a line, then close the pipe.
+    await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()))
+    child.stdout.destroy()
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
+    const code = await closed
+    clearTimeout(timer)
+    assert.strictEqual(code, 130, "the command ends by itself once nobody reads it")
+    for (let waited = 0; waited < 10_000 && remoteProcesses(marker).length > 0; waited += 100) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    assert.strictEqual(remoteProcesses(marker).length, 0, "the remote loop is stopped")
+  }, 40_000)
+})
