@@ -11,39 +11,7 @@ import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../tests-remote/server.ts"
-
-const root = path.resolve(import.meta.dirname, "..")
-const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
-
-interface Ran {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs a program to its end, killed with SIGKILL after `millis` (a hang shows as that signal). */
-const exec = (
-  file: string,
-  args: ReadonlyArray<string>,
-  cwd: string,
-  millis = 60_000
-): Promise<Ran> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      cwd,
-      env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` },
-      stdio: ["ignore", "pipe", "pipe"],
-      timeout: millis,
-      killSignal: "SIGKILL"
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("error", reject)
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
-  })
+import { connectionFlags, exec, makeConsumer, root } from "./cliSupport.ts"
 
 describe("threadbare command under attack", () => {
   let work = ""
@@ -61,53 +29,15 @@ describe("threadbare command under attack", () => {
   beforeAll(async () => {
     server = readServerFromEnv()
     h1 = server.hosts[0]!
-    connection = [
-      "--port",
-      String(server.port),
-      "--user",
-      server.user,
-      "--key",
-      server.keyPath,
-      "--known-hosts",
-      server.knownHostsPath,
-      "--host-key-policy",
-      "strict",
-      "--no-agent",
-      "--ssh-config",
-      "none"
-    ]
-    refusing = [
-      ...connection.map((arg) => (arg === String(server.port) ? "1" : arg)),
-      "--connect-attempts",
-      "1"
-    ]
+    ;({ connection, refusing } = connectionFlags(server))
     work = fs.mkdtempSync(path.join(tmpdir(), "tbattack-"))
-    project = path.join(work, "consumer")
     // Markers go where the remote user (another account when the tests run as root) may write, so
     // that "the marker is absent" means the command did not run, not that it could not write.
     fs.chmodSync(work, 0o755)
     drop = path.join(work, "drop")
     fs.mkdirSync(drop)
     fs.chmodSync(drop, 0o777)
-    const pkg = path.join(project, "node_modules", "effect-threadbare")
-    const modules = path.join(project, "node_modules")
-    fs.mkdirSync(modules, { recursive: true })
-    for (const name of fs.readdirSync(path.join(root, "node_modules"))) {
-      if (name.startsWith(".") || name === "effect-threadbare") continue
-      fs.symlinkSync(path.join(root, "node_modules", name), path.join(modules, name))
-    }
-    const built = await exec(process.execPath, [
-      tsc,
-      "-p",
-      "tsconfig.build.json",
-      "--outDir",
-      path.join(pkg, "dist")
-    ], root)
-    assert.strictEqual(built.code, 0, `the package builds: ${built.stdout}${built.stderr}`)
-    fs.copyFileSync(path.join(root, "package.json"), path.join(pkg, "package.json"))
-    fs.copyFileSync(path.join(root, "test", "fixtures", "cli-tasks.ts"), path.join(project, "tasks.ts"))
-    fs.writeFileSync(path.join(project, "package.json"), JSON.stringify({ name: "consumer", type: "module" }))
-    bin = path.join(pkg, "dist", "bin", "threadbare.js")
+    ;({ bin, project } = await makeConsumer(work))
   })
 
   afterAll(() => {
@@ -211,7 +141,7 @@ describe("threadbare command under attack", () => {
         ])
       ]
       for (const args of cases) {
-        const ran = await exec(process.execPath, [bin, ...args], project, 15_000)
+        const ran = await exec(process.execPath, [bin, ...args], project, { millis: 15_000 })
         assert.strictEqual(ran.signal, null, `${args.join(" ")}: hung`)
         assert.strictEqual(ran.code, 2, `${args.join(" ")}: ${ran.stderr}`)
         assert.include(ran.stderr, "not a regular file", args.join(" "))

@@ -9,54 +9,13 @@
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as Schema from "effect/Schema"
 import { spawn } from "node:child_process"
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Event } from "../src/Events.ts"
 import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../tests-remote/server.ts"
-
-const root = path.resolve(import.meta.dirname, "..")
-const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
-
-interface Ran {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs a program to its end (at most 90 s) and gives its exit status and output. */
-const exec = (
-  file: string,
-  args: ReadonlyArray<string>,
-  cwd: string,
-  env: Readonly<Record<string, string>> = {}
-): Promise<Ran> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      cwd,
-      // `#!/usr/bin/env node` finds this Node first, as on a machine with a recent Node.
-      env: { ...process.env, ...env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` },
-      stdio: ["ignore", "pipe", "pipe"],
-      timeout: 90_000
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
-
-/** Symlinks every installed package but this one into `modules`. */
-const linkPackages = (modules: string) => {
-  const installed = path.join(root, "node_modules")
-  fs.mkdirSync(modules, { recursive: true })
-  for (const name of fs.readdirSync(installed)) {
-    if (name.startsWith(".") || name === "effect-threadbare") continue
-    fs.symlinkSync(path.join(installed, name), path.join(modules, name))
-  }
-}
+import { buildPackage, connectionFlags, exec, makeConsumer, root, sha256 } from "./cliSupport.ts"
 
 const waitFor = async (check: () => boolean, millis: number): Promise<boolean> => {
   for (let waited = 0; waited < millis; waited += 100) {
@@ -65,8 +24,6 @@ const waitFor = async (check: () => boolean, millis: number): Promise<boolean> =
   }
   return check()
 }
-
-const sha256 = (file: string) => createHash("sha256").update(fs.readFileSync(file)).digest("hex")
 
 describe("threadbare command", () => {
   let work = ""
@@ -85,41 +42,11 @@ describe("threadbare command", () => {
   beforeAll(async () => {
     server = readServerFromEnv()
     ;[h1 = "", h2 = ""] = server.hosts
-    settings = [
-      "--port",
-      String(server.port),
-      "--user",
-      server.user,
-      "--key",
-      server.keyPath,
-      "--known-hosts",
-      server.knownHostsPath,
-      "--host-key-policy",
-      "strict",
-      "--no-agent"
-    ]
-    connection = [...settings, "--ssh-config", "none"]
-    refusing = [
-      ...connection.map((arg) => (arg === String(server.port) ? "1" : arg)),
-      "--connect-attempts",
-      "1"
-    ]
+    ;({ connection, refusing } = connectionFlags(server))
+    // Without `--ssh-config none`, for the test that reads hosts from an ssh config.
+    settings = connection.slice(0, -2)
     work = fs.mkdtempSync(path.join(tmpdir(), "tbcli-"))
-    project = path.join(work, "consumer")
-    const pkg = path.join(project, "node_modules", "effect-threadbare")
-    linkPackages(path.join(project, "node_modules"))
-    const built = await exec(process.execPath, [
-      tsc,
-      "-p",
-      "tsconfig.build.json",
-      "--outDir",
-      path.join(pkg, "dist")
-    ], root)
-    assert.strictEqual(built.code, 0, `the package builds: ${built.stdout}${built.stderr}`)
-    fs.copyFileSync(path.join(root, "package.json"), path.join(pkg, "package.json"))
-    fs.copyFileSync(path.join(root, "test", "fixtures", "cli-tasks.ts"), path.join(project, "tasks.ts"))
-    fs.writeFileSync(path.join(project, "package.json"), JSON.stringify({ name: "consumer", type: "module" }))
-    bin = path.join(pkg, "dist", "bin", "threadbare.js")
+    ;({ bin, project } = await makeConsumer(work))
     assert.isTrue(
       fs.readFileSync(bin, "utf8").startsWith("#!/usr/bin/env node\n"),
       "the bin starts with its shebang"
@@ -248,7 +175,7 @@ describe("threadbare command", () => {
       process.execPath,
       [bin, "-H", h1, ...asPasswordUser, "--sudo", "--sudo-password-env", "TB_CLI_SUDO", "--", "whoami"],
       project,
-      { TB_CLI_SUDO: secret }
+      { env: { TB_CLI_SUDO: secret } }
     )
     assert.strictEqual(ran.code, 0, ran.stderr)
     assert.include(ran.stdout, `[${h1}] out: root`)
@@ -476,14 +403,7 @@ describe("threadbare command", () => {
       fs.copyFileSync(path.join(root, "package.json"), path.join(stage, "package.json"))
       fs.copyFileSync(path.join(root, "README.md"), path.join(stage, "README.md"))
       fs.cpSync(path.join(root, "src"), path.join(stage, "src"), { recursive: true })
-      const built = await exec(process.execPath, [
-        tsc,
-        "-p",
-        "tsconfig.build.json",
-        "--outDir",
-        path.join(stage, "dist")
-      ], root)
-      assert.strictEqual(built.code, 0, built.stdout)
+      await buildPackage(path.join(stage, "dist"))
       const packed = await exec(
         "npm",
         ["pack", "--ignore-scripts", "--silent", "--pack-destination", work],
