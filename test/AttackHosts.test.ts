@@ -23,7 +23,7 @@ import * as Transfer from "../src/Transfer.ts"
 import { type DropbearServer, readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
 import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { remoteProcesses } from "../tests-remote/server.ts"
-import { failureOf } from "./support.ts"
+import { failureOf, signal } from "./support.ts"
 
 const dropbear = readDropbearFromEnv()
 
@@ -46,6 +46,11 @@ const mark = (name: string) => `tb-attack-${name}-${process.pid}-${randomBytes(4
 
 /** Commands carrying `m` that run on the server (not the login shells and guards around them). */
 const running = (m: string) => remoteProcesses(m).filter((p) => !p.args.includes("__threadbare_pid_"))
+
+/** Kills what still runs with any of `markers`, so a failed test leaves nothing behind. */
+const killMarked = (...markers: ReadonlyArray<string>): void => {
+  for (const p of markers.flatMap(running)) signal(p.pid, "SIGKILL")
+}
 
 const waitUntil = (what: string, check: () => boolean, millis: number) =>
   Effect.gen(function*() {
@@ -111,13 +116,7 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
             "the background service was stopped with the stranded command"
           )
         } finally {
-          for (const p of [...running(daemon), ...running(victim)]) {
-            try {
-              process.kill(p.pid, "SIGKILL")
-            } catch {
-              // gone
-            }
-          }
+          killMarked(daemon, victim)
         }
       }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
     90_000
@@ -154,13 +153,7 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
           yield* Effect.sleep("4 seconds")
           assert.isAbove(running(daemon).length, 0, "the background service was stopped with the cut command")
         } finally {
-          for (const p of [...running(daemon), ...running(victim)]) {
-            try {
-              process.kill(p.pid, "SIGKILL")
-            } catch {
-              // gone
-            }
-          }
+          killMarked(daemon, victim)
         }
       }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
     60_000
@@ -210,7 +203,6 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
           process.off("uncaughtException", onUncaught)
           process.off("unhandledRejection", onUncaught)
         }
-        console.log("logged:", logged)
         assert.deepStrictEqual(defects, [])
         assert.deepStrictEqual(logged.filter((l) => /unusable|Not connected|defect|unhandled/i.test(l)), [])
       }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)),
