@@ -174,6 +174,17 @@ describe("threadbare --json", () => {
     }
     assert.include(ran.stderr, "would run: true")
   })
+
+  it("a dry run asks for no password: --prompt-sudo-password is not read", async () => {
+    // No terminal here: were the prompt shown, it would end with exit 2 ("no password given").
+    const server = readServerFromEnv()
+    const bin = path.join(root, "src", "bin", "threadbare.ts")
+    const flags = ["--port", "1", "--ssh-config", "none", "--sudo", "--prompt-sudo-password", "--dry-run"]
+    const ran = await exec(process.execPath, [bin, "-H", server.hosts[0]!, ...flags, "--", "whoami"], root)
+    assert.strictEqual(ran.code, 0, ran.stderr)
+    assert.include(ran.stdout + ran.stderr, "whoami")
+    assert.notInclude(ran.stdout + ran.stderr, "sudo password")
+  })
 })
 
 describe("threadbare piped into a reader that goes away", () => {

@@ -224,7 +224,8 @@ export const settingsPatch = (shared: Shared) =>
     if (Option.isSome(shared.sudoUser)) patch.sudoUser = shared.sudoUser.value
     if (Option.isSome(shared.sudoPasswordEnv)) {
       patch.sudoPassword = yield* fromEnv("sudo-password-env", shared.sudoPasswordEnv.value)
-    } else if (shared.promptSudoPassword) {
+    } else if (shared.promptSudoPassword && !shared.dryRun) {
+      // A dry run sends nothing to sudo: it asks for nothing either.
       patch.sudoPassword = yield* Prompt.run(Prompt.Hidden({ message: "sudo password:" })).pipe(
         Effect.map((secret) => Redacted.make(Redacted.value(secret) as string, { label: "sudo password" })),
         Effect.mapError(() => new UsageError({ message: "--prompt-sudo-password: no password given" }))
