@@ -183,9 +183,10 @@ export const putStaged = Effect.fnUntraced(function*(
   const id = yield* nonce
   const stage = `${settings.remoteTempDir.replace(/\/+$/, "")}/.tb-${id}`
   let finished = false
-  yield* Io.sftpCall(remotePlace(ctx, stage), sftp.mkdir(stage, 0o700))
   // The script removes the staging directory and its own temporary file when it ends; this covers
-  // a transfer that never got that far (the target may be `target` or a name inside it).
+  // a transfer that never got that far (the target may be `target` or a name inside it). It is in
+  // place before the directory is asked for: an interruption while that request is on its way
+  // may leave the directory made on the server with no answer here.
   yield* Effect.addFinalizer(() =>
     finished ? Effect.void : Effect.andThen(
       cleanup(ctx, Remote.shellLine(`rm -rf -- "$1"`, [stage], undefined)),
@@ -199,6 +200,7 @@ export const putStaged = Effect.fnUntraced(function*(
       )
     )
   )
+  yield* Io.sftpCall(remotePlace(ctx, stage), sftp.mkdir(stage, 0o700))
   const data = `${stage}/data`
   const at = remotePlace(ctx, data)
   yield* Effect.scoped(
