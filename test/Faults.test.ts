@@ -535,6 +535,30 @@ describe("Faults", () => {
       )
     })
 
+    it.live("a sudo upload interrupted while its staging directory is being made leaves none behind", () =>
+      withProxy((proxy) =>
+        Effect.gen(function*() {
+          const { local, remote } = dirs()
+          const source = path.join(local, "staged.bin")
+          fs.writeFileSync(source, randomBytes(64 * 1024))
+          yield* Operations.remote("true")
+          const before = stagingDirs()
+          const fresh = () => [...stagingDirs()].filter((d) => !before.has(d))
+          // Answers take half a second: the directory is made on the server while the answer that
+          // says so is still on its way, and the upload is interrupted then.
+          proxy.setLatency({ down: 500 })
+          const fiber = yield* Effect.forkChild(
+            Transfer.upload(source, path.join(remote, "staged.bin"), { useSudo: true })
+          )
+          for (let i = 0; i < 2_000 && fresh().length === 0; i++) yield* Effect.sleep("5 millis")
+          assert.strictEqual(fresh().length, 1, "the staging directory was made")
+          yield* Fiber.interrupt(fiber)
+          proxy.setLatency(0)
+          yield* settle("staging directory left behind", fresh)
+          assert.isFalse(fs.existsSync(path.join(remote, "staged.bin")))
+        })
+      ))
+
     it.live("a stall during connect fails with ConnectionError timeout after connectTimeout", () =>
       withProxy((proxy) =>
         Effect.gen(function*() {
