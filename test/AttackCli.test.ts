@@ -195,17 +195,7 @@ describe("threadbare piped into a reader that goes away", () => {
       path.join(root, "src", "bin", "threadbare.ts"),
       "-H",
       server.hosts[0]!,
-      "--port",
-      String(server.port),
-      "--user",
-      server.user,
-      "--key",
-      server.keyPath,
-      "--known-hosts",
-      server.knownHostsPath,
-      "--no-agent",
-      "--ssh-config",
-      "none",
+      ...connectionFlags(server).connection,
       "--",
       `while true; do echo x; sleep 0.05; done # ${marker}`
     ], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
