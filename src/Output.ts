@@ -120,9 +120,20 @@ export const printLine = Effect.fnUntraced(function*(host: string, pipe: string,
 })
 
 /**
+ * `text` on one line: newlines, carriage returns, escape sequences and other control characters
+ * (tab excepted) written out as `\n`, `\r`, `\x1b` and so on, so that a command or a path that
+ * holds them cannot break its line, nor move the cursor or recolour a terminal.
+ */
+const oneLine = (text: string): string =>
+  // eslint-disable-next-line no-control-regex
+  text.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) =>
+    c === "\n" ? "\\n" : c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
+
+/**
  * Prints `[host] <verb>: <command>` before a command runs, unless `quiet` or not
- * `displayRunning`. `verb` is `run`, `sudo` or `local`. Watchers of the run's events get it
- * as a `CommandStarted` whatever the settings.
+ * `displayRunning`. `verb` is `run`, `sudo` or `local`. The command is shown on one line, its
+ * control characters written out (`\n`, `\x1b`). Watchers of the run's events get it as given,
+ * as a `CommandStarted`, whatever the settings.
  *
  * @since 0.1.0
  */
@@ -132,5 +143,5 @@ export const printRunning = Effect.fnUntraced(function*(host: string, verb: stri
   if (current.quiet || !current.displayRunning) return
   const output = yield* Output
   const now = new Date(yield* Clock.currentTimeMillis)
-  yield* output.write(`${format(current.lineTemplate, { host, pipe: verb, line: command, now })}\n`)
+  yield* output.write(`${format(current.lineTemplate, { host, pipe: verb, line: oneLine(command), now })}\n`)
 })

@@ -124,7 +124,8 @@ layer(Layer.mergeAll(Ssh.layer, base), { timeout: "300 seconds", excludeTestServ
           const started = Date.now()
           const exit = yield* Effect.exit(session.stat("/").pipe(Effect.timeout("5 seconds")))
           assert.isTrue(Exit.isFailure(exit))
-          assert.isBelow(Date.now() - started, 1000)
+          // well before the 5 s timeout: the request failed, it did not wait for an answer
+          assert.isBelow(Date.now() - started, 4000)
           assert.isFalse(session.isOpen())
           // And one made while the close is still on its way.
           const exit2 = yield* Effect.exit(

@@ -364,7 +364,7 @@ describe("Execute", () => {
       Effect.gen(function*() {
         const program = Effect.gen(function*() {
           // Up before any call: the pool starts its workers when it is built.
-          for (let i = 0; i < 50 && liveWorkers().length < 2; i++) yield* Effect.sleep(Duration.millis(100))
+          for (let i = 0; i < 200 && liveWorkers().length < 2; i++) yield* Effect.sleep(Duration.millis(100))
           const before = liveWorkers().sort()
           assert.strictEqual(before.length, 2)
           const first = yield* Execute.forEach(timed, [300, 300, 300, 300, 300])
@@ -396,7 +396,9 @@ describe("Execute", () => {
       const run = Execute.forEach(longCommand, values, { poolSize: 3 }).pipe(Settings.hide)
       // Wait until the commands run, so the interruption has something to stop.
       const fiber = yield* Effect.forkChild(run)
-      for (let i = 0; i < 50 && processesWith(mark).length < 3; i++) yield* Effect.sleep(Duration.millis(100))
+      for (let i = 0; i < 200 && processesWith(mark).length < 3; i++) {
+        yield* Effect.sleep(Duration.millis(100))
+      }
       assert.strictEqual(processesWith(mark).length, 3, "three commands run at once")
       const started = Date.now()
       yield* Fiber.interrupt(fiber)
@@ -412,7 +414,9 @@ describe("Execute", () => {
       const fiber = yield* Effect.forkChild(
         Execute.forEach(longCommand, values, { poolSize: 3, mode: "fibers" }).pipe(Settings.hide)
       )
-      for (let i = 0; i < 50 && processesWith(mark).length < 3; i++) yield* Effect.sleep(Duration.millis(100))
+      for (let i = 0; i < 200 && processesWith(mark).length < 3; i++) {
+        yield* Effect.sleep(Duration.millis(100))
+      }
       assert.strictEqual(processesWith(mark).length, 3, "three commands run at once")
       yield* Fiber.interrupt(fiber)
       assert.deepStrictEqual(processesWith(mark), [])
@@ -771,7 +775,7 @@ describe("Execute on remote hosts", () => {
       // The commands themselves, not their login shells and guards (which carry the whole
       // wrapped line, with the library's pid marker) on their way to them.
       const commands = () => remoteProcesses(mark).filter((p) => !p.args.includes("__threadbare_pid_"))
-      for (let i = 0; i < 100 && commands().length < 3; i++) {
+      for (let i = 0; i < 200 && commands().length < 3; i++) {
         yield* Effect.sleep(Duration.millis(100))
       }
       assert.isAtLeast(commands().length, 3, "the remote commands run")

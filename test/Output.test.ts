@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/testing/TestClock"
+import * as Events from "../src/Events.ts"
 import * as Output from "../src/Output.ts"
 import * as Settings from "../src/Settings.ts"
 
@@ -156,6 +158,34 @@ describe("Output", () => {
           "[web-1] run: uptime",
           "[web-1] sudo: systemctl restart app",
           "[localhost] local: git status"
+        ])
+      }))
+
+    it.effect("shows a command on one line: newlines and escape sequences are written out", () =>
+      Effect.gen(function*() {
+        const writes: Array<string> = []
+        const writer: Output.Writer = { write: (text) => Effect.sync(() => void writes.push(text)) }
+        const commands: Array<string> = []
+        yield* Effect.all([
+          Output.printRunning("h", "run", "printf 'a\nb'\r\necho \x1b[2J\x1b]0;title\x07 done\x7f"),
+          Output.printRunning("h", "put", "/tmp/new\nline -> /srv/x\ty")
+        ]).pipe(
+          Effect.provideService(Output.Output, writer),
+          Events.consume((stream) =>
+            Stream.runForEach(stream, (event) =>
+              Effect.sync(() => {
+                if (event._tag === "CommandStarted") commands.push(event.command)
+              }))
+          )
+        )
+        assert.deepStrictEqual(writes, [
+          "[h] run: printf 'a\\nb'\\r\\necho \\x1b[2J\\x1b]0;title\\x07 done\\x7f\n",
+          "[h] put: /tmp/new\\nline -> /srv/x\ty\n"
+        ])
+        // Watchers get the command as it was given.
+        assert.deepStrictEqual(commands, [
+          "printf 'a\nb'\r\necho \x1b[2J\x1b]0;title\x07 done\x7f",
+          "/tmp/new\nline -> /srv/x\ty"
         ])
       }))
 
