@@ -24,6 +24,7 @@
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
+import * as NodePath from "node:path"
 import { WorkerCrashed } from "./Errors.ts"
 import type { HostStatus } from "./internal/events/event.ts"
 import * as Events from "./internal/events/event.ts"
@@ -205,10 +206,59 @@ export class ReportError extends Schema.TaggedError<ReportError>()("ReportError"
 const codec = <A, E>(task: Pick<Task<any, A, E>, "success" | "error">) =>
   Schema.fromJsonString(Schema.toCodecJson(schema(task)))
 
+const kindOf = (
+  info: { isSymbolicLink(): boolean; isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean }
+) =>
+  info.isSymbolicLink()
+    ? "a symbolic link"
+    : info.isDirectory()
+    ? "a directory"
+    : info.isFIFO()
+    ? "a FIFO"
+    : info.isSocket()
+    ? "a socket"
+    : "a device"
+
+/**
+ * Checks that a report can be written to `path`: its directory exists, and nothing is there but
+ * a regular file. {@link write} replaces its file whole, by a rename, so it refuses to replace a
+ * symbolic link (`/dev/stdout` is one), a FIFO or a device with a file. Call it before a long run,
+ * so that a mistyped path fails before any host is touched.
+ *
+ * @example
+ * ```ts
+ * yield* Report.checkPath("reports/deploy.json") // fails with ReportError if it cannot be written
+ * ```
+ *
+ * @since 0.2.0
+ */
+export const checkPath = (path: string): Effect.Effect<void, ReportError> =>
+  Effect.suspend(() => {
+    const refuse = (detail: string) => Effect.fail(new ReportError({ path, detail }))
+    let info: ReturnType<typeof Files.Sync.statIfExists>
+    let directory: ReturnType<typeof Files.Sync.statIfExists>
+    try {
+      info = Files.Sync.statIfExists(path, false)
+      directory = Files.Sync.statIfExists(NodePath.dirname(path))
+    } catch (cause) {
+      return refuse(`cannot write it: ${Files.fromNode("stat", path, cause).message}`)
+    }
+    if (info !== undefined && !info.isFile()) {
+      return refuse(
+        `it is ${kindOf(info)}, which a report would replace: give the path of a regular file or of a new one`
+      )
+    }
+    if (directory === undefined || !directory.isDirectory()) {
+      return refuse(`its directory ${NodePath.dirname(path)} does not exist: create it first`)
+    }
+    return Effect.void
+  })
+
 /**
  * Writes `report` to `path` as JSON, whole or not at all: it goes to a new file beside `path`
  * that is then renamed over it. The file is readable by its owner only (mode 0600): it holds
- * the hosts' last output lines.
+ * the hosts' last output lines. What {@link checkPath} refuses is refused here too, and nothing
+ * is written.
  *
  * @example
  * ```ts
@@ -225,6 +275,7 @@ export const write = <A, E>(
   report: Report<A, E | WorkerCrashed>
 ): Effect.Effect<void, ReportError> =>
   Effect.gen(function*() {
+    yield* checkPath(path)
     const text = yield* Schema.encodeEffect(codec(task))(report).pipe(
       Effect.mapError((error) =>
         new ReportError({ path, detail: `cannot encode it with the task's Schemas: ${error.message}` })

@@ -149,6 +149,35 @@ describe("threadbare command under attack", () => {
     },
     120_000
   )
+
+  it(
+    "a --report that cannot be written is a usage error before any host is touched, the FIFO or link left alone",
+    async () => {
+      const fifo = path.join(work, "report-fifo")
+      fs.rmSync(fifo, { force: true })
+      await exec("mkfifo", [fifo], work)
+      const touched = path.join(drop, "report-touched")
+      const cases: ReadonlyArray<[string, string]> = [
+        [fifo, "it is a FIFO"],
+        ["/dev/stdout", "it is a symbolic link"],
+        [work, "it is a directory"],
+        [path.join(work, "no-such-dir", "r.json"), "does not exist"]
+      ]
+      for (const [report, why] of cases) {
+        for (const dryRun of [[], ["--dry-run"]]) {
+          const args = ["-H", h1, ...connection, "--report", report, ...dryRun, "--", `touch ${touched}`]
+          const ran = await exec(process.execPath, [bin, ...args], project, { millis: 15_000 })
+          assert.strictEqual(ran.code, 2, `${args.join(" ")}: ${ran.stderr}`)
+          assert.include(ran.stderr, `--report: report ${report}: `, ran.stderr)
+          assert.include(ran.stderr, why, ran.stderr)
+          assert.isFalse(fs.existsSync(touched), `${report}: the command ran`)
+        }
+      }
+      assert.isTrue(fs.lstatSync(fifo).isFIFO())
+      assert.isTrue(fs.lstatSync("/dev/stdout").isSymbolicLink())
+    },
+    60_000
+  )
 })
 
 describe("threadbare --json", () => {

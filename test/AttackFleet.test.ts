@@ -308,7 +308,7 @@ describe("Report.read of hostile files", () => {
 })
 
 describe("Report.write is whole or nothing", () => {
-  it.effect("a read-only directory, a path that is a directory: a ReportError, nothing left; a FIFO or a symlink is replaced, never followed", () =>
+  it.effect("a read-only directory, a directory, a FIFO, a symlink, a missing directory: a ReportError, nothing touched", () =>
     withTempDir((dir) =>
       Effect.gen(function*() {
         const readOnly = path.join(dir, "ro")
@@ -327,24 +327,60 @@ describe("Report.write is whole or nothing", () => {
         const isDir = path.join(dir, "taken")
         fs.mkdirSync(isDir)
         fs.writeFileSync(path.join(isDir, "keep"), "x")
-        const refused = failureOf(yield* Effect.exit(Report.write(step, isDir, sample)))
-        assert.instanceOf(refused, Report.ReportError)
-        assert.strictEqual((refused as Report.ReportError).path, isDir)
-        assert.deepStrictEqual(fs.readdirSync(isDir), ["keep"])
-
         const fifo = path.join(dir, "fifo.json")
         execFileSync("mkfifo", [fifo])
-        yield* Report.write(step, fifo, sample).pipe(Effect.timeout("5 seconds"))
-        assert.isTrue(fs.lstatSync(fifo).isFile())
-
         const target = path.join(dir, "target")
         fs.writeFileSync(target, "untouched")
         const link = path.join(dir, "link.json")
         fs.symlinkSync(target, link)
-        yield* Report.write(step, link, sample)
+        const dangling = path.join(dir, "dangling.json")
+        fs.symlinkSync(path.join(dir, "nowhere"), dangling)
+        // `/dev/stdout` is a symbolic link too: run as root, a rename over it would replace it.
+        const refusals: Array<[string, string]> = [
+          [isDir, "it is a directory"],
+          [fifo, "it is a FIFO"],
+          [link, "it is a symbolic link"],
+          [dangling, "it is a symbolic link"],
+          ["/dev/stdout", "it is a symbolic link"],
+          ["/dev/null", "it is a device"],
+          [
+            path.join(dir, "missing", "report.json"),
+            `its directory ${path.join(dir, "missing")} does not exist`
+          ]
+        ]
+        for (const [where, why] of refusals) {
+          const refused = failureOf(
+            yield* Effect.exit(Report.write(step, where, sample).pipe(Effect.timeout("5 seconds")))
+          )
+          assert.instanceOf(refused, Report.ReportError, where)
+          assert.strictEqual((refused as Report.ReportError).path, where)
+          assert.include((refused as Report.ReportError).message, why)
+          // the same answer before a run, from the check a program (or the command line) makes first
+          const checked = failureOf(yield* Effect.exit(Report.checkPath(where)))
+          assert.include((checked as Report.ReportError).message, why)
+        }
+        assert.deepStrictEqual(fs.readdirSync(isDir), ["keep"])
+        assert.isTrue(fs.lstatSync(fifo).isFIFO())
+        assert.isTrue(fs.lstatSync(link).isSymbolicLink())
         assert.strictEqual(fs.readFileSync(target, "utf8"), "untouched")
-        assert.deepStrictEqual(Report.pending(yield* Report.read(step, link)), [])
-        assert.sameMembers(fs.readdirSync(dir), ["ro", "taken", "fifo.json", "target", "link.json"])
+        assert.isTrue(fs.lstatSync("/dev/stdout").isSymbolicLink())
+        assert.isTrue(fs.lstatSync("/dev/null").isCharacterDevice())
+        assert.sameMembers(fs.readdirSync(dir), [
+          "ro",
+          "taken",
+          "fifo.json",
+          "target",
+          "link.json",
+          "dangling.json"
+        ])
+
+        // A regular file is replaced whole, and a new one is made.
+        yield* Report.checkPath(target)
+        yield* Report.write(step, target, sample)
+        assert.deepStrictEqual(Report.pending(yield* Report.read(step, target)), [])
+        const fresh = path.join(dir, "fresh.json")
+        yield* Report.write(step, fresh, sample)
+        assert.strictEqual(fs.statSync(fresh).mode & 0o777, 0o600)
       })
     ))
 })

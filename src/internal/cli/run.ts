@@ -94,6 +94,10 @@ export const runOnHosts = <I, A, E>(options: {
     const { shared, task } = options
     const patch = yield* settingsPatch(shared)
     let hosts = yield* resolveHosts(shared)
+    // Found after the run, a report that cannot be written would cost the whole run's record.
+    if (Option.isSome(shared.report)) {
+      yield* Report.checkPath(shared.report.value).pipe(Effect.mapError(reportError("report")))
+    }
     if (Option.isSome(shared.rerunFailed)) {
       yield* regularFile("rerun-failed", shared.rerunFailed.value)
       const last = yield* Report.read(task, shared.rerunFailed.value).pipe(
