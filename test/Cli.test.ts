@@ -9,7 +9,7 @@
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as Schema from "effect/Schema"
 import { spawn } from "node:child_process"
-import { randomBytes } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -230,6 +230,70 @@ describe("threadbare command", () => {
     )
     assert.strictEqual(json.code, 0, json.stderr)
     assert.include(json.stdout, `[${h1}] out: a+b`)
+  })
+
+  it("takes a Redacted field from an environment variable, never from the command line", async () => {
+    const secret = `tok-${randomBytes(6).toString("hex")}`
+    const digest = createHash("sha256").update(secret).digest("hex").slice(0, 16)
+    const help = await cli("run", "tasks.ts", "with-secret", "--help")
+    assert.match(
+      help.stdout,
+      /--token-env name\s+\(task input token: secret, read from this environment variable\)/,
+      help.stdout
+    )
+    assert.notMatch(help.stdout, /--token /)
+    const ran = await exec(
+      process.execPath,
+      [
+        bin,
+        "run",
+        "tasks.ts",
+        "with-secret",
+        "--token-env",
+        "TB_CLI_TOKEN",
+        "--account",
+        "ann",
+        "-H",
+        h1,
+        ...connection
+      ],
+      project,
+      { env: { TB_CLI_TOKEN: secret } }
+    )
+    assert.strictEqual(ran.code, 0, ran.stderr)
+    assert.include(ran.stdout, `[${h1}] out: account=ann token-sha256=${digest}`)
+    assert.notInclude(ran.stdout + ran.stderr, secret)
+    // The value itself is no flag, and a variable that is not set is named.
+    const given = await cli(
+      "run",
+      "tasks.ts",
+      "with-secret",
+      "--token",
+      secret,
+      "--account",
+      "ann",
+      "-H",
+      h1,
+      ...refusing
+    )
+    assert.strictEqual(given.code, 2, given.stderr)
+    const unset = await cli(
+      "run",
+      "tasks.ts",
+      "with-secret",
+      "--token-env",
+      "TB_CLI_UNSET",
+      "--account",
+      "ann",
+      "-H",
+      h1,
+      ...refusing
+    )
+    assert.strictEqual(unset.code, 2, unset.stderr)
+    assert.include(unset.stderr, "--token-env: the environment variable TB_CLI_UNSET is not set")
+    const missing = await cli("run", "tasks.ts", "with-secret", "--account", "ann", "-H", h1, ...refusing)
+    assert.strictEqual(missing.code, 2, missing.stderr)
+    assert.include(missing.stderr, "--token-env")
   })
 
   it("refuses a bad flag value with exit 2, naming the flag, before any host is touched", async () => {

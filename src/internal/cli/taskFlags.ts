@@ -2,7 +2,8 @@
  * A task's input Schema as command-line flags: each field of a `Schema.Struct` becomes a flag
  * named after it in kebab-case, typed from the field's encoded form (what crosses the process
  * boundary), so the values the flags give are what the Schema decodes. The decode then checks
- * every constraint (an `Int`, a pattern, a range) before any host is touched.
+ * every constraint (an `Int`, a pattern, a range) before any host is touched. A `Redacted` field
+ * is `--<name>-env VARIABLE`: a secret on the command line would be in the process table.
  */
 import * as Flag from "effect/cli/Flag"
 import * as Effect from "effect/Effect"
@@ -11,10 +12,14 @@ import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import type { Task } from "../../Task.ts"
 
-/** One derived flag: the field it fills and how it reads its value. */
+/**
+ * One derived flag: the field it fills and how it reads its value. A `secret` flag's value is the
+ * name of the environment variable that holds the field's value.
+ */
 export interface TaskFlag {
   readonly field: string
   readonly flag: string
+  readonly secret: boolean
   readonly param: Flag.Flag<Option.Option<unknown>>
 }
 
@@ -49,6 +54,13 @@ const literalsOf = (ast: AST.AST): ReadonlyArray<readonly [string, unknown]> | u
   }
   return undefined
 }
+
+// A `Schema.Redacted` field: its value must not be given on the command line, where every user of
+// the machine can read it in the process table.
+const isRedacted = (ast: AST.AST): boolean =>
+  ast._tag === "Declaration" &&
+  (ast.annotations?.["representation"] as { readonly id?: unknown } | undefined)?.id ===
+    "effect/schema/Redacted"
 
 // The flag of one field, before it is made optional: typed as the field's encoded form.
 const flagOf = (name: string, ast: AST.AST): { readonly flag: Flag.Flag<unknown>; readonly kind: string } => {
@@ -100,7 +112,8 @@ export const taskFlags = (
   const flags: Array<TaskFlag> = []
   for (const property of encoded.propertySignatures) {
     if (typeof property.name !== "string") continue
-    const name = kebab(property.name)
+    const secret = isRedacted(stripUndefined(property.type))
+    const name = kebab(property.name) + (secret ? "-env" : "")
     if (reserved.has(name)) {
       return {
         _tag: "Invalid",
@@ -109,7 +122,12 @@ export const taskFlags = (
       }
     }
     const optional = AST.isOptional(property.type)
-    const { flag, kind } = flagOf(name, stripUndefined(property.type))
+    const { flag, kind } = secret
+      ? {
+        flag: Flag.String(name).pipe(Flag.withMetavar("name")),
+        kind: "secret, read from this environment variable"
+      }
+      : flagOf(name, stripUndefined(property.type))
     const description = AST.resolveDescription(property.type)
     const described = Flag.withDescription(
       flag,
@@ -122,7 +140,7 @@ export const taskFlags = (
     const param = kind === "boolean" && !optional
       ? Flag.map(Flag.withDefault(described, false), Option.some)
       : Flag.optional(described)
-    flags.push({ field: property.name, flag: name, param })
+    flags.push({ field: property.name, flag: name, secret, param })
   }
   return { _tag: "Struct", flags }
 }
@@ -170,20 +188,40 @@ export const decodeInput = (
       }
       case "Struct": {
         const record: Record<string, unknown> = {}
-        derived.flags.forEach((flag, index) => {
+        for (const [index, flag] of derived.flags.entries()) {
           const value = values[index]
-          if (value !== undefined && Option.isSome(value)) record[flag.field] = value.value
-        })
+          if (value === undefined || Option.isNone(value)) continue
+          if (!flag.secret) {
+            record[flag.field] = value.value
+            continue
+          }
+          const variable = String(value.value)
+          const secret = process.env[variable]
+          if (secret === undefined) {
+            return Effect.fail(
+              new InputError({ message: `--${flag.flag}: the environment variable ${variable} is not set` })
+            )
+          }
+          record[flag.field] = secret
+        }
         return Effect.succeed(record)
       }
     }
   })
-  return Effect.flatMap(encoded, (value) =>
-    Schema.decodeUnknownEffect(task.input)(value).pipe(
-      Effect.mapError((error) => {
-        const field = firstField(error.issue)
-        const where = field === undefined ? "task input" : `--${kebab(field)}`
-        return new InputError({ message: `${where}: ${error.message}` })
-      })
-    ))
+  // Decoded as the task's input is when it crosses to a worker process: from JSON, so that a
+  // `Redacted` field takes its secret as a string (and a `Date` field an ISO date).
+  return Effect.flatMap(
+    encoded,
+    (value) =>
+      Schema.decodeUnknownEffect(Schema.toCodecJson(task.input))(value).pipe(
+        Effect.mapError((error) => {
+          const field = firstField(error.issue)
+          const flag = derived._tag === "Struct"
+            ? derived.flags.find((f) => f.field === field)?.flag
+            : undefined
+          const where = field === undefined ? "task input" : `--${flag ?? kebab(field)}`
+          return new InputError({ message: `${where}: ${error.message}` })
+        })
+      )
+  )
 }
