@@ -14,6 +14,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { oneLine } from "./internal/command/oneLine.ts"
 import * as Events from "./internal/events/event.ts"
 import { Settings } from "./Settings.ts"
 
@@ -118,16 +119,6 @@ export const printLine = Effect.fnUntraced(function*(host: string, pipe: string,
     `${format(current.lineTemplate, { host, pipe: current.customPipe ?? pipe, line, now })}\n`
   )
 })
-
-/**
- * `text` on one line: newlines, carriage returns, escape sequences and other control characters
- * (tab excepted) written out as `\n`, `\r`, `\x1b` and so on, so that a command or a path that
- * holds them cannot break its line, nor move the cursor or recolour a terminal.
- */
-const oneLine = (text: string): string =>
-  // eslint-disable-next-line no-control-regex
-  text.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) =>
-    c === "\n" ? "\\n" : c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
 
 /**
  * Prints `[host] <verb>: <command>` before a command runs, unless `quiet` or not

@@ -402,6 +402,8 @@ describe("the board's rendering", () => {
     const frame = Board.frame(state, { width: 80, now: clock })
     assert.include(frame.join("\n"), "out: red and return")
     assert.notInclude(frame.join("\n"), "\x1b")
+    // The 8-bit forms of CSI and of a new line, which xterm and VTE read as such, go too.
+    assert.strictEqual(Board.clean("a\u009b2Jb\u0085c\u00a0d"), "a 2Jb c\u00a0d")
   })
 
   it("fits the width, and the height with failures and running hosts first", () => {

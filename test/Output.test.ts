@@ -189,6 +189,18 @@ describe("Output", () => {
         ])
       }))
 
+    it.effect("writes out C1 controls too: an 8-bit CSI or NEL in a command is no escape", () =>
+      Effect.gen(function*() {
+        const writes: Array<string> = []
+        const writer: Output.Writer = { write: (text) => Effect.sync(() => void writes.push(text)) }
+        // U+009B is CSI and U+0085 a next-line to terminals that take C1 controls (xterm, VTE);
+        // U+00A0 and after are printable and stay.
+        yield* Output.printRunning("h", "run", "echo \u009b2J\u009b1;1H\u0085ok \u0090x\u009c \u00a0é").pipe(
+          Effect.provideService(Output.Output, writer)
+        )
+        assert.deepStrictEqual(writes, ["[h] run: echo \\x9b2J\\x9b1;1H\\x85ok \\x90x\\x9c \u00a0é\n"])
+      }))
+
     it.effect("prints nothing without displayRunning, while output lines still print", () =>
       Effect.gen(function*() {
         const lines = yield* collect(

@@ -197,7 +197,8 @@ export const clean = (text: string): string => {
       } else i++
       continue
     }
-    out += code < 0x20 || code === 0x7f ? " " : text[i]
+    // C1 (U+0080..U+009F) holds an 8-bit CSI and a new line that xterm and VTE obey.
+    out += code < 0x20 || (code >= 0x7f && code <= 0x9f) ? " " : text[i]
   }
   return out
 }
