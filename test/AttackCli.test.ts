@@ -178,6 +178,27 @@ describe("threadbare command under attack", () => {
     },
     60_000
   )
+
+  it("a hostile command or path keeps the dry run's lines and the summary's one line each, escapes written out", async () => {
+    const hostile = "echo a\n\x1b[2J\x1b]0;pwned\x07\rb \u009b2J"
+    const written = "echo a\\n\\x1b[2J\\x1b]0;pwned\\x07\\rb \\x9b2J"
+    const dry = await cli("-H", h1, ...refusing, "--dry-run", "--", hostile)
+    assert.strictEqual(dry.code, 0, dry.stderr)
+    assert.deepStrictEqual(dry.stdout.split("\n").filter((l) => l !== ""), [`[${h1}] would run: ${written}`])
+    const put = await cli("put", "/tmp/a\nb\x1b[2J", "/srv/\u009b2J", "-H", h1, ...refusing, "--dry-run")
+    assert.strictEqual(put.code, 0, put.stderr)
+    assert.deepStrictEqual(put.stdout.split("\n").filter((l) => l !== ""), [
+      `[${h1}] would put /tmp/a\\nb\\x1b[2J -> /srv/\\x9b2J`
+    ])
+    // The command fails: the summary names it on a line of its own, no escape let through.
+    const failed = await cli("-H", h1, ...connection, "--", "exit 3 # \x1b[2J\x1b]0;pwned\x07\rb \u009b2J")
+    assert.strictEqual(failed.code, 1, failed.stderr)
+    assert.notMatch(failed.stdout + failed.stderr, /[\x1b\r\u0085\u009b]/)
+    assert.include(
+      failed.stderr,
+      `  ${h1}: CommandFailed: [${h1}] command failed with exit code 3: exit 3 # \\x1b[2J\\x1b]0;pwned\\x07\\rb \\x9b2J\n`
+    )
+  })
 })
 
 describe("threadbare --json", () => {

@@ -14,6 +14,7 @@ import * as Execute from "../../Execute.ts"
 import * as Report from "../../Report.ts"
 import { settings } from "../../Settings.ts"
 import type { Task } from "../../Task.ts"
+import { oneLine } from "../command/oneLine.ts"
 import { parseHostString } from "../settings/hostString.ts"
 import * as ExitCodes from "./exitCodes.ts"
 import { regularFile, resolveHosts, rollingOptions, settingsPatch, type Shared } from "./options.ts"
@@ -71,7 +72,7 @@ export const summary = (report: Report.Report<unknown, unknown>, code: number): 
     ` in ${(report.durationMillis / 1000).toFixed(1)}s (exit ${code})`
   ]
   for (const host of report.hosts) {
-    if (host.status !== "succeeded") lines.push(`  ${host.host}: ${whyNot(host)}`)
+    if (host.status !== "succeeded") lines.push(`  ${host.host}: ${oneLine(whyNot(host))}`)
   }
   return lines.join("\n")
 }
@@ -152,7 +153,7 @@ export const runOnHosts = <I, A, E>(options: {
       const sudo = shared.sudo ? " (with sudo)" : ""
       // With --json, standard output is NDJSON events only, and a dry run has none to give.
       const print = shared.json ? Console.error : Console.log
-      for (const host of hosts) yield* print(`[${host}] would ${options.describe}${sudo}`)
+      for (const host of hosts) yield* print(`[${host}] would ${oneLine(options.describe)}${sudo}`)
       yield* Console.error(`threadbare: dry run: ${hosts.length} host(s), nothing was touched`)
       return
     }
