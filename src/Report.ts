@@ -235,6 +235,9 @@ const kindOf = (
 export const checkPath = (path: string): Effect.Effect<void, ReportError> =>
   Effect.suspend(() => {
     const refuse = (detail: string) => Effect.fail(new ReportError({ path, detail }))
+    // Both would pass the checks below (nothing there, the directory `.`) and fail only at the rename.
+    if (path === "") return refuse("no path given: give the path of a file")
+    if (path.endsWith("/")) return refuse("it ends with /, which names a directory: give the path of a file")
     let info: ReturnType<typeof Files.Sync.statIfExists>
     let directory: ReturnType<typeof Files.Sync.statIfExists>
     try {
@@ -250,6 +253,15 @@ export const checkPath = (path: string): Effect.Effect<void, ReportError> =>
     }
     if (directory === undefined || !directory.isDirectory()) {
       return refuse(`its directory ${NodePath.dirname(path)} does not exist: create it first`)
+    }
+    try {
+      Files.Sync.accessCreate(NodePath.dirname(path))
+    } catch (cause) {
+      return refuse(
+        `cannot write in its directory ${NodePath.dirname(path)}: ${
+          Files.fromNode("access", NodePath.dirname(path), cause).message
+        }`
+      )
     }
     return Effect.void
   })
@@ -281,7 +293,11 @@ export const write = <A, E>(
         new ReportError({ path, detail: `cannot encode it with the task's Schemas: ${error.message}` })
       )
     )
-    const temporary = `${path}.${process.pid}.${Date.now()}.tmp`
+    // Named after the report but kept short: the report's own name may fill NAME_MAX.
+    const temporary = NodePath.join(
+      NodePath.dirname(path),
+      `.${NodePath.basename(path).slice(0, 60)}.${process.pid}.${Date.now()}.tmp`
+    )
     yield* Effect.try({
       try: () => {
         try {

@@ -383,6 +383,44 @@ describe("Report.write is whole or nothing", () => {
         assert.strictEqual(fs.statSync(fresh).mode & 0o777, 0o600)
       })
     ))
+
+  it.effect("checkPath refuses what write would fail on after the run: an empty path, a trailing slash, a directory it cannot write", () =>
+    withTempDir((dir) =>
+      Effect.gen(function*() {
+        const readOnly = path.join(dir, "ro")
+        fs.mkdirSync(readOnly)
+        if (process.getuid?.() === 0) execFileSync("chattr", ["+i", readOnly])
+        else fs.chmodSync(readOnly, 0o500)
+        const cases: Array<[string, string]> = [
+          ["", "no path"],
+          [path.join(dir, "new-dir") + "/", "ends with /"],
+          [path.join(readOnly, "report.json"), `cannot write in its directory ${readOnly}`],
+          [path.join(dir, "r".repeat(256)), "cannot write it"]
+        ]
+        for (const [where, why] of cases) {
+          // Each of these passed the check, then cost the run's record when it was written.
+          const checked = failureOf(yield* Effect.exit(Report.checkPath(where)))
+          assert.instanceOf(checked, Report.ReportError, JSON.stringify(where))
+          assert.include((checked as Report.ReportError).message, why)
+          const written = failureOf(yield* Effect.exit(Report.write(step, where, sample)))
+          assert.instanceOf(written, Report.ReportError, JSON.stringify(where))
+        }
+        assert.deepStrictEqual(fs.readdirSync(readOnly), [])
+        assert.sameMembers(fs.readdirSync(dir), ["ro"])
+
+        // What is fine stays fine: a directory reached through a symbolic link, and a name that
+        // fits NAME_MAX though the temporary file beside it, were it named after it whole, would not.
+        const real = path.join(dir, "real")
+        fs.mkdirSync(real)
+        fs.symlinkSync(real, path.join(dir, "via"))
+        for (const where of [path.join(dir, "via", "report.json"), path.join(dir, "s".repeat(250))]) {
+          yield* Report.checkPath(where)
+          yield* Report.write(step, where, sample)
+          assert.deepStrictEqual(Report.pending(yield* Report.read(step, where)), [])
+        }
+        assert.deepStrictEqual(fs.readdirSync(real), ["report.json"])
+      })
+    ))
 })
 
 /** A consumer that holds every event until `release` completes, then keeps them. */

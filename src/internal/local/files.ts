@@ -242,6 +242,8 @@ export const Sync = {
   statIfExists: (path: Path, follow = true): Stats | undefined =>
     (follow ? fs.statSync : fs.lstatSync)(path, { throwIfNoEntry: false }),
   exists: (path: Path): boolean => fs.existsSync(path),
+  /** Throws unless this process may create files in the directory `path` (`EACCES`, `EPERM`, `EROFS`). */
+  accessCreate: (path: Path): void => fs.accessSync(path, fs.constants.W_OK | fs.constants.X_OK),
   readFileString: (path: Path): string => fs.readFileSync(path, "utf8"),
   /** Appends to a file, created with `mode` when missing. */
   appendFile: (path: Path, data: string, mode: number): void => fs.appendFileSync(path, data, { mode }),
