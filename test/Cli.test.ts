@@ -296,6 +296,44 @@ describe("threadbare command", () => {
     assert.include(missing.stderr, "--token-env")
   })
 
+  it("takes every kind of secret field from the environment: RedactedFromValue, a Redacted number, an optional one", async () => {
+    const key = `key-${randomBytes(6).toString("hex")}`
+    const digest = createHash("sha256").update(key).digest("hex").slice(0, 16)
+    const help = await cli("run", "tasks.ts", "with-secrets", "--help")
+    for (const flag of ["--api-key-env", "--pin-env", "--note-env"]) {
+      assert.include(help.stdout, flag, help.stdout)
+    }
+    assert.notMatch(help.stdout, /--api-key |--pin |--note /, help.stdout)
+    const args = ["run", "tasks.ts", "with-secrets", "--api-key-env", "TB_KEY", "--pin-env", "TB_PIN"]
+    const ran = await exec(process.execPath, [bin, ...args, "-H", h1, ...connection], project, {
+      env: { TB_KEY: key, TB_PIN: "4041" }
+    })
+    assert.strictEqual(ran.code, 0, ran.stderr)
+    assert.include(ran.stdout, `[${h1}] out: key-sha256=${digest} pin+1=4042 note-length=none`)
+    assert.notInclude(ran.stdout + ran.stderr, key)
+    // A PIN that is no integer is refused, naming the flag, and the message does not repeat it.
+    const bad = await exec(process.execPath, [bin, ...args, "-H", h1, ...refusing], project, {
+      env: { TB_KEY: key, TB_PIN: "40.5x-secretpin" }
+    })
+    assert.strictEqual(bad.code, 2, bad.stderr)
+    assert.include(bad.stderr, "--pin-env")
+    assert.notInclude(bad.stdout + bad.stderr, "secretpin")
+    // The value itself is no flag.
+    const given = await cli(
+      "run",
+      "tasks.ts",
+      "with-secrets",
+      "--api-key",
+      key,
+      "--pin-env",
+      "TB_PIN",
+      "-H",
+      h1,
+      ...refusing
+    )
+    assert.strictEqual(given.code, 2, given.stderr)
+  })
+
   it("refuses a bad flag value with exit 2, naming the flag, before any host is touched", async () => {
     // Port 1 refuses every connection: an attempt would end with exit 3, not 2.
     const hosts = ["-H", h1, ...refusing]

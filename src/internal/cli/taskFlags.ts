@@ -109,10 +109,18 @@ export const taskFlags = (
       )
     }
   }
+  // A secret is known by its decoded side: `RedactedFromValue(Schema.String)` is a plain string
+  // once encoded, and would otherwise be a flag whose value is the secret.
+  const decoded = AST.toType(task.input.ast)
+  const secrets = new Set(
+    decoded._tag === "Objects"
+      ? decoded.propertySignatures.filter((p) => isRedacted(stripUndefined(p.type))).map((p) => p.name)
+      : []
+  )
   const flags: Array<TaskFlag> = []
   for (const property of encoded.propertySignatures) {
     if (typeof property.name !== "string") continue
-    const secret = isRedacted(stripUndefined(property.type))
+    const secret = secrets.has(property.name)
     const name = kebab(property.name) + (secret ? "-env" : "")
     if (reserved.has(name)) {
       return {
@@ -187,6 +195,13 @@ export const decodeInput = (
         })
       }
       case "Struct": {
+        // A secret arrives as text, but is decoded from its JSON form: a `Redacted(Schema.Int)`
+        // wants a number there.
+        const json = AST.toEncoded(Schema.toCodecJson(task.input).ast)
+        const jsonKind = (field: string) =>
+          json._tag === "Objects"
+            ? stripUndefined(json.propertySignatures.find((p) => p.name === field)?.type ?? json)._tag
+            : undefined
         const record: Record<string, unknown> = {}
         for (const [index, flag] of derived.flags.entries()) {
           const value = values[index]
@@ -202,7 +217,12 @@ export const decodeInput = (
               new InputError({ message: `--${flag.flag}: the environment variable ${variable} is not set` })
             )
           }
-          record[flag.field] = secret
+          const kind = jsonKind(flag.field)
+          record[flag.field] = kind === "Number" && secret.trim() !== "" && Number.isFinite(Number(secret))
+            ? Number(secret)
+            : kind === "Boolean" && (secret === "true" || secret === "false")
+            ? secret === "true"
+            : secret
         }
         return Effect.succeed(record)
       }
