@@ -193,6 +193,7 @@ describe("threadbare command under attack", () => {
     // The command fails: the summary names it on a line of its own, no escape let through.
     const failed = await cli("-H", h1, ...connection, "--", "exit 3 # \x1b[2J\x1b]0;pwned\x07\rb \u009b2J")
     assert.strictEqual(failed.code, 1, failed.stderr)
+    // eslint-disable-next-line no-control-regex
     assert.notMatch(failed.stdout + failed.stderr, /[\x1b\r\u0085\u009b]/)
     assert.include(
       failed.stderr,
