@@ -376,6 +376,16 @@ describe("threadbare command", () => {
     const clash = await cli("run", "tasks.ts", "clash", ...hosts)
     assert.strictEqual(clash.code, 2, clash.stderr)
     assert.include(clash.stderr, `field "hosts" would be the flag --hosts`)
+    const twins = await cli("run", "tasks.ts", "twins", ...hosts)
+    assert.strictEqual(twins.code, 2, twins.stderr)
+    assert.include(
+      twins.stderr,
+      `fields "token" and "tokenEnv" would both be the flag --token-env; rename one`
+    )
+    // Its help says why it lists none of the task's flags.
+    const help = await cli("run", "tasks.ts", "twins", "--help")
+    assert.include(help.stderr, `would both be the flag --token-env; rename one`)
+    assert.include(help.stdout, "USAGE")
   })
 
   it("stops the remote commands on Ctrl-C and exits 130", async () => {

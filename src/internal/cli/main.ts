@@ -237,6 +237,11 @@ export const main = (version: string) =>
     const args = yield* (yield* Stdio.Stdio).args
     const found = scanRun(args, valueFlags())
     const loaded = found === undefined ? undefined : yield* loadTask(found, reservedFlags())
+    // The help of a task that could not be loaded lists none of its flags: say why.
+    const beforeDashes = args.includes("--") ? args.slice(0, args.indexOf("--")) : args
+    if (loaded?._tag === "Failed" && (beforeDashes.includes("--help") || beforeDashes.includes("-h"))) {
+      yield* Console.error(`threadbare: ${loaded.message}`)
+    }
     const command = makeCommand(loaded)
     return yield* Command.runWith(command, { version })(args).pipe(
       Effect.as(ExitCodes.ok),

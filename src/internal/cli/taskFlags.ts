@@ -122,6 +122,14 @@ export const taskFlags = (
     if (typeof property.name !== "string") continue
     const secret = secrets.has(property.name)
     const name = kebab(property.name) + (secret ? "-env" : "")
+    const twin = flags.find((flag) => flag.flag === name)
+    if (twin !== undefined) {
+      return {
+        _tag: "Invalid",
+        message:
+          `the task's input fields "${twin.field}" and "${property.name}" would both be the flag --${name}; rename one`
+      }
+    }
     if (reserved.has(name)) {
       return {
         _tag: "Invalid",
