@@ -15,12 +15,15 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
 // Once the parent is gone (killed, or it exited without closing us), what the worker still
-// sends it (a stopped run's outcome, the ready message of a worker still starting) fails with
-// ERR_IPC_CHANNEL_CLOSED, emitted on `process`. Nobody is left to read it, and unhandled it
-// would end the worker with a trace before its tasks' finalizers have stopped their remote
-// commands; `workerServer` stops the tasks on `disconnect`.
+// sends it (a stopped run's outcome, an output line, the ready message of a worker still
+// starting) fails, emitted on `process`: with ERR_IPC_CHANNEL_CLOSED once the worker has read
+// that the channel is closed, and with EPIPE (or ECONNRESET) when it writes before reading it.
+// Nobody is left to read it, and unhandled it would end the worker with a trace before its
+// tasks' finalizers have stopped their remote commands; `workerServer` stops the tasks on
+// `disconnect`, which follows.
+const parentGone = new Set(["ERR_IPC_CHANNEL_CLOSED", "EPIPE", "ECONNRESET"])
 process.on("error", (error: NodeJS.ErrnoException) => {
-  if (error.code === "ERR_IPC_CHANNEL_CLOSED") return
+  if (error.code !== undefined && parentGone.has(error.code)) return
   console.error("effect-threadbare: the worker process failed:", error)
   process.exit(1)
 })
