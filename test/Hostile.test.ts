@@ -477,7 +477,9 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
       it.effect.prop(
         "rsync copies exactly the files named, to and from any directory name, and nothing else runs",
         [valueArb, batch(20, 40)],
-        ([dirName, values]) => checkRsync(fileName(dirName).slice(0, 200), uniqueNames(values)),
+        // Bytes, not UTF-16 units, count toward NAME_MAX, and the sibling adds "-sibling" to the name.
+        ([dirName, values]) =>
+          checkRsync(truncateBytes(fileName(dirName), 255 - "-sibling".length), uniqueNames(values)),
         { arbitrary: { runs: 12, maxShrinks: 10 } }
       )
 
@@ -495,7 +497,9 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
             "\uFFFD\n-1*",
             "é👍",
             "back\\slash",
-            "a\\*[b]?"
+            "a\\*[b]?",
+            // the longest name that leaves room for "-sibling", in four-byte characters and joiners
+            truncateBytes("\u{1F468}\u200D\u{1F469}\u200D\u{1F467}".repeat(20), 255 - "-sibling".length)
           ],
           (dirName) => checkRsync(dirName, uniqueNames(fixedNames)),
           { discard: true }

@@ -21,9 +21,8 @@ import { fileURLToPath } from "node:url"
 // Nobody is left to read it, and unhandled it would end the worker with a trace before its
 // tasks' finalizers have stopped their remote commands; `workerServer` stops the tasks on
 // `disconnect`, which follows.
-const parentGone = new Set(["ERR_IPC_CHANNEL_CLOSED", "EPIPE", "ECONNRESET"])
 process.on("error", (error: NodeJS.ErrnoException) => {
-  if (error.code !== undefined && parentGone.has(error.code)) return
+  if (error.code === "ERR_IPC_CHANNEL_CLOSED" || error.code === "EPIPE" || error.code === "ECONNRESET") return
   console.error("effect-threadbare: the worker process failed:", error)
   process.exit(1)
 })
