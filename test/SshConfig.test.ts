@@ -18,6 +18,7 @@ import * as path from "node:path"
 import { SettingsError } from "../src/Errors.ts"
 import * as SshConfig from "../src/internal/ssh/config.ts"
 import * as SshG from "../src/internal/ssh/sshG.ts"
+import { makeResolver } from "../src/internal/ssh/target.ts"
 import { remote } from "../src/Operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
@@ -250,6 +251,29 @@ layer(Layer.mergeAll(Ssh.layer, base, NodeServices.layer), {
           assert.strictEqual((yield* ssh.resolve(settings)).host, "127.0.0.1")
           fs.writeFileSync(file, "Host e\n  HostName 127.0.0.22\n")
           assert.strictEqual((yield* ssh.resolve(settings)).host, "127.0.0.22")
+        }))
+    })
+
+    describe("ssh -G's answers", () => {
+      it.effect("are asked once per host, and the oldest are dropped past the layer's bound", () =>
+        Effect.gen(function*() {
+          // `Match exec` runs once per `ssh -G`, so its log counts the questions asked.
+          const log = path.join(dir, "asked.log")
+          const file = path.join(dir, "counted")
+          fs.writeFileSync(log, "")
+          fs.writeFileSync(file, `Match exec "echo %n >> ${log}"\n  Port 2200\n`)
+          const resolve = makeResolver(3)
+          const asked = () => fs.readFileSync(log, "utf8").split("\n").filter((line) => line !== "")
+          const settings = Settings.apply(yield* Settings.Settings, { sshConfigFile: file })
+          const at = (host: string) => resolve({ ...settings, host })
+          for (const host of ["h0", "h1", "h0", "h2", "h1", "h0"]) {
+            assert.strictEqual((yield* at(host)).port, 2200)
+          }
+          assert.deepStrictEqual(asked(), ["h0", "h1", "h2"], "each host asked once while all are kept")
+          yield* at("h3") // a fourth answer: h0, the oldest, goes
+          yield* at("h2")
+          yield* at("h0")
+          assert.deepStrictEqual(asked(), ["h0", "h1", "h2", "h3", "h0"])
         }))
     })
 

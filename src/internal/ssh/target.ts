@@ -36,8 +36,9 @@ interface ResolverState {
   readonly account: Account
   /** Parsed config files (built-in reader), by path, while unchanged. */
   readonly parsed: Map<string, { readonly stamp: string; readonly config: SshConfig.SshConfig }>
-  /** `ssh -G`'s answers, by (config file and stamp, host, user, port). */
+  /** `ssh -G`'s answers, by (config file and stamp, host, user, port); `maxAnswers` at most. */
   readonly answers: Map<string, SshConfig.Options>
+  readonly maxAnswers: number
   /** The `file:line`s already warned about. */
   readonly warned: Set<string>
   /** The `ssh` on `PATH`, looked for once. */
@@ -183,6 +184,8 @@ const optionsFor = Effect.fnUntraced(function*(
   const cached = state.answers.get(key)
   if (cached !== undefined) return { options: cached, openssh: true }
   const options = yield* SshG.run({ ssh: resolver.ssh, configFile: config.file, host, user, port })
+  // Bounded: each edit of the config makes new keys. A Map keeps insertion order: drop the oldest.
+  if (state.answers.size >= state.maxAnswers) state.answers.delete(state.answers.keys().next().value!)
   state.answers.set(key, options)
   return { options, openssh: true }
 })
@@ -542,7 +545,10 @@ const resolveWith = Effect.fnUntraced(
  * next operation; an edit of a file it `Include`s, or a change in what a `Match exec` command
  * answers, only in a new layer), and the local account, which never changes for a process.
  */
-export const makeResolver = (): (settings: Settings) => Effect.Effect<Target, SettingsError> => {
+export const makeResolver = (
+  // A fleet of this many hosts asks `ssh -G` once per host.
+  maxAnswers = 4096
+): (settings: Settings) => Effect.Effect<Target, SettingsError> => {
   // `os.userInfo()` reads the password database on every call.
   let passwd: { readonly username: string; readonly homedir: string } | undefined
   const account: Account = {
@@ -555,6 +561,7 @@ export const makeResolver = (): (settings: Settings) => Effect.Effect<Target, Se
     account,
     parsed: new Map(),
     answers: new Map(),
+    maxAnswers,
     warned: new Set(),
     ssh: () => (ssh ??= { path: SshG.findSsh(process.env["PATH"]) }).path
   }
