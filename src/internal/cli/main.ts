@@ -200,29 +200,22 @@ export const makeCommand = (loaded: LoadedTask | undefined) =>
     Command.withSubcommands([put, get, makeRun(loaded)])
   )
 
-/** The names of the flags `run` takes before any of its task's, which a task's field may not reuse. */
-const reservedFlags = (): ReadonlySet<string> => {
-  const names = new Set<string>(["help", "version", "completions", "log-level", "wizard", "h", "v"])
+/**
+ * The names of the flags `run` takes before any of its task's, which a task's field may not
+ * reuse, and those whose value is the next argument (not booleans), to find `run MODULE TASK`.
+ */
+const flagNames = (): { readonly reserved: ReadonlySet<string>; readonly withValue: ReadonlySet<string> } => {
+  const reserved = new Set<string>(["help", "version", "completions", "log-level", "wizard", "h", "v"])
+  const withValue = new Set<string>(["log-level", "completions"])
   const descriptor = Completions.fromCommand(makeCommand(undefined))
-  const runDescriptor = descriptor.subcommands.find((sub) => sub.name === "run")
-  for (const flag of [...descriptor.flags, ...(runDescriptor?.flags ?? [])]) {
-    names.add(flag.name)
-    for (const alias of flag.aliases) names.add(alias)
+  const run = descriptor.subcommands.find((sub) => sub.name === "run")
+  for (const flag of [...descriptor.flags, ...(run?.flags ?? [])]) {
+    for (const name of [flag.name, ...flag.aliases]) {
+      reserved.add(name)
+      if (flag.type._tag !== "Boolean") withValue.add(name)
+    }
   }
-  return names
-}
-
-/** Flags whose value is the next argument (not booleans), to find `run MODULE TASK` in argv. */
-const valueFlags = (): ReadonlySet<string> => {
-  const names = new Set<string>(["log-level", "completions"])
-  const descriptor = Completions.fromCommand(makeCommand(undefined))
-  const runDescriptor = descriptor.subcommands.find((sub) => sub.name === "run")
-  for (const flag of [...descriptor.flags, ...(runDescriptor?.flags ?? [])]) {
-    if (flag.type._tag === "Boolean") continue
-    names.add(flag.name)
-    for (const alias of flag.aliases) names.add(alias)
-  }
-  return names
+  return { reserved, withValue }
 }
 
 const failWith = (code: number, message?: string) =>
@@ -235,8 +228,9 @@ const failWith = (code: number, message?: string) =>
 export const main = (version: string) =>
   Effect.gen(function*() {
     const args = yield* (yield* Stdio.Stdio).args
-    const found = scanRun(args, valueFlags())
-    const loaded = found === undefined ? undefined : yield* loadTask(found, reservedFlags())
+    const names = flagNames()
+    const found = scanRun(args, names.withValue)
+    const loaded = found === undefined ? undefined : yield* loadTask(found, names.reserved)
     // The help of a task that could not be loaded lists none of its flags: say why.
     const beforeDashes = args.includes("--") ? args.slice(0, args.indexOf("--")) : args
     if (loaded?._tag === "Failed" && (beforeDashes.includes("--help") || beforeDashes.includes("-h"))) {

@@ -108,38 +108,9 @@ export const sharedFlags = {
   dryRun: toggle("dry-run", "print what would run on which host, and touch nothing")
 } as const
 
-/** The values of {@link sharedFlags}. */
-export interface Shared {
-  readonly hosts: Option.Option<string>
-  readonly hostsFile: Option.Option<string>
-  readonly sshConfigHosts: Option.Option<string>
-  readonly user: Option.Option<string>
-  readonly port: Option.Option<number>
-  readonly key: Option.Option<string>
-  readonly keyPassphraseEnv: Option.Option<string>
-  readonly passwordEnv: Option.Option<string>
-  readonly knownHosts: Option.Option<string>
-  readonly hostKeyPolicy: Option.Option<"strict" | "accept-new">
-  readonly gateway: Option.Option<string>
-  readonly proxyCommand: Option.Option<string>
-  readonly connectTimeout: Option.Option<string>
-  readonly connectAttempts: Option.Option<number>
-  readonly sshConfig: Option.Option<string>
-  readonly agent: boolean
-  readonly sudo: boolean
-  readonly sudoUser: Option.Option<string>
-  readonly sudoPasswordEnv: Option.Option<string>
-  readonly promptSudoPassword: boolean
-  readonly timeout: Option.Option<string>
-  readonly parallel: Option.Option<number>
-  readonly batches: Option.Option<string>
-  readonly maxFail: Option.Option<string>
-  readonly report: Option.Option<string>
-  readonly rerunFailed: Option.Option<string>
-  readonly json: boolean
-  readonly board: boolean
-  readonly quiet: boolean
-  readonly dryRun: boolean
+/** The values of {@link sharedFlags}, as the command hands them over. */
+export type Shared = {
+  readonly [K in keyof typeof sharedFlags]: (typeof sharedFlags)[K] extends Flag.Flag<infer A> ? A : never
 }
 
 const splitHosts = (value: string): Array<string> =>
