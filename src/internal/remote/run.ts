@@ -61,7 +61,6 @@ interface Stoppable {
 }
 
 interface Run extends Stoppable {
-  readonly pidMarker: string
   readonly prompt: string | undefined
   /**
    * Printed under sudo once it has switched users, before the command starts (when sudo may
@@ -79,8 +78,6 @@ interface Run extends Stoppable {
    * one case where an echo of the password is conceivable.
    */
   answered: boolean
-  readonly password: string | undefined
-  readonly pty: boolean
   /** Where output goes: the envelope prints and keeps it. */
   readonly sink: Sink
   readonly channel: CommandHandle
@@ -88,6 +85,7 @@ interface Run extends Stoppable {
   readonly output: Pull.Pull<ReadonlyArray<OutputChunk>>
   readonly out: Stream
   readonly err: Stream
+  /** Set once the login shell has reported it. */
   pid: string | undefined
   /** Whether the login shell is the bash of the `shell` setting (`"1"`), as reported with the pid. */
   loginBash: string | undefined
@@ -503,16 +501,14 @@ const runOverSsh = Effect.fnUntraced(function*(
     ConnectionError | SettingsError,
     Scope.Scope
   > =>
-    Effect.flatMap(
-      Effect.andThen(Effect.sync(() => void (asked = false)), ssh.connect(settings)),
-      (connection) =>
-        Effect.suspend(() =>
-          connection.exec(lineFor(connection), { pty: settings.pty, onSent: () => void (asked = true) })
-        ).pipe(
+    Effect.flatMap(ssh.connect(settings), (connection) => {
+      asked = false
+      return connection.exec(lineFor(connection), { pty: settings.pty, onSent: () => void (asked = true) })
+        .pipe(
           Effect.map((channel) => ({ connection, channel })),
           Effect.catchIf((error) => first && !asked && error.reason === "disconnected", () => start(false))
         )
-    )
+    })
   const password = settings.sudoPassword === undefined ? undefined : Redacted.value(settings.sudoPassword)
   // The link may die after the server started the command and before its channel was confirmed:
   // the command runs on, so it is stopped as one whose connection dropped.

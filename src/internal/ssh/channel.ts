@@ -164,17 +164,12 @@ const wire = (target: Target, state: ConnectionState, channel: ClientChannel) =>
     chunks = []
     buffered = 0
     if (closed) return Effect.void
-    return Effect.callback<void>((resume) => {
-      channel.once("close", () => resume(Effect.void))
+    // A dead connection may never confirm; ssh2 cleans its channels up on its own then.
+    return closeAndAwait(channel, () => {
       channel.resume()
       channel.stderr.resume()
-      if (!quietly(() => channel.close())) resume(Effect.void)
-    }).pipe(
-      // A dead connection may never confirm; ssh2 cleans its channels up on its own then.
-      Effect.timeoutOption(Duration.seconds(2)),
-      Effect.ensuring(Effect.sync(() => void (closed = true))),
-      Effect.asVoid
-    )
+      channel.close()
+    }).pipe(Effect.ensuring(Effect.sync(() => void (closed = true))))
   })
 
   const handle: CommandHandle = {
@@ -200,6 +195,20 @@ export const quietly = (f: () => unknown): boolean => {
     return false
   }
 }
+
+/**
+ * Runs `close` (an ssh2 end or close) and waits for the `close` event it brings, 2 s at most: a
+ * connection that died may never confirm. When `close` throws, the connection is already gone and
+ * there is nothing to wait for.
+ */
+export const closeAndAwait = (
+  emitter: { once(event: "close", listener: () => void): unknown },
+  close: () => void
+): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    emitter.once("close", () => resume(Effect.void))
+    if (!quietly(close)) resume(Effect.void)
+  }).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
 
 /**
  * Opens a channel running `command`, closed when the scope closes. The open is interruptible:

@@ -16,7 +16,7 @@ import type { Duplex } from "node:stream"
 import type { Client, ClientChannel, SFTPWrapper } from "ssh2"
 import type { ConnectionError, SettingsError } from "../../Errors.ts"
 import type { Settings } from "../../Settings.ts"
-import { openChannel, quietly } from "./channel.ts"
+import { closeAndAwait, openChannel, quietly } from "./channel.ts"
 import {
   classify,
   connectionError,
@@ -243,13 +243,7 @@ export const make = Effect.gen(function*() {
     })
 
   const closeClient = (client: Client) =>
-    Effect.callback<void>((resume) => {
-      client.once("close", () => resume(Effect.void))
-      if (!quietly(() => client.end())) resume(Effect.void)
-    }).pipe(
-      Effect.timeoutOption(Duration.seconds(2)),
-      Effect.ensuring(Effect.sync(() => client.destroy()))
-    )
+    closeAndAwait(client, () => client.end()).pipe(Effect.ensuring(Effect.sync(() => client.destroy())))
 
   const map = yield* RcMap.make({
     lookup: (key: string) => {

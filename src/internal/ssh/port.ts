@@ -297,12 +297,12 @@ export interface RemoteForwardOptions {
  */
 export interface Connection {
   readonly target: Target
-  /** Whether the connection is still up. */
   /**
    * The software the server announced (`dropbear_2022.83`, `OpenSSH_9.2p1 ...`), when known: how
    * the server groups the processes of a command depends on it.
    */
   readonly serverSoftware?: string | undefined
+  /** Whether the connection is still up. */
   readonly isOpen: () => boolean
   /**
    * What remote commands learned about the login shell of this connection's user: the path of

@@ -6,11 +6,10 @@
  * Requests are plain `Effect.callback`s with no queue or lock between them, so that a transfer
  * running a hundred of them at once has a hundred in flight on the channel.
  */
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { SFTPWrapper } from "ssh2"
-import { quietly } from "./channel.ts"
+import { closeAndAwait, quietly } from "./channel.ts"
 import type { SftpHandle, SftpOpenFlags, SftpSession, SftpStats } from "./port.ts"
 import { SftpError, SftpStatus } from "./sftpError.ts"
 
@@ -59,10 +58,7 @@ export const end = (
   if (!awaitClose || !connection.open || internals.incoming?.state === "closed") {
     return Effect.sync(() => void quietly(() => sftp.end()))
   }
-  return Effect.callback<void>((resume) => {
-    sftp.once("close", () => resume(Effect.void))
-    if (!quietly(() => sftp.end())) resume(Effect.void)
-  }).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
+  return closeAndAwait(sftp, () => sftp.end())
 }
 
 /**
