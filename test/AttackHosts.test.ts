@@ -23,17 +23,13 @@ import * as Transfer from "../src/Transfer.ts"
 import { type DropbearServer, readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
 import { Blackhole, FaultProxy } from "../tests-remote/faultProxy.ts"
 import { remoteProcesses } from "../tests-remote/server.ts"
-import { failureOf, signal } from "./support.ts"
+import { connectionSettings, failureOf, signal } from "./support.ts"
 
 const dropbear = readDropbearFromEnv()
 
 const settingsFor = (server: DropbearServer, patch: Settings.Patch = {}) =>
   Settings.settings({
-    keyFile: server.keyPath,
-    knownHostsFile: server.knownHostsPath,
-    hostKeyPolicy: "strict",
-    sshConfigFile: false,
-    useAgent: false,
+    ...connectionSettings(server),
     quiet: true,
     host: `${server.user}@127.0.0.1:${server.port}`,
     ...patch

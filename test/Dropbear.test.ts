@@ -15,16 +15,13 @@ import * as Operations from "../src/Operations.ts"
 import * as Settings from "../src/Settings.ts"
 import * as Ssh from "../src/Ssh.ts"
 import { type DropbearServer, readDropbearFromEnv } from "../tests-remote/dropbear-server.ts"
+import { connectionSettings } from "./support.ts"
 
 const server = readDropbearFromEnv()
 
 const settingsFor = (server: DropbearServer, shell: string, patch: Settings.Patch = {}) =>
   Settings.settings({
-    keyFile: server.keyPath,
-    knownHostsFile: server.knownHostsPath,
-    hostKeyPolicy: "strict",
-    sshConfigFile: false,
-    useAgent: false,
+    ...connectionSettings(server),
     shell,
     quiet: true,
     host: `${server.user}@127.0.0.1:${server.port}`,

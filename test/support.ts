@@ -22,7 +22,9 @@ import { readServerFromEnv, remoteProcesses, type ServerDescription } from "../t
  * key checking, and nothing of this machine's own ssh configuration or agent. Plain values, so
  * they can also be handed to a child program as JSON.
  */
-export const connectionSettings = (server: ServerDescription = readServerFromEnv()) =>
+export const connectionSettings = (
+  server: Pick<ServerDescription, "keyPath" | "knownHostsPath"> = readServerFromEnv()
+) =>
   ({
     keyFile: server.keyPath,
     knownHostsFile: server.knownHostsPath,
