@@ -238,29 +238,26 @@ export const checkPath = (path: string): Effect.Effect<void, ReportError> =>
     // Both would pass the checks below (nothing there, the directory `.`) and fail only at the rename.
     if (path === "") return refuse("no path given: give the path of a file")
     if (path.endsWith("/")) return refuse("it ends with /, which names a directory: give the path of a file")
-    let info: ReturnType<typeof Files.Sync.statIfExists>
-    let directory: ReturnType<typeof Files.Sync.statIfExists>
+    const directory = NodePath.dirname(path)
     try {
-      info = Files.Sync.statIfExists(path, false)
-      directory = Files.Sync.statIfExists(NodePath.dirname(path))
+      const info = Files.Sync.statIfExists(path, false)
+      if (info !== undefined && !info.isFile()) {
+        const kind = kindOf(info)
+        return refuse(
+          `it is ${kind}, which a report would replace: give the path of a regular file or of a new one`
+        )
+      }
+      if (Files.Sync.statIfExists(directory)?.isDirectory() !== true) {
+        return refuse(`its directory ${directory} does not exist: create it first`)
+      }
     } catch (cause) {
       return refuse(`cannot write it: ${Files.fromNode("stat", path, cause).message}`)
     }
-    if (info !== undefined && !info.isFile()) {
-      return refuse(
-        `it is ${kindOf(info)}, which a report would replace: give the path of a regular file or of a new one`
-      )
-    }
-    if (directory === undefined || !directory.isDirectory()) {
-      return refuse(`its directory ${NodePath.dirname(path)} does not exist: create it first`)
-    }
     try {
-      Files.Sync.accessCreate(NodePath.dirname(path))
+      Files.Sync.accessCreate(directory)
     } catch (cause) {
       return refuse(
-        `cannot write in its directory ${NodePath.dirname(path)}: ${
-          Files.fromNode("access", NodePath.dirname(path), cause).message
-        }`
+        `cannot write in its directory ${directory}: ${Files.fromNode("access", directory, cause).message}`
       )
     }
     return Effect.void
