@@ -57,7 +57,10 @@ const waitUntil = (what: string, check: () => boolean, millis: number) =>
     }
   })
 
-/** A proxy in front of Dropbear, with a known_hosts file naming its port. */
+/** A proxy in front of Dropbear, a known_hosts file naming its port, and settings to go through it. */
+// The link's death is noticed within 1.5 s.
+const quickKeepalive = { keepaliveInterval: Duration.millis(500), keepaliveCountMax: 3 }
+
 const proxied = (server: DropbearServer) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
@@ -66,7 +69,14 @@ const proxied = (server: DropbearServer) =>
       const key = fs.readFileSync(server.knownHostsPath, "utf8").split("\n")[0]!.split(" ").slice(1).join(" ")
       const knownHosts = path.join(dir, "known_hosts")
       fs.writeFileSync(knownHosts, `[127.0.0.1]:${proxy.port} ${key}\n`)
-      return { proxy, dir, knownHosts }
+      // Settings for the server through the proxy, with `patch` on top.
+      const through = (patch: Settings.Patch = {}) =>
+        settingsFor(server, {
+          host: `${server.user}@127.0.0.1:${proxy.port}`,
+          knownHostsFile: knownHosts,
+          ...patch
+        })
+      return { proxy, dir, through }
     }),
     ({ dir, proxy }) =>
       Effect.promise(async () => {
@@ -82,15 +92,10 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
     () =>
       Effect.gen(function*() {
         const server = dropbear!
-        const { knownHosts, proxy } = yield* proxied(server)
+        const { proxy, through } = yield* proxied(server)
         const daemon = mark("stranded-daemon")
         const victim = mark("stranded-victim")
-        const via = settingsFor(server, {
-          host: `${server.user}@127.0.0.1:${proxy.port}`,
-          knownHostsFile: knownHosts,
-          keepaliveInterval: Duration.millis(500),
-          keepaliveCountMax: 3
-        })
+        const via = through(quickKeepalive)
         try {
           yield* Effect.scoped(
             Effect.gen(function*() {
@@ -123,13 +128,10 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
     () =>
       Effect.gen(function*() {
         const server = dropbear!
-        const { knownHosts, proxy } = yield* proxied(server)
+        const { proxy, through } = yield* proxied(server)
         const daemon = mark("daemon")
         const victim = mark("cut-victim")
-        const via = settingsFor(server, {
-          host: `${server.user}@127.0.0.1:${proxy.port}`,
-          knownHostsFile: knownHosts
-        })
+        const via = through()
         try {
           yield* Effect.scoped(
             Effect.gen(function*() {
@@ -160,7 +162,7 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
     () =>
       Effect.gen(function*() {
         const server = dropbear!
-        const { knownHosts, proxy } = yield* proxied(server)
+        const { proxy, through } = yield* proxied(server)
         const hole = yield* Effect.promise(() => Blackhole.start())
         const defects: Array<string> = []
         const onUncaught = (error: unknown) => void defects.push(`uncaught: ${String(error)}`)
@@ -187,10 +189,7 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
               socket.destroy()
             }).pipe(
               Effect.provide(Ssh.layer),
-              settingsFor(server, {
-                host: `${server.user}@127.0.0.1:${proxy.port}`,
-                knownHostsFile: knownHosts
-              }),
+              through(),
               Effect.provide(Logger.layer([logger])),
               Effect.exit
             )
@@ -344,14 +343,9 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
       () =>
         Effect.gen(function*() {
           const server = dropbear!
-          const { knownHosts, proxy } = yield* proxied(server)
+          const { proxy, through } = yield* proxied(server)
           const victim = mark("sudo-victim")
-          const via = settingsFor(server, {
-            host: `${server.user}@127.0.0.1:${proxy.port}`,
-            knownHostsFile: knownHosts,
-            keepaliveInterval: Duration.millis(500),
-            keepaliveCountMax: 3
-          })
+          const via = through(quickKeepalive)
           const exit = yield* Effect.scoped(
             Effect.gen(function*() {
               yield* Operations.remote("true")
@@ -382,15 +376,12 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
       () =>
         Effect.gen(function*() {
           const server = dropbear!
-          const { knownHosts, proxy } = yield* proxied(server)
+          const { proxy, through } = yield* proxied(server)
           const victim = mark("victim")
           const bystander = mark("bystander")
-          const via = settingsFor(server, {
+          const via = through({
             shell,
-            host: `${server.user}@127.0.0.1:${proxy.port}`,
-            knownHostsFile: knownHosts,
-            keepaliveInterval: Duration.millis(500),
-            keepaliveCountMax: 3
+            ...quickKeepalive
           })
           // A command of the same user on another connection, not through the proxy.
           const spared = yield* Effect.forkChild(
@@ -431,13 +422,10 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
     () =>
       Effect.gen(function*() {
         const server = dropbear!
-        const { dir, knownHosts, proxy } = yield* proxied(server)
+        const { dir, proxy, through } = yield* proxied(server)
         fs.chmodSync(dir, 0o777)
         const log = path.join(dir, "runs")
-        const via = settingsFor(server, {
-          host: `${server.user}@127.0.0.1:${proxy.port}`,
-          knownHostsFile: knownHosts
-        })
+        const via = through()
         const exit = yield* Effect.scoped(
           Effect.gen(function*() {
             yield* Operations.remote("true")
@@ -505,16 +493,14 @@ describe.skipIf(dropbear === undefined)("Attack: Dropbear", () => {
     () =>
       Effect.gen(function*() {
         const server = dropbear!
-        const { dir, knownHosts, proxy } = yield* proxied(server)
+        const { dir, proxy, through } = yield* proxied(server)
         fs.chmodSync(dir, 0o777)
         const local = path.join(dir, "local")
         fs.mkdirSync(path.join(local, "tree", "sub"), { recursive: true })
         fs.writeFileSync(path.join(local, "up.bin"), randomBytes(256 * 1024))
         fs.writeFileSync(path.join(local, "tree", "sub", "f"), randomBytes(32 * 1024))
         fs.writeFileSync(path.join(dir, "down.bin"), randomBytes(256 * 1024), { mode: 0o644 })
-        const via = settingsFor(server, {
-          host: `${server.user}@127.0.0.1:${proxy.port}`,
-          knownHostsFile: knownHosts,
+        const via = through({
           connectAttempts: 1
         })
         // Reads the server's greeting through a forward to the server itself.
